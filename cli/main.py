@@ -1,0 +1,18 @@
+"""The `shelfready` command: one thin sub-command per verb over the library."""
+from __future__ import annotations
+
+import click
+
+from .clean_cmds import check, clean
+from .models_cmds import models_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shelfready")
+def cli():
+    """Get product photos ready for visual search: clean, check, measure."""
+
+
+cli.add_command(clean)
+cli.add_command(check)
+cli.add_command(models_group, name="models")

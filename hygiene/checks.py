@@ -1,0 +1,104 @@
+"""Readiness checks of any photo, cleaned or not, against a marketplace preset.
+
+Each check is ``{"value", "limit", "passed"}``; ``ready`` is true when all
+pass. With a mask (from cleanup) the product box comes from the mask; without
+one it is the box of everything that is not pure white.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .config import CheckConfig, Preset
+from .frame import product_box
+
+
+def _check(value, limit, passed: bool, unit: str = "") -> dict:
+    out = {"value": round(float(value), 4) if value is not None else None, "limit": limit,
+           "passed": bool(passed)}
+    if unit:
+        out["unit"] = unit
+    return out
+
+
+def white_border_share(rgb: np.ndarray, alpha: np.ndarray | None, cfg: CheckConfig) -> float:
+    """Share of the border ring that is pure white (or fully transparent)."""
+    b = max(1, min(cfg.border_px, min(rgb.shape[:2]) // 4))
+    white = np.all(rgb >= cfg.white_level, axis=2)
+    if alpha is not None:
+        white |= alpha == 0
+    ring = np.ones(white.shape, dtype=bool)
+    ring[b:-b, b:-b] = False
+    return float(white[ring].mean())
+
+
+def sharpness(rgb: np.ndarray, box, side: int) -> float:
+    """Variance of the Laplacian of the product region, normalised to ``side`` px."""
+    x0, y0, x1, y1 = box
+    gray = cv2.cvtColor(rgb[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+    longer = max(gray.shape)
+    if longer > side:
+        f = side / longer
+        gray = cv2.resize(gray, (max(1, round(gray.shape[1] * f)), max(1, round(gray.shape[0] * f))),
+                          interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+
+def undecided_share(alpha: np.ndarray) -> float:
+    """Share of the product's mask that is neither clearly in nor out (0.1 < a < 0.9)."""
+    product = alpha >= 26
+    if not product.any():
+        return 1.0
+    undecided = (alpha > 25) & (alpha < 230)
+    return float(undecided.sum() / product.sum())
+
+
+def readiness(image: Image.Image, preset: Preset, cfg: CheckConfig,
+              alpha: np.ndarray | None = None, mask_threshold: int = 128,
+              detail_source: tuple[np.ndarray, tuple] | None = None) -> dict:
+    """Readiness report of ``image`` (RGB or RGBA) for ``preset``.
+
+    ``detail_source`` = (rgb, box) of the original photo: sharpness is a property
+    of the camera shot, so a cleaned (resampled) image is judged by its source.
+    """
+    if image.mode == "RGBA" and alpha is None:
+        alpha = np.asarray(image.getchannel("A"))
+    rgb = np.asarray(image.convert("RGB"))
+    h, w = rgb.shape[:2]
+    if alpha is not None:
+        box = product_box(alpha, mask_threshold)
+    else:
+        box = product_box((~np.all(rgb >= 250, axis=2)).astype(np.uint8) * 255, 128)
+    checks: dict[str, dict] = {}
+    white = white_border_share(rgb, alpha, cfg)
+    checks["white_background"] = _check(white, cfg.min_white_border, white >= cfg.min_white_border)
+    longest = max(w, h)
+    checks["size"] = _check(longest, preset.min_side, longest >= preset.min_side, "px")
+    checks["square"] = _check(w / h, 1.0, w == h)
+    if box is None:
+        checks["fill"] = _check(0.0, [preset.min_fill, preset.max_fill], False)
+        checks["centred"] = _check(None, cfg.max_centre_offset, False)
+        checks["sharpness"] = _check(None, cfg.min_sharpness, False)
+    else:
+        x0, y0, x1, y1 = box
+        fill = max((x1 - x0) / w, (y1 - y0) / h)
+        checks["fill"] = _check(fill, [preset.min_fill, preset.max_fill],
+                                preset.min_fill - 0.005 <= fill <= preset.max_fill + 0.005)
+        offset = max(abs((x0 + x1) / 2 - w / 2) / w, abs((y0 + y1) / 2 - h / 2) / h)
+        checks["centred"] = _check(offset, cfg.max_centre_offset, offset <= cfg.max_centre_offset)
+        sharp = sharpness(*(detail_source or (rgb, box)), cfg.sharpness_side)
+        checks["sharpness"] = _check(sharp, cfg.min_sharpness, sharp >= cfg.min_sharpness)
+    if alpha is not None:
+        und = undecided_share(alpha)
+        checks["mask_confidence"] = _check(1.0 - und, 1.0 - cfg.max_undecided_alpha,
+                                           und <= cfg.max_undecided_alpha)
+    return {
+        "preset": preset.name,
+        "width": w,
+        "height": h,
+        "product_box": list(box) if box else None,
+        "checks": checks,
+        "ready": all(c["passed"] for c in checks.values()),
+        "failed": [name for name, c in checks.items() if not c["passed"]],
+    }

@@ -1,0 +1,117 @@
+"""clean(image, config) -> CleanResult: segment -> tidy -> frame -> compose -> check."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from . import checks, compose, frame, segment
+from .config import CleanConfig
+
+CLEANED = "cleaned"
+NEEDS_REVIEW = "needs_review"
+
+
+@dataclass
+class CleanResult:
+    image: Image.Image  # RGB on pure white, RGBA when transparent, or the safe fallback
+    mask: np.ndarray  # uint8 alpha of the input photo (255 = product)
+    report: dict  # readiness checks of the output
+    status: str = CLEANED  # "cleaned" | "needs_review"
+    reasons: list[str] = field(default_factory=list)
+    model: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-serialisable description (no pixels)."""
+        return {"status": self.status, "reasons": self.reasons, "model": self.model,
+                "report": self.report, "timings": self.timings}
+
+
+def _input_alpha(image: Image.Image) -> np.ndarray | None:
+    """An input that is already a cut-out (real transparency) needs no model."""
+    if image.mode != "RGBA":
+        return None
+    alpha = np.asarray(image.getchannel("A"))
+    return alpha if alpha.min() < 255 else None
+
+
+def _rgb_of(image: Image.Image) -> np.ndarray:
+    if image.mode == "RGBA":
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, image).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def mask_of(image: Image.Image, config: CleanConfig) -> tuple[np.ndarray, str]:
+    """Alpha of the product in ``image`` and the name of what produced it."""
+    given = _input_alpha(image)
+    if given is not None:
+        return given, "input-alpha"
+    return segment.predict_alpha(image.convert("RGB"), config.model), config.model
+
+
+def _safe_fallback(rgb: np.ndarray, box, config: CleanConfig) -> tuple[Image.Image, frame.Layout | None]:
+    """Uncut treatment for an untrusted mask: crop to the box, original background kept."""
+    h, w = rgb.shape[:2]
+    box = box or (0, 0, w, h)
+    layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
+    region = frame.resize_region(rgb, box, layout.placed[2] - layout.placed[0],
+                                 layout.placed[3] - layout.placed[1])
+    return Image.fromarray(frame.place(region, layout, 255), "RGB"), layout
+
+
+def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResult:
+    """Cut the product out, put it on pure white, square and centre it, check it."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    rgb = _rgb_of(image)
+    raw_alpha, source = mask_of(image, config)
+    timings["segment"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    alpha = compose.tidy_alpha(raw_alpha, config.mask_threshold, config.min_component_share)
+    box = frame.product_box(alpha, config.mask_threshold)
+    reasons: list[str] = []
+    if box is None:
+        reasons.append("no product found in the mask")
+    timings["mask"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if reasons:
+        out, _ = _safe_fallback(rgb, box, config)
+        out_alpha = None
+        status = NEEDS_REVIEW
+    else:
+        layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
+        pw, ph = layout.placed[2] - layout.placed[0], layout.placed[3] - layout.placed[1]
+        region_rgb = frame.resize_region(rgb, box, pw, ph)
+        region_a = frame.resize_region(alpha, box, pw, ph)
+        cut = compose.composite(region_rgb, region_a, config.transparent, config.fg_estimation)
+        arr = np.asarray(cut)
+        background = (255, 255, 255, 0) if config.transparent else (255, 255, 255)
+        out = Image.fromarray(frame.place(arr, layout, background), cut.mode)
+        out_alpha = frame.place(region_a, layout, 0)
+        status = CLEANED
+        if layout.upscale_limited:
+            reasons.append(f"photo too small: canvas {layout.canvas} px instead of "
+                           f"{config.target_size} px (max upscale {config.max_upscale}x)")
+    timings["compose"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report = checks.readiness(out, config.preset_rules, config.checks, alpha=out_alpha,
+                              mask_threshold=config.mask_threshold,
+                              detail_source=(rgb, box) if box else None)
+    timings["checks"] = time.perf_counter() - t
+    return CleanResult(image=out, mask=raw_alpha, report=report, status=status,
+                       reasons=reasons, model=source,
+                       timings={k: round(v, 4) for k, v in timings.items()})
+
+
+def check(image: Image.Image, config: CleanConfig = CleanConfig()) -> dict:
+    """Readiness report of a photo as it is (no cleanup, no model)."""
+    alpha = _input_alpha(image)
+    return checks.readiness(image if alpha is None else image.convert("RGBA"), config.preset_rules,
+                            config.checks, alpha=alpha, mask_threshold=config.mask_threshold)
