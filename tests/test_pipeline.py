@@ -1,0 +1,95 @@
+"""hygiene.clean on the real sample photos with the real u2netp model."""
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from hygiene import CleanConfig, check, clean
+from hygiene.config import PRESETS
+
+pytestmark = pytest.mark.slow
+
+# The sample photos are ~400x533: reaching a 1000 px canvas needs up to ~3x.
+CFG = CleanConfig(preset="ebay", size=1000, max_upscale=4.0)
+
+
+@pytest.fixture(scope="module")
+def cleaned(sample_paths):
+    return {p.name: (Image.open(p), clean(Image.open(p), CFG)) for p in sample_paths}
+
+
+def _product(result):
+    out = np.asarray(result.image)
+    return out, ~np.all(out == 255, axis=2)
+
+
+def test_output_square_of_preset_size(cleaned):
+    for name, (_, r) in cleaned.items():
+        assert r.image.size == (1000, 1000), name
+        assert r.image.mode == "RGB"
+        assert r.model == "u2netp"
+
+
+def test_background_is_exactly_white_outside_dilated_mask(cleaned):
+    for name, (_, r) in cleaned.items():
+        out, product = _product(r)
+        # The product region on the canvas: dilate it generously (10 px) and
+        # require everything outside to be exactly (255, 255, 255).
+        dil = cv2.dilate(product.astype(np.uint8), np.ones((21, 21), np.uint8)) > 0
+        assert (out[~dil] == 255).all(), name
+        assert r.report["checks"]["white_background"]["value"] == 1.0
+
+
+def test_fill_ratio_within_one_percent_and_centred(cleaned):
+    for name, (_, r) in cleaned.items():
+        x0, y0, x1, y1 = r.report["product_box"]
+        fill = max(x1 - x0, y1 - y0) / 1000
+        assert abs(fill - 0.85) <= 0.01, (name, fill)
+        assert abs((x0 + x1) / 2 - 500) <= 5 and abs((y0 + y1) / 2 - 500) <= 5, name
+
+
+def test_product_never_cut_off(cleaned):
+    for name, (photo, r) in cleaned.items():
+        out, product = _product(r)
+        # nothing of the product touches the canvas border
+        assert not product[0].any() and not product[-1].any(), name
+        assert not product[:, 0].any() and not product[:, -1].any(), name
+        # every part of the source mask made it onto the canvas: compare areas
+        src_area = (r.mask >= 128).sum()
+        x0, y0, x1, y1 = r.report["product_box"]
+        scale = max(x1 - x0, y1 - y0) / max(np.ptp(np.nonzero(r.mask >= 128)[1]) + 1,
+                                            np.ptp(np.nonzero(r.mask >= 128)[0]) + 1)
+        assert product.sum() >= 0.9 * src_area * scale ** 2 * 0.95, name
+
+
+def test_default_preset_size_and_upscale_limit(sample_paths):
+    photo = Image.open(sample_paths[0])
+    r = clean(photo)  # amazon preset, max_upscale 2.0: too small for 1600 px
+    preset = PRESETS["amazon"]
+    assert r.image.size[0] == r.image.size[1] < preset.size
+    assert any("photo too small" in reason for reason in r.reasons)
+    big = photo.resize((photo.width * 4, photo.height * 4), Image.Resampling.LANCZOS)
+    r2 = clean(big)
+    assert r2.image.size == (preset.size, preset.size)
+    assert not r2.reasons
+
+
+def test_transparent_output(sample_paths):
+    r = clean(Image.open(sample_paths[1]), CleanConfig(transparent=True, size=600, max_upscale=4))
+    assert r.image.mode == "RGBA" and r.image.size == (600, 600)
+    a = np.asarray(r.image)[..., 3]
+    assert a[0, 0] == 0 and a.max() == 255
+
+
+def test_input_with_transparency_skips_the_model(sample_paths):
+    r = clean(Image.open(sample_paths[2]), CleanConfig(transparent=True, size=600, max_upscale=4))
+    again = clean(r.image, CleanConfig(size=600, max_upscale=4))
+    assert again.model == "input-alpha"
+    assert again.image.size == (600, 600)
+
+
+def test_check_raw_photo_is_not_ready(sample_paths):
+    report = check(Image.open(sample_paths[0]))
+    assert not report["ready"]
+    assert "white_background" in report["failed"]
+    assert not report["checks"]["square"]["passed"]
