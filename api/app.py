@@ -1,0 +1,96 @@
+"""create_app(settings): the FastAPI application behind `shelfready serve`.
+
+Models and the catalog are loaded once, in a background thread started by the
+lifespan, so /healthz answers at once and /readyz says 503 until they are in.
+Middleware order, outermost first: CORS (only when origins are configured),
+API key, body size limit; then the routes. Inference runs on the bounded pool.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from hygiene.config import PRESETS
+
+from . import errors
+from .engine import Engine
+from .limits import WorkPool
+from .routes import build_router
+from .schemas import REPORT_HEADER, Health, Ready, error_responses
+from .security import KEY_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
+from .settings import ApiSettings
+
+log = logging.getLogger("shelfready.api")
+PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings.from_env()
+    keys = settings.all_keys()
+    engine = Engine(settings)
+    pool = WorkPool(settings.pool_size, settings.capacity, settings.timeout)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not keys:
+            log.warning("no API keys configured: authentication is OFF; anyone who can reach "
+                        "%s:%s can use the API (set --api-keys-file or SHELFREADY_API_KEYS)",
+                        settings.host, settings.port)
+        loading = asyncio.get_running_loop().run_in_executor(None, engine.load)
+        try:
+            yield
+        finally:
+            await asyncio.wait([loading])  # never tear down under a loading thread
+            pool.shutdown()
+
+    app = FastAPI(
+        title="shelfready",
+        version="0.1.0",
+        summary="Clean product photos and check their readiness for marketplaces and visual search.",
+        description=(f"Send `{KEY_HEADER.title()}` on every /v1 call when the server has keys. "
+                     f"`POST /v1/clean` answers the image with its report in `{REPORT_HEADER}`."),
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.engine, app.state.pool = settings, engine, pool
+    errors.install(app)
+    app.include_router(build_router(settings, engine, pool))
+
+    # added innermost first: the last one added wraps all the others
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=[KEY_HEADER, "content-type", "accept"],
+                           expose_headers=[REPORT_HEADER, "retry-after"], max_age=600)
+
+    page = PAGE.read_text(encoding="utf-8").replace("<!--PRESETS-->", "".join(
+        f"<option{' selected' if p == settings.preset else ''}>{html.escape(p)}</option>" for p in PRESETS))
+
+    @app.get("/", include_in_schema=False)
+    async def uploader() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    @app.get("/healthz", response_model=Health, summary="The process answers")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Ready, summary="Models loaded; 503 until then",
+             responses=error_responses(503))
+    async def readyz():
+        if not engine.ready:
+            detail = engine.error or "models are still loading"
+            return errors.error_json(503, "not_ready", detail, {"Retry-After": str(settings.retry_after)})
+        return JSONResponse(Ready(
+            status="ready", model=settings.model,
+            embedder=getattr(engine.embedder, "name", None), catalog_items=engine.catalog_size(),
+            pool=pool.stats()).model_dump())
+
+    return app

@@ -1,0 +1,191 @@
+"""The models and catalog one server process holds, and the blocking work on them.
+
+Everything here is synchronous and runs on the inference pool (api/limits.py),
+never on the event loop. Models are loaded once by `load()` (at start-up); no
+request creates a session, and nothing here caches responses.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from hygiene.config import CleanConfig, OutputConfig
+
+from .settings import ApiSettings
+
+log = logging.getLogger("shelfready.api")
+
+ITEM_DIR = "items"  # catalog photos added through the API, named by content hash
+
+
+class NoCatalog(Exception):
+    """The server was started without a catalog."""
+
+
+class TextSearchUnsupported(ValueError):
+    """Text queries need a CLIP catalog."""
+
+
+@dataclass
+class Hit:
+    id: int
+    sku: str
+    label: str
+    score: float
+
+
+def finite(obj):
+    """JSON-safe copy: numpy scalars -> Python, NaN/inf -> None, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+class Engine:
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self.ready = False
+        self.error: str | None = None
+        self.catalog = None
+        self.embedder = None
+        self._catalog_lock = threading.RLock()
+
+    # ---- start-up -------------------------------------------------------
+    def load(self) -> None:
+        """Load the remover, the catalog and its embedder once; record any failure."""
+        started = time.perf_counter()
+        try:
+            from hygiene import segment
+
+            segment.get_session(self.settings.model)
+            if self.settings.catalog:
+                self._open_catalog(Path(self.settings.catalog))
+            if self.settings.warmup:
+                self._warm_up()
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz, never raised into the loop
+            msg = str(exc).strip().splitlines()
+            self.error = msg[0] if msg else type(exc).__name__
+            log.error("start-up failed: %s", self.error)
+            return
+        self.ready = True
+        log.info("models loaded in %.1f s (remover %s, embedder %s, catalog %s)",
+                 time.perf_counter() - started, self.settings.model,
+                 getattr(self.embedder, "name", None), self.settings.catalog)
+
+    def _open_catalog(self, directory: Path) -> None:
+        from search import Catalog, create_embedder
+
+        if not directory.is_dir():
+            raise ValueError(f"catalog folder not found: {directory}")
+        self.catalog = Catalog.open(directory)
+        self.embedder = create_embedder(self.catalog.embedder_name)
+        if self.embedder.dim != self.catalog.dim:
+            raise ValueError(f"embedder {self.embedder.name} gives {self.embedder.dim}-d vectors, "
+                             f"catalog holds {self.catalog.dim}-d")
+
+    def _warm_up(self) -> None:
+        """One tiny inference per model so the first request does not pay for it."""
+        from hygiene import clean
+
+        photo = Image.new("RGB", (96, 96), (230, 230, 230))
+        photo.paste((40, 90, 160), (24, 24, 72, 72))
+        clean(photo, CleanConfig(model=self.settings.model, size=128))
+        if self.embedder is not None:
+            self.embedder.embed([photo])
+
+    # ---- per-request work (runs on a pool thread) -------------------------
+    def _load(self, data: bytes) -> Image.Image:
+        from hygiene.io import load_image
+
+        return load_image(data, self.settings.load_limits)
+
+    def clean(self, data: bytes, config: CleanConfig, output: OutputConfig) -> tuple[bytes, dict]:
+        from hygiene import clean
+        from hygiene.io import encode_image
+
+        result = clean(self._load(data), config)
+        encoded = encode_image(result.image, output)
+        return encoded, finite(result.summary())
+
+    def check(self, data: bytes, config: CleanConfig) -> dict:
+        from hygiene import check
+
+        return finite(check(self._load(data), config))
+
+    def _vector(self, data: bytes, config: CleanConfig | None):
+        image = self._load(data)
+        if config is not None:
+            from hygiene import clean
+
+            image = clean(image, config).image
+        return image, self.embedder.embed([image.convert("RGB")])
+
+    def search_image(self, data: bytes, k: int, config: CleanConfig | None) -> list[Hit]:
+        catalog = self._need_catalog()
+        _, vectors = self._vector(data, config)
+        with self._catalog_lock:
+            return self._hits(catalog.search(vectors, k)[0])
+
+    def search_text(self, text: str, k: int) -> list[Hit]:
+        catalog = self._need_catalog()
+        try:
+            vectors = self.embedder.embed_text([text])
+        except ValueError as exc:
+            raise TextSearchUnsupported(
+                f"text search needs a CLIP catalog; this catalog uses {self.embedder.name}") from exc
+        with self._catalog_lock:
+            return self._hits(catalog.search(vectors, k)[0])
+
+    def add_item(self, data: bytes, sku: str, label: str, config: CleanConfig | None) -> dict:
+        from hygiene.io import save_image_atomic
+
+        catalog = self._need_catalog()
+        image, vectors = self._vector(data, config)
+        digest = hashlib.sha256(data).hexdigest()
+        # The file name is ours (content hash), never anything the client sent.
+        folder = Path(self.settings.catalog) / ITEM_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        fmt = OutputConfig(format="png" if image.mode == "RGBA" else "jpg")
+        path = save_image_atomic(image, folder / f"{digest[:24]}.{fmt.format}", fmt)
+        with self._catalog_lock:
+            ids = catalog.add(vectors, [{"sku": sku, "label": label, "path": str(path),
+                                         "content_hash": digest}])
+            size = len(catalog)
+        return {"id": int(ids[0]), "sku": sku, "label": label, "content_hash": digest, "size": size}
+
+    def remove_item(self, item_id: int) -> dict | None:
+        catalog = self._need_catalog()
+        with self._catalog_lock:
+            if catalog.get(item_id) is None:
+                return None
+            catalog.remove([item_id])
+            return {"id": item_id, "deleted": True, "size": len(catalog)}
+
+    def catalog_size(self) -> int | None:
+        if self.catalog is None:
+            return None
+        with self._catalog_lock:
+            return len(self.catalog)
+
+    def _need_catalog(self):
+        if self.catalog is None:
+            raise NoCatalog()
+        return self.catalog
+
+    @staticmethod
+    def _hits(row) -> list[Hit]:
+        return [Hit(id=int(h.id), sku=str(h.sku), label=str(h.label or ""), score=float(h.score))
+                for h in row]

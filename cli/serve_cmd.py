@@ -1,0 +1,67 @@
+"""`shelfready serve`: run the HTTP API (api.app.create_app) under uvicorn.
+
+Flags override SHELFREADY_API_* environment variables, which override the
+defaults in api/settings.py. The app is built here and nowhere else in the CLI.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from api.settings import ApiSettings
+
+_D = ApiSettings()
+
+
+@click.command()
+@click.option("--host", default=None, help=f"Interface to bind [{_D.host}; env SHELFREADY_API_HOST].")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help=f"[{_D.port}]")
+@click.option("--catalog", type=click.Path(file_okay=False), default=None,
+              help="Catalog folder for /v1/search and /v1/catalog/items [none: those answer 409].")
+@click.option("--model", default=None, help=f"Background remover [{_D.model}].")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Inference threads [0 = one per core].")
+@click.option("--queue", type=click.IntRange(0, 100_000), default=None,
+              help=f"Requests that may wait for a worker; more answer 503 [{_D.queue}].")
+@click.option("--timeout", type=click.FloatRange(0.001, None), default=None,
+              help=f"Seconds per request before 504 [{_D.timeout:g}].")
+@click.option("--max-body-mb", type=click.FloatRange(0.01, None), default=None,
+              help=f"Largest request body in MiB; more answer 413 [{_D.max_body_bytes / 2**20:g}].")
+@click.option("--api-keys-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="File with one API key per line; clients send X-API-Key [auth off without keys].")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="Allow browser calls from this origin (repeatable) [CORS off].")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default=None, help=f"[{_D.log_level}]")
+def serve(host, port, catalog, model, workers, queue, timeout, max_body_mb, api_keys_file,
+          cors_origins, log_level):
+    """Serve the HTTP API and the uploader page (http://HOST:PORT/, docs at /docs).
+
+    Example: shelfready serve --port 8000 --catalog catalog/ --api-keys-file keys.txt
+    """
+    import uvicorn
+
+    try:
+        settings = ApiSettings.from_env(
+            host=host, port=port, catalog=catalog, model=model, workers=workers, queue=queue,
+            timeout=timeout, keys_file=api_keys_file, cors_origins=tuple(cors_origins),
+            log_level=log_level,
+            max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None)
+        settings.all_keys()  # unreadable keys file: fail now, with one line
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    # One onnxruntime/OpenMP thread budget per worker (as `shelfready clean` does per process),
+    # so N concurrent calls share the cores instead of oversubscribing them.
+    os.environ.setdefault("SHELFREADY_THREADS", str(settings.ort_threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(settings.ort_threads))
+    from api.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                workers=1, access_log=settings.log_level == "debug", timeout_keep_alive=5)
+
+
+if __name__ == "__main__":  # `python -m cli.serve_cmd`, used by the benches
+    serve(sys.argv[1:])
