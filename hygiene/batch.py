@@ -75,6 +75,14 @@ def find_images(in_dir: Path, cfg: BatchConfig, exclude: Path | None = None) -> 
     return found
 
 
+def remove_stale_temp_files(out_dir: Path) -> int:
+    """Delete temp files a killed run left behind (io writes ``.<name>.<random>.tmp``)."""
+    stale = [p for p in out_dir.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def file_hash(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -171,6 +179,7 @@ def run_batch(job: BatchJob, progress: bool = True) -> BatchSummary:
     if not job.in_dir.is_dir():
         raise ValueError(f"input folder not found: {job.in_dir}")
     job.out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(job.out_dir)
     manifest_path = job.out_dir / job.batch.manifest_name
     summary = BatchSummary()
     start = time.perf_counter()

@@ -1,0 +1,56 @@
+"""The click adapter: thin commands over the library, run with CliRunner."""
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+
+
+def test_help_has_an_example_for_each_command():
+    runner = CliRunner()
+    for args in (["clean"], ["check"], ["models", "fetch"], ["models", "list"]):
+        result = runner.invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0, args
+        assert "Example: shelfready" in result.output, args
+
+
+def test_models_list_shows_licences():
+    result = CliRunner().invoke(cli, ["models", "list"])
+    assert result.exit_code == 0
+    assert "u2netp" in result.output and "Apache-2.0" in result.output
+    assert "efficientnet_lite0" in result.output
+
+
+def test_check_reports_raw_photo_not_ready_and_bad_file(tmp_path, sample_paths):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    result = CliRunner().invoke(cli, ["check", str(sample_paths[0]), str(bad), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data[0]["ready"] is False and "white_background" in data[0]["failed"]
+    assert "not an image" in data[1]["error"]
+
+
+@pytest.mark.slow
+def test_clean_then_check_ready(tmp_path, sample_paths):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(sample_paths[7], src / "a.jpg")
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["clean", str(src), str(out), "--preset", "ebay", "--size", "800",
+                                 "--format", "png", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "1 cleaned" in result.output
+    assert (out / "a.png").is_file()
+    checked = runner.invoke(cli, ["check", str(out / "a.png"), "--preset", "ebay"])
+    assert "white_background" in checked.output
+    assert "ok   white_background" in checked.output and "ok   square" in checked.output
+
+
+def test_clean_missing_input_folder_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(cli, ["clean", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
