@@ -1,12 +1,14 @@
 # `make demo` and `make test` do all set-up from a bare machine:
-# virtual env, dependencies, model weights, then the job.
+# virtual env, dependencies, model weights (and, for tests, a headless browser),
+# then the job.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT ?= out/demo
+PYTEST_ARGS ?=
 
-.PHONY: demo test models clean-demo
+.PHONY: demo test models browser clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +18,19 @@ $(STAMP): pyproject.toml
 models: $(STAMP)
 	$(VENV)/bin/shelfready models fetch
 
+# Chromium renders the HTML report and drives the uploader page in tests
+# (Debian packages; needs root or sudo on a bare machine).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 demo: models
 	$(VENV)/bin/shelfready demo sample_images $(DEMO_OUT)
 
-test: models
-	$(PY) -m pytest
+test: models browser
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO_OUT)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from .clean_cmds import check, clean
+from .demo_cmd import demo
 from .models_cmds import models_group
+from .serve_cmd import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,3 +18,5 @@ def cli():
 cli.add_command(clean)
 cli.add_command(check)
 cli.add_command(models_group, name="models")
+cli.add_command(serve)
+cli.add_command(demo)
