@@ -169,7 +169,9 @@ class Engine:
     def remove_item(self, item_id: int) -> dict | None:
         catalog = self._need_catalog()
         with self._catalog_lock:
-            if catalog.get(item_id) is None:
+            try:
+                catalog.get(item_id)
+            except KeyError:
                 return None
             catalog.remove([item_id])
             return {"id": item_id, "deleted": True, "size": len(catalog)}

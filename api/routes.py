@@ -54,7 +54,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
             raise ApiError(409, "no_catalog", "this server has no catalog; start it with "
                            "`shelfready serve --catalog DIR`") from None
         except ImageLoadError as exc:
-            raise ApiError(422, "invalid_image", _line(exc)) from None
+            raise ApiError(_load_status(exc), getattr(exc, "code", "invalid_image"), _line(exc)) from None
         except TextSearchUnsupported as exc:
             raise ApiError(422, "text_search_unsupported", _line(exc)) from None
         except ModelError as exc:
@@ -167,6 +167,17 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
         return Deleted(**done)
 
     return router
+
+
+def _load_status(exc: Exception) -> int:
+    """415 for formats we do not read, 413 for too many bytes, else 422.
+
+    A pixel bomb or an absurd size is an unusable image (422), whatever its byte size.
+    """
+    status = getattr(exc, "http_status", 422)
+    if status == 413 and getattr(exc, "code", "") != "file_too_large":
+        return 422
+    return status if status in (413, 415) else 422
 
 
 def _wants_json(request: Request, mode: ResponseMode | None) -> bool:
