@@ -1,0 +1,14 @@
+"""Scoring stage: images -> embeddings -> FAISS catalog -> retrieval metrics.
+
+Importing this package loads neither torch nor model weights; that happens in
+``create_embedder``. Other modules add their exports below, one line each.
+"""
+from .catalog import Catalog, Hit, Item
+from .config import DEFAULT_EMBEDDER, EmbedConfig, IndexConfig
+from .embedders import Embedder, create_embedder, parse_name
+
+__all__ = [
+    "Catalog", "Hit", "Item",
+    "DEFAULT_EMBEDDER", "EmbedConfig", "IndexConfig",
+    "Embedder", "create_embedder", "parse_name",
+]

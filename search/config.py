@@ -1,0 +1,91 @@
+"""Every default of the scoring stage lives here and nowhere else.
+
+The CLI and the API read these frozen dataclasses; library code takes them as
+arguments (or falls back to the module-level defaults below).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_EMBEDDER = "cnn:efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How images become vectors."""
+
+    embedder: str = DEFAULT_EMBEDDER
+    batch_size: int = 32  # images per forward pass (bench/embed_speed.py: 16-32 is the knee on CPU)
+    # CNN preprocessing (open_clip models bring their own transform).
+    # "squash": resize the whole image to image_size x image_size, nothing cut off.
+    # "crop":   timm's eval transform (shorter side to image_size / crop_pct, centre crop).
+    # Measured on the shared evaluation photos (see search/embedders.py docstring).
+    resize_mode: str = "squash"
+    image_size: int = 224
+    crop_pct: float = 0.875  # only used by resize_mode="crop"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.resize_mode not in ("squash", "crop"):
+            raise ValueError(f"resize_mode must be 'squash' or 'crop', got {self.resize_mode!r}")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """FAISS index choice and parameters.
+
+    ``index_type="auto"`` picks by catalog size (see ``auto_index_type``):
+    exact ``flat`` up to ``flat_max`` vectors, graph ``hnsw`` up to ``hnsw_max``
+    (memory ~ (4*dim + 8*hnsw_m) bytes a vector, all in RAM), compressed
+    ``ivfpq`` beyond. Thresholds come from bench/catalog_speed.py (dim 1280,
+    2 CPU cores): flat single-query latency grows linearly (~10 ms per 100k
+    vectors here), so past ~100k a graph index is the better trade.
+    A catalog grows through these types automatically: flat and hnsw store exact
+    vectors, so the next index is rebuilt from them without loss.
+    """
+
+    flat_max: int = 100_000
+    hnsw_max: int = 2_000_000
+    # HNSW (inner product)
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 64
+    # IVF-PQ: nlist = clamp(round(ivf_nlist_factor * sqrt(n_train)), 16, ivf_nlist_max),
+    # and never more than n_train / 39 (faiss' k-means minimum points per centroid).
+    ivf_nlist_factor: float = 4.0
+    ivf_nlist_max: int = 16_384
+    ivf_nprobe: int = 32
+    pq_m: int = 64  # sub-quantizers; must divide dim (1280 = 64 x 20; 512 = 64 x 8)
+    pq_nbits: int = 8
+    ivfpq_min_train: int = 20_000  # below this an "ivfpq" catalog stays flat (with a note)
+    train_max: int = 200_000  # training sample size cap (seeded random sample)
+    # Binary: ITQ (PCA + learned rotation) then sign -> Hamming distance.
+    binary_bits: int = 256
+    binary_min_train: int = 2_000  # below this a "binary" catalog stays flat (with a note)
+    binary_hnsw_min: int = 2_000_000  # IndexBinaryHNSW instead of IndexBinaryFlat above this
+    binary_hnsw_m: int = 32
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if not 0 < self.flat_max <= self.hnsw_max:
+            raise ValueError("need 0 < flat_max <= hnsw_max")
+        if self.binary_bits % 8:
+            raise ValueError(f"binary_bits must be a multiple of 8, got {self.binary_bits}")
+
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq", "binary")
+
+
+def auto_index_type(count: int, cfg: IndexConfig | None = None) -> str:
+    """The index type "auto" uses for a catalog of ``count`` vectors."""
+    cfg = cfg or IndexConfig()
+    if count <= cfg.flat_max:
+        return "flat"
+    if count <= cfg.hnsw_max:
+        return "hnsw"
+    return "ivfpq"
+
+
+DEFAULT_EMBED = EmbedConfig()
+DEFAULT_INDEX = IndexConfig()

