@@ -6,6 +6,8 @@ Importing this package loads neither torch nor model weights; that happens in
 from .catalog import Catalog, Hit, Item
 from .config import DEFAULT_EMBEDDER, EmbedConfig, IndexConfig
 from .embedders import Embedder, create_embedder, parse_name
+from .evaluate import EvalConfig, Evaluation, evaluate
+from .report import write_report
 
 __all__ = [
     "Catalog", "Hit", "Item",

@@ -1,0 +1,210 @@
+"""`shelfready catalog build|add`, `shelfready search`, `shelfready evaluate`.
+
+Register in cli/main.py:
+    cli.add_command(catalog_group, name="catalog")
+    cli.add_command(search_cmd, name="search")
+    cli.add_command(evaluate_cmd, name="evaluate")
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
+
+from .options import clean_options
+
+BATCH = 32
+
+
+def _labelled(images: Path, labels: Path | None, from_folders: bool):
+    from search import datasets
+
+    if labels and from_folders:
+        raise click.UsageError("use --labels or --labels-from-folders, not both")
+    try:
+        if labels:
+            return datasets.from_csv(labels, base=images)
+        if from_folders:
+            return datasets.from_folders(images)
+        return datasets.from_stems(datasets.list_images(images))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
+    """Embed and add items not already in the catalog: (added, skipped, errors)."""
+    from hygiene.io import load_image
+    from search.evaluate import file_sha256
+
+    added, skipped, errors = 0, 0, []
+    for start in range(0, len(items), BATCH):
+        images, rows = [], []
+        for it in items[start:start + BATCH]:
+            try:
+                digest = file_sha256(it.path)
+                if catalog.find_hash(digest):
+                    skipped += 1
+                    continue
+                images.append(load_image(it.path))
+                rows.append({"sku": it.sku, "label": it.label, "path": str(Path(it.path).resolve()),
+                             "content_hash": digest})
+            except (ValueError, OSError) as exc:
+                errors.append(f"{it.path}: {exc}")
+        if images:
+            added += len(catalog.add_images(images, rows, embedder))
+    return added, skipped, errors
+
+
+def _label_options(func):
+    func = click.option("--labels-from-folders", is_flag=True,
+                        help="Label = name of each image's first sub-folder under IMAGES.")(func)
+    return click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="CSV with path,label[,sku] columns (paths relative to IMAGES). "
+                             "Default: label from the file name ('shoes-2.jpg' -> shoes).")(func)
+
+
+def _report_add(added: int, skipped: int, errors: list[str], catalog) -> None:
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    click.echo(f"added {added}, already present {skipped}, failed {len(errors)}; catalog {catalog.directory}: "
+               f"{len(catalog)} items, {catalog.embedder_name}, {catalog.index_type} index")
+    if errors:
+        sys.exit(1)
+
+
+@click.group()
+def catalog_group():
+    """Build and grow a searchable product catalog (FAISS index + item table)."""
+
+
+@catalog_group.command("build")
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_label_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Catalog folder.")
+@click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True, help="source:arch[/tag].")
+@click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
+              help="FAISS index; auto picks by catalog size.")
+def build(images, labels, labels_from_folders, out, embedder, index_type):
+    """Embed every image under IMAGES into a new catalog at --out.
+
+    Example: shelfready catalog build products/ --labels-from-folders --out cat/
+    """
+    from search import Catalog, create_embedder
+
+    items = _labelled(images, labels, labels_from_folders)
+    emb = create_embedder(embedder)
+    try:
+        cat = Catalog.create(out, emb.name, emb.dim, index_type)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{exc}; use `shelfready catalog add`") from None
+    _report_add(*_add(cat, items, emb), cat)
+
+
+@catalog_group.command("add")
+@click.argument("catalog", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_label_options
+def add(catalog, images, labels, labels_from_folders):
+    """Add the images under IMAGES to CATALOG (photos already in it are skipped).
+
+    Example: shelfready catalog add cat/ new-products/ --labels new.csv
+    """
+    from search import Catalog, create_embedder
+
+    cat = _open(catalog)
+    _report_add(*_add(cat, _labelled(images, labels, labels_from_folders), create_embedder(cat.embedder_name)),
+                cat)
+
+
+def _open(directory: Path):
+    from search import Catalog
+
+    try:
+        return Catalog.open(directory)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("search")
+@click.argument("catalog", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--text", help="Search by a text description instead (CLIP embedders only).")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=5, show_default=True, help="Hits to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def search_cmd(catalog, image, text, k, as_json):
+    """The catalog items most similar to IMAGE (or to --text).
+
+    Example: shelfready search cat/ photo.jpg -k 5
+    """
+    from hygiene.io import load_image
+    from search import create_embedder
+
+    if (image is None) == (text is None):
+        raise click.UsageError("give either IMAGE or --text")
+    cat = _open(catalog)
+    emb = create_embedder(cat.embedder_name)
+    try:
+        vec = emb.embed_text([text]) if text is not None else emb.embed([load_image(image)])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    hits = [h.__dict__ for h in cat.search(vec, k)[0]]
+    if as_json:
+        click.echo(json.dumps(hits, indent=2))
+        return
+    for rank, h in enumerate(hits, start=1):
+        click.echo(f"{rank:>3}  {h['score']:.4f}  {h['sku']}  {h['label']}  {h['path']}")
+
+
+@click.command("evaluate")
+@click.option("--catalog", "catalog_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Catalog built with `shelfready catalog build` (its images are re-read).")
+@click.option("--queries", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Query photos in DIR/<label>/... (label = sub-folder).")
+@click.option("--queries-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV of path,label (paths relative to the CSV).")
+@click.option("--clean-catalog", is_flag=True, help="Also score cleaned queries against a cleaned catalog.")
+@clean_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Cleaning processes.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where cleaned images and embeddings are cached [~/.cache/shelfready].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet):
+    """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
+
+    Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
+    OUT/report.json and OUT/per_photo.csv.
+
+    Example: shelfready evaluate --catalog cat/ --queries shots/ --clean-catalog --out report/
+    """
+    from search import create_embedder, datasets
+    from search.evaluate import EvalConfig, evaluate
+    from search.report import verdict_sentence, write_report
+
+    if (queries is None) == (queries_csv is None):
+        raise click.UsageError("give either --queries DIR or --queries-csv CSV")
+    try:
+        query_items = datasets.from_folders(queries) if queries else datasets.from_csv(queries_csv)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    cat = _open(catalog_dir)
+    catalog_items = []
+    for i in cat.ids():
+        it = cat.get(i)
+        if it.path and it.label:
+            catalog_items.append(datasets.LabelledImage(Path(it.path), it.label, it.sku or ""))
+    cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
+    try:
+        ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name), clean_config,
+                      clean_catalog=clean_catalog, config=cfg, progress=not quiet)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    index = write_report(ev, out)
+    for v in ev.variants[1:]:
+        click.echo(verdict_sentence(ev, v))
+    click.echo(f"verdict: {ev.verdict}")
+    click.echo(f"report: {index}")
