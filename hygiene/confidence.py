@@ -1,0 +1,120 @@
+"""Can this photo's cut-out be trusted? Mask signals -> score -> gate decision.
+
+Whitening a photo whose mask is wrong makes it harder to match than the raw
+photo (grocery shelf photos: R@1 0.358 raw vs 0.297 whitened). The signals
+below are cheap statistics of the model's alpha; each has a threshold
+calibrated on retrieval outcomes (``python -m bench.calibrate_gate``). A photo
+passes when every signal is on the good side of its threshold; the score is
+the smallest per-signal margin mapped to [0, 1], so 0.5 is the pass line and
+the reasons name every signal that failed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# how far past a threshold (in the signal's own units) takes the score from 0.5 to 0 or 1
+MARGIN_SCALE = {"undecided": 0.1, "fg_share": 0.05, "border_touch": 0.1, "objects": 2.0,
+                "main_share": 0.1, "solidity": 0.1, "refine_iou": 0.1}
+SIGNALS = ("undecided", "fg_share", "border_touch", "objects", "main_share", "solidity", "refine_iou")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Pass rules; each value is a measured threshold (see report / bench.calibrate_gate)."""
+
+    enabled: bool = True
+    solid: int = 128  # alpha >= this counts as product
+    low: int = 26  # 0.1 * 255: alpha in (low, high) is "undecided"
+    high: int = 230  # 0.9 * 255
+    border_px_frac: float = 0.01  # width of the frame ring for border_touch, share of the short side
+    min_blob_share: float = 0.05  # blobs below this share of the largest are not counted as objects
+    max_undecided: float = 0.25  # undecided pixels / (undecided + solid) pixels
+    min_fg_share: float = 0.05  # product area / frame area
+    max_fg_share: float = 0.85
+    max_border_touch: float = 0.30  # share of the frame ring covered by product
+    max_objects: int = 99  # separate blobs
+    min_main_share: float = 0.0  # largest blob / all product pixels
+    min_solidity: float = 0.0  # product area / its box area
+    min_refine_iou: float = 0.0  # IoU(model mask, refined mask); 0 = not used
+
+
+@dataclass(frozen=True)
+class Assessment:
+    score: float  # 0..1, >= 0.5 means every rule passed
+    passed: bool
+    reasons: list[str]
+    signals: dict
+
+
+def _check(alpha: np.ndarray, name: str) -> None:
+    if alpha.ndim != 2 or alpha.dtype != np.uint8:
+        raise ValueError(f"{name} must be an HxW uint8 array, got {alpha.shape} {alpha.dtype}")
+
+
+def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
+                 alpha_refined: np.ndarray | None = None) -> dict:
+    """Cheap statistics of an alpha mask (plain floats/ints, JSON-serialisable)."""
+    _check(alpha, "alpha")
+    h, w = alpha.shape
+    solid = alpha >= cfg.solid
+    n_solid = int(np.count_nonzero(solid))
+    undecided = int(np.count_nonzero((alpha > cfg.low) & (alpha < cfg.high)))
+    ring = max(1, round(cfg.border_px_frac * min(h, w)))
+    border = np.ones((h, w), bool)
+    border[ring:h - ring, ring:w - ring] = False
+    sig = {
+        "undecided": undecided / max(1, undecided + n_solid),
+        "fg_share": n_solid / (h * w),
+        "border_touch": float(np.count_nonzero(solid & border) / max(1, np.count_nonzero(border))),
+        "objects": 0, "main_share": 0.0, "solidity": 0.0, "refine_iou": 1.0,
+    }
+    if n_solid:
+        n, _, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        sig["objects"] = int(np.count_nonzero(areas >= cfg.min_blob_share * areas.max()))
+        sig["main_share"] = float(areas.max() / n_solid)
+        ys, xs = np.nonzero(solid)
+        box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+        sig["solidity"] = float(n_solid / box)
+    if alpha_refined is not None:
+        _check(alpha_refined, "alpha_refined")
+        ref = alpha_refined >= cfg.solid
+        union = np.count_nonzero(ref | solid)
+        sig["refine_iou"] = float(np.count_nonzero(ref & solid) / union) if union else 1.0
+    return {k: round(float(v), 4) if isinstance(v, float) else v for k, v in sig.items()}
+
+
+def _rules(cfg: GateConfig) -> list[tuple[str, str, float, str]]:
+    """(signal, direction, threshold, reason) for every active rule."""
+    return [
+        ("undecided", "max", cfg.max_undecided, "mask is unsure (too much half-transparent alpha)"),
+        ("fg_share", "min", cfg.min_fg_share, "product area is too small or nothing was found"),
+        ("fg_share", "max", cfg.max_fg_share, "mask covers almost the whole photo"),
+        ("border_touch", "max", cfg.max_border_touch, "mask runs along the photo's edges (shelf or scene, not one product)"),
+        ("objects", "max", cfg.max_objects, "several separate objects were cut out"),
+        ("main_share", "min", cfg.min_main_share, "the cut-out is split into pieces"),
+        ("solidity", "min", cfg.min_solidity, "the cut-out is thin or scattered"),
+        ("refine_iou", "min", cfg.min_refine_iou, "refinement disagrees with the model mask"),
+    ]
+
+
+def assess(rgb: np.ndarray, alpha_raw: np.ndarray, alpha_refined: np.ndarray | None,
+           cfg: GateConfig = GateConfig()) -> Assessment:
+    """Score the cut-out of one photo and decide whether it may be whitened."""
+    if rgb.ndim != 3 or rgb.shape[:2] != alpha_raw.shape:
+        raise ValueError(f"rgb {rgb.shape} and alpha {alpha_raw.shape} do not match")
+    sig = mask_signals(alpha_raw, cfg, alpha_refined)
+    if not cfg.enabled:
+        return Assessment(1.0, True, [], sig)
+    margins, reasons = [], []
+    for name, direction, limit, reason in _rules(cfg):
+        value = sig[name]
+        diff = (limit - value) if direction == "max" else (value - limit)
+        margins.append(diff / MARGIN_SCALE[name])
+        if diff < 0:
+            reasons.append(f"{reason}: {name}={value} ({direction} {limit})")
+    score = float(np.clip(0.5 + 0.5 * min(margins), 0.0, 1.0))
+    return Assessment(round(score, 4), not reasons, reasons, sig)
