@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .catalog_cmds import catalog_group, evaluate_cmd, search_cmd
 from .clean_cmds import check, clean
 from .demo_cmd import demo
 from .models_cmds import models_group
@@ -19,4 +20,7 @@ cli.add_command(clean)
 cli.add_command(check)
 cli.add_command(models_group, name="models")
 cli.add_command(serve)
+cli.add_command(catalog_group, name="catalog")
+cli.add_command(search_cmd, name="search")
+cli.add_command(evaluate_cmd, name="evaluate")
 cli.add_command(demo)
