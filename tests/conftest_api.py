@@ -32,7 +32,7 @@ class RunningServer:
     app: object
 
     def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 120), **kwargs)
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 300), **kwargs)
 
     def pool(self) -> dict:
         return self.app.state.pool.stats()

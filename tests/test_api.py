@@ -350,3 +350,54 @@ def test_settings_precedence_and_validation(tmp_path):
         ApiSettings(timeout=0)
     with pytest.raises(ValueError, match="cannot read API keys file"):
         ApiSettings(keys_file=str(tmp_path / "missing.txt")).all_keys()
+
+
+# ---------------------------------------------------------------- catalog: add, search, delete
+
+def test_catalog_add_search_delete_persisted(tmp_path):
+    from search import Catalog
+
+    folder = tmp_path / "catalog"
+    Catalog.create(folder, "cnn:efficientnet_lite0", 1280)
+    with running_server(catalog=str(folder), workers=2, timeout=600) as srv, srv.client() as c:
+        ready = c.get("/readyz").json()
+        assert ready["embedder"] == "cnn:efficientnet_lite0" and ready["catalog_items"] == 0
+        ids = {}
+        for n, name in enumerate(["dress.jpg", "shoes.jpg", "hat.jpg", "pants.jpg"]):
+            r = c.post("/v1/catalog/items", data={"sku": f"SKU-{name[:-4]}", "label": name[:-4]},
+                       files={"photo": ("../../../tmp/evil-" + name, photo_bytes(name))})
+            assert r.status_code == 201, r.text
+            item = r.json()
+            assert item["size"] == n + 1 and item["sku"] == f"SKU-{name[:-4]}"
+            ids[name] = item["id"]
+        assert len(set(ids.values())) == 4
+        stored = sorted(p.name for p in (folder / "items").iterdir())
+        assert len(stored) == 4 and not any("evil" in s for s in stored)  # names are content hashes
+        assert not list(tmp_path.parent.glob("**/evil-*"))
+
+        r = c.post("/v1/search", files={"photo": ("q", photo_bytes("shoes.jpg"))}, data={"k": "3"})
+        assert r.status_code == 200, r.text
+        res = r.json()
+        assert res["query"] == "image" and res["embedder"] == "cnn:efficientnet_lite0"
+        hits = res["hits"]
+        assert len(hits) == 3 and hits[0]["sku"] == "SKU-shoes" and hits[0]["id"] == ids["shoes.jpg"]
+        assert hits[0]["score"] > 0.99  # the very photo that was added
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+        _error(c.post("/v1/search", data={"text": "red shoes"}), 422, "text_search_unsupported")
+        _error(c.post("/v1/search", data={"k": "3"}), 422, "invalid_option")
+        _error(c.post("/v1/search", files={"photo": ("q", photo_bytes())}, data={"text": "x"}), 422)
+        _error(c.post("/v1/search", files={"photo": ("q", photo_bytes())}, data={"k": "0"}), 422)
+        _error(c.post("/v1/catalog/items", files={"photo": ("q", photo_bytes())}), 422)  # no sku
+        _error(c.post("/v1/catalog/items", files={"photo": ("q", b"GIF89a" + b"\0" * 40)},
+                      data={"sku": "X"}), 422)
+
+        r = c.delete(f"/v1/catalog/items/{ids['shoes.jpg']}")
+        assert r.status_code == 200 and r.json() == {"id": ids["shoes.jpg"], "deleted": True, "size": 3}
+        _error(c.delete(f"/v1/catalog/items/{ids['shoes.jpg']}"), 404, "not_found")
+        _error(c.delete("/v1/catalog/items/-1"), 422)
+        r = c.post("/v1/search", files={"photo": ("q", photo_bytes("shoes.jpg"))}, data={"k": "5"})
+        assert [h["sku"] for h in r.json()["hits"]].count("SKU-shoes") == 0
+        assert len(r.json()["hits"]) == 3
+    reopened = Catalog.open(folder)
+    assert len(reopened) == 3 and reopened.get(ids["dress.jpg"]).sku == "SKU-dress"
