@@ -17,12 +17,12 @@ class EmbedConfig:
     embedder: str = DEFAULT_EMBEDDER
     batch_size: int = 32  # images per forward pass (bench/embed_speed.py: 16-32 is the knee on CPU)
     # CNN preprocessing (open_clip models bring their own transform).
+    # "crop":   timm's eval transform for these weights (shorter side to image_size / crop_pct,
+    #           bicubic, centre crop image_size). Default: measured best overall, see embedders.py.
     # "squash": resize the whole image to image_size x image_size, nothing cut off.
-    # "crop":   timm's eval transform (shorter side to image_size / crop_pct, centre crop).
-    # Measured on the shared evaluation photos (see search/embedders.py docstring).
-    resize_mode: str = "squash"
+    resize_mode: str = "crop"
     image_size: int = 224
-    crop_pct: float = 0.875  # only used by resize_mode="crop"
+    crop_pct: float = 0.875  # timm's value for tf_efficientnet_lite0; only used by "crop"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
