@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", default="", help="JSON rules to score instead of fitting")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    emb = Embeddings(repr(RefineConfig()).__hash__().__str__())
+    emb = Embeddings(hashlib.md5(repr(RefineConfig()).encode()).hexdigest()[:8])
     variants = args.variants.split(",")
     fitted = [collect(s, args.limit, emb, variants, args.clean_catalog, args.cached_only) for s in args.sets.split(",") if s]
     checked = [collect(s, args.limit, emb, variants, args.clean_catalog, args.cached_only)

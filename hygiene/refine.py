@@ -28,8 +28,8 @@ class RefineConfig:
     iterations: int = 4  # GrabCut iterations
     sure_fg: int = 230  # model alpha >= this (after erosion) seeds "surely product"
     sure_bg: int = 10  # model alpha <= this (away from the product) seeds "surely background"
-    erode_frac: float = 0.02  # erosion of the sure-fg seed, share of the work image's side
-    bg_band_frac: float = 0.04  # sure-bg only farther than this from the model's product
+    erode_frac: float = 0.0  # erosion of the sure-fg seed, share of the work image's side
+    bg_band_frac: float = 0.0  # sure-bg only farther than this from the model's product
     min_component_share: float = 0.05  # drop blobs smaller than this share of the largest
     max_hole_share: float = 0.05  # fill enclosed holes up to this share of the object area
     min_object_share: float = 0.002  # masks smaller than this share of the frame are left alone
@@ -130,6 +130,7 @@ def refine_alpha(rgb: np.ndarray, alpha: np.ndarray, cfg: RefineConfig = RefineC
     if scale < 1.0:
         soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)
         changed = cv2.resize(changed.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        changed &= (soft >= 128) != (alpha >= 128)  # at full size, only flipped decisions
     # the model's own soft edge stays wherever the work-size decision did not change
     out = alpha.copy()
     out[changed] = soft[changed]
