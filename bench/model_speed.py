@@ -1,0 +1,267 @@
+"""Model-only speed and mask agreement of u2netp variants (fp32, int8, input size).
+
+    python bench/model_speed.py latency --rounds 10        # one session.run, per variant x threads
+    python bench/model_speed.py layout --per-proc 8        # photos/s of P processes x T threads
+    python bench/model_speed.py iou --clothing 100 --grocery 50
+    python bench/model_speed.py all
+
+Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_int8,
+calibrated on sample_images only; built once into --work), ``fp32@288`` / ``fp32@256``
+(same weights, smaller input: fewer FLOPs, masks differ). Every timing is taken
+interleaved with its anchor (fp32) in the same run; medians are printed with the
+ratio to fp32, wall and CPU time (CPU time is steadier on a shared machine).
+IoU is against rembg's own U2netpSession.predict with fp32 weights, at alpha >= 128,
+on dev photos from ../shared/data (never needed at run time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hygiene import models, quantize  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SAMPLES = ROOT / "sample_images"
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def int8_path(work: Path) -> Path:
+    """The int8 model built from sample_images, reused while its checksum holds."""
+    dst = work / "u2netp-int8.onnx"
+    try:
+        return quantize.verify_int8(dst)
+    except models.ModelError:
+        t = time.perf_counter()
+        quantize.build_int8(models.verify("u2netp"), dst, sorted(SAMPLES.glob("*.jpg")))
+        print(f"built {dst} in {time.perf_counter() - t:.1f} s", flush=True)
+        return dst
+
+
+def resized_model(work: Path, size: int) -> Path:
+    """u2netp.onnx with its input fixed to size x size (the graph is fully convolutional)."""
+    import onnx
+
+    dst = work / f"u2netp-{size}.onnx"
+    if not dst.is_file():
+        m = onnx.load(str(models.verify("u2netp")))
+        del m.graph.value_info[:]
+        for d, v in zip(m.graph.input[0].type.tensor_type.shape.dim, (1, 3, size, size)):
+            d.dim_value = v
+        for out in m.graph.output:
+            for d, v in zip(out.type.tensor_type.shape.dim, (1, 1, size, size)):
+                d.dim_value = v
+        onnx.save(m, str(dst))
+    return dst
+
+
+def variant_file(name: str, work: Path) -> tuple[Path, int]:
+    base, _, size = name.partition("@")
+    size = int(size or 320)
+    if base == "int8":
+        if size != 320:
+            raise ValueError("int8 is built for 320x320 only")
+        return int8_path(work), 320
+    if base != "fp32":
+        raise ValueError(f"unknown variant {name!r}")
+    return (models.verify("u2netp") if size == 320 else resized_model(work, size)), size
+
+
+def make_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def model_input(image: Image.Image, size: int) -> np.ndarray:
+    """rembg's u2netp preprocessing at any square size."""
+    im = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS), dtype=np.float64)
+    im = im / max(float(im.max()), 1e-6)
+    im = (im - np.array(quantize.MEAN)) / np.array(quantize.STD)
+    return im.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def mask_from(session, image: Image.Image, size: int) -> np.ndarray:
+    """rembg's U2netpSession.predict, with the input size as a parameter."""
+    pred = session.run(None, {session.get_inputs()[0].name: model_input(image, size)})[0][:, 0]
+    pred = np.squeeze((pred - pred.min()) / (pred.max() - pred.min()))
+    mask = Image.fromarray((pred * 255).astype("uint8"), mode="L")
+    return np.asarray(mask.resize(image.size, Image.Resampling.LANCZOS))
+
+
+def sample_photo() -> Image.Image:
+    with Image.open(SAMPLES / "dress.jpg") as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+# ---------------------------------------------------------------- latency
+def latency(variants: list[str], threads: list[int], rounds: int, work: Path) -> list[dict]:
+    photo = sample_photo()
+    runs = {}
+    for v in variants:
+        path, size = variant_file(v, work)
+        x = model_input(photo, size)
+        for t in threads:
+            s = make_session(path, t)
+            runs[(v, t)] = (s, {s.get_inputs()[0].name: x})
+            s.run(None, runs[(v, t)][1])  # warm-up
+    wall = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, (s, feed) in runs.items():
+            c0, t0 = cpu_s(), time.perf_counter()
+            s.run(None, feed)
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(cpu_s() - c0)
+    rows = []
+    for (v, t) in runs:
+        anchor = (variants[0], t)
+        rows.append({"variant": v, "threads": t,
+                     "wall_ms": 1000 * statistics.median(wall[(v, t)]),
+                     "cpu_ms": 1000 * statistics.median(cpu[(v, t)]),
+                     "wall_vs_anchor": statistics.median(wall[(v, t)]) / statistics.median(wall[anchor]),
+                     "cpu_vs_anchor": statistics.median(cpu[(v, t)]) / statistics.median(cpu[anchor])})
+    return rows
+
+
+# ---------------------------------------------------------------- layout
+def _worker(path: str, size: int, threads: int, n: int, barrier, out) -> None:
+    s = make_session(Path(path), threads)
+    feed = {s.get_inputs()[0].name: model_input(sample_photo(), size)}
+    s.run(None, feed)
+    barrier.wait()
+    for _ in range(n):
+        s.run(None, feed)
+    out.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB (Linux: KiB)
+
+
+def _layout_once(path: Path, size: int, procs: int, threads: int, n: int) -> tuple[float, float]:
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(procs + 1), ctx.Queue()
+    ps = [ctx.Process(target=_worker, args=(str(path), size, threads, n, barrier, out)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    rss = [out.get() for _ in ps]
+    wall = time.perf_counter() - t0
+    for p in ps:
+        p.join()
+    return procs * n / wall, max(rss)
+
+
+def layout(variants: list[str], shapes: list[tuple[int, int]], per_proc: int, rounds: int, work: Path) -> list[dict]:
+    """Model-only throughput ceiling of each processes x threads shape (alternating rounds)."""
+    res: dict = {}
+    files = {v: variant_file(v, work) for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            for procs, threads in shapes:
+                n = per_proc * max(1, 2 // procs)  # same number of photos per shape
+                rate, rss = _layout_once(*files[v], procs, threads, n)
+                res.setdefault((v, procs, threads), []).append((rate, rss))
+    anchor = (variants[0],) + shapes[0]
+    base = statistics.median(r for r, _ in res[anchor])
+    return [{"variant": v, "procs": p, "threads": t,
+             "photos_per_s": statistics.median(r for r, _ in vals),
+             "vs_anchor": statistics.median(r for r, _ in vals) / base,
+             "peak_rss_mib_per_worker": max(m for _, m in vals)}
+            for (v, p, t), vals in res.items()]
+
+
+# ---------------------------------------------------------------- iou
+def dev_photos(clothing: int, grocery: int) -> list[Path]:
+    """A fixed, spread-out list: every k-th clothing validation photo, every k-th grocery val photo."""
+    cl = sorted((DATA / "clothing_small" / "validation").glob("*/*.jpg"))
+    gr = sorted((DATA / "grocery_store" / "dataset" / "val").glob("*/*/*.jpg")) + \
+        sorted((DATA / "grocery_store" / "dataset" / "val").glob("*/*/*/*.jpg"))
+    gr = sorted(set(gr))
+    pick = lambda xs, n: [xs[int(i * len(xs) / n)] for i in range(n)] if n and xs else []  # noqa: E731
+    return pick(cl, clothing) + pick(gr, grocery)
+
+
+def iou(a: np.ndarray, b: np.ndarray, thr: int = 128) -> float:
+    a, b = a >= thr, b >= thr
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def iou_table(variants: list[str], clothing: int, grocery: int, work: Path) -> list[dict]:
+    from hygiene import segment
+
+    photos = dev_photos(clothing, grocery)
+    ref_session = segment.get_session("u2netp")
+    sessions = {v: (make_session(*variant_file(v, work)[:1], 0), variant_file(v, work)[1]) for v in variants}
+    scores = {v: {"clothing": [], "grocery": []} for v in variants}
+    for path in photos:
+        with Image.open(path) as im:
+            image = ImageOps.exif_transpose(im).convert("RGB")
+        ref = np.asarray(ref_session.predict(image)[0])  # rembg's own predict, fp32
+        group = "clothing" if "clothing_small" in str(path) else "grocery"
+        for v, (s, size) in sessions.items():
+            scores[v][group].append(iou(ref, mask_from(s, image, size)))
+    rows = []
+    for v in variants:
+        for group, vals in scores[v].items():
+            if vals:
+                rows.append({"variant": v, "set": group, "n": len(vals), "mean_iou": float(np.mean(vals)),
+                             "min_iou": float(np.min(vals)), "share_below_0.98": float(np.mean(np.array(vals) < 0.98))})
+    return rows
+
+
+def show(title: str, rows: list[dict]) -> None:
+    print(f"\n== {title}")
+    for r in rows:
+        print("  " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["latency", "layout", "iou", "all"])
+    ap.add_argument("--variants", default="fp32,int8,fp32@288,fp32@256")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--per-proc", type=int, default=8)
+    ap.add_argument("--clothing", type=int, default=100)
+    ap.add_argument("--grocery", type=int, default=50)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/shelfready-bench"))
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    a = ap.parse_args(argv)
+    a.work.mkdir(parents=True, exist_ok=True)
+    variants = a.variants.split(",")
+    out = {}
+    if a.what in ("latency", "all"):
+        out["latency"] = latency(variants, [int(t) for t in a.threads.split(",")], a.rounds, a.work)
+        show("model-only latency (median; ratios vs first variant, same threads)", out["latency"])
+    if a.what in ("layout", "all"):
+        out["layout"] = layout(variants[:2], [(1, 2), (2, 1)], a.per_proc, max(1, a.rounds // 4), a.work)
+        show("model-only throughput by processes x threads (ratio vs first row)", out["layout"])
+    if a.what in ("iou", "all"):
+        out["iou"] = iou_table([v for v in variants if v != "fp32"], a.clothing, a.grocery, a.work)
+        show("mask IoU vs rembg fp32 at alpha>=128", out["iou"])
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
