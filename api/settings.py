@@ -50,6 +50,8 @@ class ApiSettings:
     keys_file: str | None = None  # one API key per line, '#' comments
     cors_origins: tuple[str, ...] = ()  # empty = no CORS headers at all
     log_level: str = "info"
+    malloc_arenas: int = 2  # glibc malloc arenas of the server process (0 = glibc default);
+    # few arenas keep RSS flat when many threads allocate large image buffers
     warmup: bool = True  # run one inference per model before /readyz says ready
 
     def __post_init__(self) -> None:

@@ -401,3 +401,18 @@ def test_catalog_add_search_delete_persisted(tmp_path):
         assert len(r.json()["hits"]) == 3
     reopened = Catalog.open(folder)
     assert len(reopened) == 3 and reopened.get(ids["dress.jpg"]).sku == "SKU-dress"
+
+
+def test_serve_command_refuses_bad_settings_in_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    monkeypatch.setenv("SHELFREADY_API_TIMEOUT", "soon")
+    r = CliRunner().invoke(cli, ["serve", "--port", "8123"])
+    assert r.exit_code == 1 and "SHELFREADY_API_TIMEOUT='soon' is not a valid float" in r.output
+    monkeypatch.delenv("SHELFREADY_API_TIMEOUT")
+    r = CliRunner().invoke(cli, ["serve", "--api-keys-file", str(tmp_path / "none.txt")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = CliRunner().invoke(cli, ["serve", "--help"])
+    assert r.exit_code == 0 and "--catalog" in r.output and "--api-keys-file" in r.output
