@@ -1,0 +1,81 @@
+"""Shared plumbing of the retrieval benches: arguments, run, table."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CACHE = Path("/tmp/shelfready-cache")
+
+
+def parser(description: str, out: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / out, help="report folder")
+    p.add_argument("--limit", type=int, default=None, help="seeded random subset of the query photos")
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit subsets and the bootstrap")
+    p.add_argument("--embedder", default=None, help="embedder name [search default]")
+    p.add_argument("--workers", type=int, default=1, help="cleaning processes")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                   help="cleaned images + embeddings, keyed by content hash and settings")
+    p.add_argument("--cache-key", default=None,
+                   help="pin cleaned images to an existing cache key (default: from config + hygiene code)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder [../shared/data]")
+    return p
+
+
+def git_commit() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "hygiene", "search"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run(args, queries, catalog, title: str, clean_catalog: bool, variants=None):
+    from hygiene.config import CleanConfig
+    from search import create_embedder
+    from search.evaluate import EvalConfig, evaluate
+    from search.report import verdict_sentence, write_report
+
+    t = time.perf_counter()
+    cfg = EvalConfig(seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, cache_key=args.cache_key)
+    ev = evaluate(queries, catalog, create_embedder(args.embedder), CleanConfig(), variants=variants,
+                  clean_catalog=clean_catalog, config=cfg)
+    ev.settings["command"] = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
+    ev.settings["git_commit"] = git_commit()
+    ev.settings["seconds"] = round(time.perf_counter() - t, 1)
+    cw = ev.settings.get("cleaned_with", {})
+    ev.settings["note"] = (f"Cleaned with hygiene code {cw.get('hygiene_code', '?')} (git "
+                           f"{cw.get('git_commit', '?')[:7]}, {cw.get('created', '?')}); bench run at git "
+                           f"{ev.settings['git_commit']}. Command: {ev.settings['command']}")
+    index = write_report(ev, args.out, title)
+    print(f"\n{title}\n{ev.settings['n_queries']} queries, {ev.settings['n_catalog']} catalog items, "
+          f"embedder {ev.settings['embedder']}, {ev.settings['ranking']}")
+    print(ev.settings["note"])
+    return ev, index, verdict_sentence
+
+
+def table(ev, names) -> str:
+    head = f"| variant | {' | '.join(names)} |"
+    lines = [head, "|" + "---|" * (len(names) + 1)]
+    for v in ev.variants:
+        cells = [f"{ev.metrics[v][m]['mean']:.3f} [{ev.metrics[v][m]['low']:.3f}, {ev.metrics[v][m]['high']:.3f}]"
+                 for m in names]
+        lines.append(f"| {v} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def finish(ev, index, verdict_sentence, names) -> None:
+    print(table(ev, names))
+    for v in ev.variants[1:]:
+        print(verdict_sentence(ev, v))
+    excl = len(ev.excluded)
+    print(f"needs_review: {sum(p['status'] == 'needs_review' for p in ev.photos)} of {len(ev.photos)}; "
+          f"left out: {excl}; {ev.settings['seconds']} s")
+    print(f"report: {index}")

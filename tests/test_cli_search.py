@@ -1,0 +1,101 @@
+"""`shelfready catalog build|add`, `search`, `evaluate` through click's CliRunner on the sample photos."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageOps
+
+from cli.catalog_cmds import catalog_group, evaluate_cmd, search_cmd
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_images"
+QUERY_STEMS = ("hat-2", "shoes-2")
+
+
+@pytest.mark.parametrize("cmd, args", [
+    (catalog_group, ["build", "--help"]), (catalog_group, ["add", "--help"]),
+    (search_cmd, ["--help"]), (evaluate_cmd, ["--help"]),
+])
+def test_help_has_example(cmd, args):
+    res = CliRunner().invoke(cmd, args)
+    assert res.exit_code == 0 and "Example: shelfready" in res.output
+
+
+def test_search_needs_image_or_text(tmp_path):
+    res = CliRunner().invoke(search_cmd, [str(tmp_path)])
+    assert res.exit_code == 2 and "IMAGE or --text" in res.output
+
+
+def test_evaluate_needs_queries(tmp_path):
+    res = CliRunner().invoke(evaluate_cmd, ["--catalog", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--queries" in res.output
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A catalog of the 10 sample photos that are not queries, labels from file names."""
+    base = tmp_path_factory.mktemp("cli")
+    shop = base / "shop"
+    shop.mkdir()
+    for p in SAMPLES.glob("*.jpg"):
+        if p.stem not in QUERY_STEMS:
+            shutil.copy(p, shop / p.name)
+    cat = base / "cat"
+    res = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(cat), "--index", "flat"])
+    assert res.exit_code == 0, res.output
+    assert "added 10, already present 0, failed 0" in res.output
+    return base, shop, cat
+
+
+@pytest.mark.slow
+def test_build_refuses_existing_and_search_finds_itself(built):
+    base, shop, cat = built
+    again = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(cat)])
+    assert again.exit_code == 1 and "catalog add" in again.output
+    res = CliRunner().invoke(search_cmd, [str(cat), str(shop / "dress.jpg"), "-k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = json.loads(res.output)
+    assert len(hits) == 3 and hits[0]["sku"] == "dress" and hits[0]["label"] == "dress"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4) and hits[0]["score"] >= hits[1]["score"]
+    table = CliRunner().invoke(search_cmd, [str(cat), str(shop / "hat.jpg"), "-k", "2"])
+    assert table.exit_code == 0 and table.output.splitlines()[0].split()[2] == "hat"
+    text = CliRunner().invoke(search_cmd, [str(cat), "--text", "a red hat"])
+    assert text.exit_code == 1 and "image-only" in text.output
+
+
+@pytest.mark.slow
+def test_add_skips_known_photos_and_takes_folder_labels(built, tmp_path):
+    base, shop, cat = built
+    new = tmp_path / "new"
+    (new / "hat").mkdir(parents=True)
+    shutil.copy(shop / "hat.jpg", new / "hat" / "hat-copy.jpg")  # same bytes: skipped
+    with Image.open(shop / "hat.jpg") as im:
+        ImageOps.mirror(im).save(new / "hat" / "hat-mirrored.jpg", quality=92)
+    res = CliRunner().invoke(catalog_group, ["add", str(cat), str(new), "--labels-from-folders"])
+    assert res.exit_code == 0, res.output
+    assert "added 1, already present 1, failed 0" in res.output and "11 items" in res.output
+    hits = json.loads(CliRunner().invoke(search_cmd, [str(cat), str(new / "hat" / "hat-mirrored.jpg"),
+                                                      "--json"]).output)
+    assert hits[0]["sku"] == "hat-mirrored" and hits[0]["label"] == "hat"
+
+
+@pytest.mark.slow
+def test_evaluate_writes_report_and_verdict(built, tmp_path, tmp_path_factory):
+    base, shop, cat = built
+    queries = tmp_path / "queries"
+    for stem in QUERY_STEMS:
+        label = stem.split("-")[0]
+        (queries / label).mkdir(parents=True)
+        shutil.copy(SAMPLES / f"{stem}.jpg", queries / label / f"{stem}.jpg")
+    out = tmp_path / "report"
+    cache = tmp_path_factory.getbasetemp() / "shelfready-eval-cache"  # shared with test_evaluate
+    res = CliRunner().invoke(evaluate_cmd, ["--catalog", str(cat), "--queries", str(queries), "--out", str(out),
+                                            "--cache-dir", str(cache), "--quiet"])
+    assert res.exit_code == 0, res.output
+    verdict = [ln for ln in res.output.splitlines() if ln.startswith("verdict: ")]
+    assert verdict and verdict[0][9:] in ("gain", "loss", "no significant change")
+    assert f"report: {out / 'index.html'}" in res.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["settings"]["n_queries"] == 2 and data["settings"]["n_catalog"] >= 10
