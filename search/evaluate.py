@@ -242,7 +242,9 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
 
     from hygiene.io import load_image
 
-    name_key = hashlib.sha256(f"{embedder.name}|{tag}".encode()).hexdigest()[:16]
+    # the preprocessing's repr (sizes, crop, normalisation) is part of the key: same name, new transform
+    preprocess = repr(getattr(embedder, "preprocess", ""))
+    name_key = hashlib.sha256(f"{embedder.name}|{preprocess}|{tag}".encode()).hexdigest()[:16]
     vecs = np.zeros((len(photos), embedder.dim), dtype=np.float32)
 
     def cache_file(p: Prepared) -> Path | None:

@@ -210,3 +210,28 @@ def test_evaluate_is_exported():
 
     assert search.evaluate is evaluate
     assert "search.evaluate" in sys.modules
+
+
+class _CountingEmbedder:
+    """Mean colour as a 3-d vector: enough to test the embedding cache plumbing."""
+
+    def __init__(self, preprocess: str):
+        self.name, self.dim, self.preprocess, self.calls = "test:meancolour", 3, preprocess, 0
+
+    def embed(self, images):
+        self.calls += len(images)
+        v = np.array([np.asarray(im.convert("RGB"), np.float32).mean(axis=(0, 1)) for im in images])
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_embedding_cache_keyed_by_preprocessing(tmp_path):
+    from search.evaluate import embed_prepared, raw_photos
+
+    photos = raw_photos([SAMPLES / "hat.jpg", SAMPLES / "dress.jpg"])
+    a = _CountingEmbedder("Resize(224)")
+    first = embed_prepared(photos, a, tmp_path, "raw", progress=False)
+    again = embed_prepared(photos, a, tmp_path, "raw", progress=False)
+    assert a.calls == 2 and np.array_equal(first, again)  # second pass read the cache
+    b = _CountingEmbedder("CenterCrop(224)")  # same name, other transform: not reused
+    embed_prepared(photos, b, tmp_path, "raw", progress=False)
+    assert b.calls == 2
