@@ -86,15 +86,19 @@ class Engine:
                  getattr(self.embedder, "name", None), self.settings.catalog)
 
     def _open_catalog(self, directory: Path) -> None:
-        from search import Catalog, create_embedder
+        """Open the catalog in `directory`, or start an empty one there (default embedder)."""
+        from search import DEFAULT_EMBEDDER, Catalog, create_embedder
 
-        if not directory.is_dir():
-            raise ValueError(f"catalog folder not found: {directory}")
-        self.catalog = Catalog.open(directory)
-        self.embedder = create_embedder(self.catalog.embedder_name)
-        if self.embedder.dim != self.catalog.dim:
-            raise ValueError(f"embedder {self.embedder.name} gives {self.embedder.dim}-d vectors, "
-                             f"catalog holds {self.catalog.dim}-d")
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"catalog path is not a folder: {directory}")
+        if (directory / "catalog.json").is_file():
+            self.catalog = Catalog.open(directory)
+            self.embedder = create_embedder(self.catalog.embedder_name)
+        else:
+            self.embedder = create_embedder(self.settings.embedder or DEFAULT_EMBEDDER)
+            self.catalog = Catalog.create(directory, self.embedder.name, self.embedder.dim)
+            log.info("started an empty catalog in %s (%s)", directory, self.embedder.name)
+        self.catalog.check_embedder(self.embedder.name, self.embedder.dim)
 
     def _warm_up(self) -> None:
         """One tiny inference per model so the first request does not pay for it."""

@@ -32,7 +32,8 @@ def _cores() -> int:
 class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    catalog: str | None = None  # catalog directory; None = search/catalog endpoints answer 409
+    catalog: str | None = None  # catalog folder (created empty if it holds none); None = 409s
+    embedder: str | None = None  # embedder of a catalog started by the server; None = search's default
     model: str = "u2netp"  # background remover loaded at start-up
     preset: str = DEFAULT_PRESET  # preset used when a request names none
     workers: int = 0  # inference threads; 0 = one per core

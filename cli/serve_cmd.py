@@ -19,7 +19,9 @@ _D = ApiSettings()
 @click.option("--host", default=None, help=f"Interface to bind [{_D.host}; env SHELFREADY_API_HOST].")
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help=f"[{_D.port}]")
 @click.option("--catalog", type=click.Path(file_okay=False), default=None,
-              help="Catalog folder for /v1/search and /v1/catalog/items [none: those answer 409].")
+              help="Catalog folder for /v1/search and /v1/catalog/items; an empty one is started "
+                   "if it holds none [none: those answer 409].")
+@click.option("--embedder", default=None, help="Embedder of a newly started catalog [search's default].")
 @click.option("--model", default=None, help=f"Background remover [{_D.model}].")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="Inference threads [0 = one per core].")
@@ -35,7 +37,7 @@ _D = ApiSettings()
               help="Allow browser calls from this origin (repeatable) [CORS off].")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default=None, help=f"[{_D.log_level}]")
-def serve(host, port, catalog, model, workers, queue, timeout, max_body_mb, api_keys_file,
+def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_body_mb, api_keys_file,
           cors_origins, log_level):
     """Serve the HTTP API and the uploader page (http://HOST:PORT/, docs at /docs).
 
@@ -45,7 +47,7 @@ def serve(host, port, catalog, model, workers, queue, timeout, max_body_mb, api_
 
     try:
         settings = ApiSettings.from_env(
-            host=host, port=port, catalog=catalog, model=model, workers=workers, queue=queue,
+            host=host, port=port, catalog=catalog, embedder=embedder, model=model, workers=workers, queue=queue,
             timeout=timeout, keys_file=api_keys_file, cors_origins=tuple(cors_origins),
             log_level=log_level,
             max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None)

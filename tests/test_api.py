@@ -357,8 +357,7 @@ def test_settings_precedence_and_validation(tmp_path):
 def test_catalog_add_search_delete_persisted(tmp_path):
     from search import Catalog
 
-    folder = tmp_path / "catalog"
-    Catalog.create(folder, "cnn:efficientnet_lite0", 1280)
+    folder = tmp_path / "catalog"  # the server starts an empty catalog here
     with running_server(catalog=str(folder), workers=2, timeout=600) as srv, srv.client() as c:
         ready = c.get("/readyz").json()
         assert ready["embedder"] == "cnn:efficientnet_lite0" and ready["catalog_items"] == 0
