@@ -1,0 +1,206 @@
+"""search.embedders: name parsing, preprocessing helpers, the offline CNN and open_clip plumbing."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hygiene.models import ModelError
+from search import Embedder, create_embedder, parse_name
+from search.embedders import ModelName, cnn_transform, load_efficientnet_lite0, to_rgb
+
+# ---------------------------------------------------------------- names (fast)
+
+
+@pytest.mark.parametrize("name, source, arch, tag", [
+    ("cnn:efficientnet_lite0", "cnn", "efficientnet_lite0", None),
+    ("CNN:efficientnet_lite0", "cnn", "efficientnet_lite0", None),
+    ("clip:ViT-B-32/laion2b_s34b_b79k", "clip", "ViT-B-32", "laion2b_s34b_b79k"),
+    ("clip:ViT-S-32/random", "clip", "ViT-S-32", "random"),
+    ("clip:ViT-S-32/none", "clip", "ViT-S-32", "random"),
+    ("clip:ViT-B-32//abs/ckpt.pt", "clip", "ViT-B-32", "/abs/ckpt.pt"),
+    ("clip:ViT-B-16-plus-240/x.safetensors", "clip", "ViT-B-16-plus-240", None),  # relative path
+])
+def test_parse_name(name, source, arch, tag, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parsed = parse_name(name)
+    assert (parsed.source, parsed.arch) == (source, arch)
+    if tag is None and name.endswith(".safetensors"):
+        assert parsed.is_path and parsed.tag == str(tmp_path / "x.safetensors")
+    else:
+        assert parsed.tag == tag
+    assert parse_name(str(parsed)) == parsed  # canonical names parse to themselves
+
+
+def test_relative_checkpoint_path_resolves_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parsed = parse_name("clip:ViT-B-32/ckpts/model.pt")
+    assert parsed == ModelName("clip", "ViT-B-32", str(tmp_path / "ckpts" / "model.pt"))
+    assert parsed.is_path and str(parsed) == f"clip:ViT-B-32/{tmp_path}/ckpts/model.pt"
+
+
+@pytest.mark.parametrize("name, match", [
+    ("efficientnet_lite0", "source:arch"),
+    ("hub:efficientnet_lite0", "unknown embedder source 'hub'"),
+    ("cnn:", "bad architecture"),
+    ("clip:ViT B/x", "bad architecture"),
+    (None, "source:arch"),
+])
+def test_parse_name_errors(name, match):
+    with pytest.raises(ValueError, match=match):
+        parse_name(name)
+
+
+@pytest.mark.parametrize("name, error, match", [
+    ("cnn:resnet50", ValueError, "unknown cnn architecture"),
+    ("cnn:efficientnet_lite0/imagenet", ValueError, "takes no tag"),
+    ("clip:ViT-B-32", ValueError, "needs a tag"),
+    ("clip:ViT-B-32/no_such_tag", ValueError, "unknown pretrained tag 'no_such_tag'"),
+    ("clip:Not-A-Model/random", ValueError, "unknown open_clip architecture"),
+    ("clip:ViT-B-32//nonexistent/ckpt.pt", ModelError, "checkpoint not found: /nonexistent/ckpt.pt"),
+])
+def test_create_embedder_errors_are_one_line(name, error, match):
+    with pytest.raises(error, match=match) as info:
+        create_embedder(name)
+    assert "\n" not in str(info.value)
+
+
+def test_to_rgb_composites_transparency_on_white():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    rgba.putpixel((0, 0), (255, 0, 0, 255))
+    rgb = to_rgb(rgba)
+    assert rgb.mode == "RGB"
+    assert rgb.getpixel((0, 0)) == (255, 0, 0) and rgb.getpixel((3, 3)) == (255, 255, 255)
+    assert to_rgb(Image.new("L", (2, 2), 7)).getpixel((1, 1)) == (7, 7, 7)
+
+
+def test_threads_none_leaves_torch_alone():
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError):
+        create_embedder("cnn:resnet50", threads=None)
+    assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------- offline CNN (real weights)
+
+
+@pytest.fixture(scope="module")
+def cnn() -> Embedder:
+    return create_embedder("cnn:efficientnet_lite0", device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def samples(sample_paths) -> list[Image.Image]:
+    return [Image.open(p).convert("RGB") for p in sample_paths]
+
+
+@pytest.mark.slow
+def test_cnn_shape_norm_and_batching(cnn, samples):
+    assert isinstance(cnn, Embedder)
+    assert cnn.name == "cnn:efficientnet_lite0" and cnn.dim == 1280
+    v = cnn.embed(samples)  # 12 images in batches of 4
+    assert v.shape == (len(samples), 1280) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.vstack([cnn.embed([im]) for im in samples[:3]])
+    np.testing.assert_allclose(one_by_one, v[:3], atol=1e-5)  # batching changes nothing
+    assert cnn.embed([]).shape == (0, 1280)
+    with pytest.raises(ValueError, match="image-only"):
+        cnn.embed_text(["a red dress"])
+    with pytest.raises(TypeError, match="PIL image"):
+        cnn.embed([np.zeros((4, 4, 3))])
+
+
+def _degrade(im: Image.Image) -> Image.Image:
+    """The same photo after a marketplace's resize and a harsh JPEG recompression."""
+    small = im.resize((int(im.width * 0.7), int(im.height * 0.7)), Image.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.mark.slow
+def test_cnn_near_duplicates_are_nearer_than_other_garments(cnn, samples):
+    orig = cnn.embed(samples)
+    copies = cnn.embed([_degrade(im) for im in samples])
+    sim = copies @ orig.T  # row i: degraded photo i against every original
+    own = np.diag(sim)
+    others = np.where(np.eye(len(samples), dtype=bool), -np.inf, sim).max(axis=1)
+    assert (own > others).all(), f"own {own.round(3)} vs best other {others.round(3)}"
+    # Measured on the 12 samples: own 0.874-0.961, best other garment 0.331-0.587.
+    assert own.min() - others.max() > 0.2
+
+
+@pytest.mark.slow
+def test_cnn_transparent_cutout_is_embedded_on_white(cnn, samples):
+    im = samples[0]
+    rgba = im.convert("RGBA")
+    rgba.putalpha(255)
+    np.testing.assert_allclose(cnn.embed([rgba]), cnn.embed([im]), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("picture, imagenet_class", [("chelsea", 285), ("coffee", 967)])
+def test_efficientnet_lite0_weights_classify_imagenet(picture, imagenet_class):
+    """The by-position weight mapping is right: the classifier names the photo.
+
+    With MODELS.md's check (whole image to 224, "squash") the top-1 class is exact:
+    chelsea -> 285 Egyptian cat (p 0.77), coffee -> 967 espresso (p 0.90). With the
+    default centre crop, chelsea's top-1 is 282 tiger cat (0.39) just ahead of 285
+    (0.36): still a domestic cat (281-285), with 285 in the top 3.
+    """
+    from skimage import data
+
+    from search import EmbedConfig
+
+    model = load_efficientnet_lite0(num_classes=1000)
+    photo = Image.fromarray(getattr(data, picture)())
+    with torch.inference_mode():
+        squash = model(cnn_transform(EmbedConfig(resize_mode="squash"))(photo)[None]).softmax(-1)[0]
+        crop = model(cnn_transform()(photo)[None]).softmax(-1)[0]
+    assert int(squash.argmax()) == imagenet_class and float(squash.max()) > 0.5
+    assert imagenet_class in crop.topk(3).indices.tolist()
+    top = int(crop.argmax())
+    assert top == imagenet_class or (imagenet_class == 285 and 281 <= top <= 285)
+
+
+@pytest.mark.slow
+def test_weight_shape_mismatch_is_a_model_error(monkeypatch):
+    real_load = torch.load
+
+    def shuffled(*args, **kwargs):  # swap two tensors: the order no longer lines up
+        sd = real_load(*args, **kwargs)
+        keys = list(sd)
+        a, b = keys[0], keys[1]
+        return {**{a: sd[b], b: sd[a]}, **{k: v for k, v in sd.items() if k not in (a, b)}}
+
+    monkeypatch.setattr(torch, "load", shuffled)
+    with pytest.raises(ModelError, match="does not fit"):
+        load_efficientnet_lite0()
+
+
+# ---------------------------------------------------------------- open_clip plumbing (random weights)
+
+
+@pytest.fixture(scope="module")
+def clip_random() -> Embedder:
+    return create_embedder("clip:ViT-S-32/random", device="cpu", batch_size=5)
+
+
+@pytest.mark.slow
+def test_open_clip_random_init_plumbing(clip_random, samples):
+    """Shapes, normalisation, determinism and the text tower. Random weights: no quality claim."""
+    assert clip_random.name == "clip:ViT-S-32/random" and clip_random.dim == 384
+    v = clip_random.embed(samples[:7])
+    assert v.shape == (7, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(clip_random.embed(samples[:2]), v[:2], atol=1e-5)
+    again = create_embedder("clip:ViT-S-32/none", device="cpu")  # seeded: same random model
+    assert again.name == clip_random.name
+    np.testing.assert_allclose(again.embed(samples[:2]), v[:2], atol=1e-5)
+    t = clip_random.embed_text(["a red dress", "white sneakers", "a straw hat"])
+    assert t.shape == (3, 384) and t.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(t[0], t[1])
