@@ -287,9 +287,15 @@ class Catalog:
                 )
                 self._conn.commit()
                 self._header["next_id"] = start + n
-                self._add_to_index(x, ids)
+                kind = self._plan(len(self) + n)
+                if kind is None:
+                    self._add_to_index(x, ids)
+                else:  # build the next index type from the old and new vectors at once
+                    old_ids, old_vecs = self._all_vectors()
+                    if len(old_ids):
+                        x, ids = np.concatenate([old_vecs, x]), np.concatenate([old_ids, ids])
+                    self._build(kind, x, ids)
                 self._header["count"] = int(self._index.ntotal)
-                self._maybe_migrate()
                 if self.autosave:
                     self.save()
             except BaseException:
@@ -504,7 +510,8 @@ class Catalog:
             self._header["metric"] = "hamming"
             index.add_with_ids(_binarize(itq, vecs), ids)
         else:
-            index = _new_float_index(kind, self.dim, cfg, _train_sample(vecs, cfg) if kind == "ivfpq" else None)
+            train = _train_sample(vecs, cfg) if kind == "ivfpq" else None
+            index = _new_float_index(kind, self.dim, cfg, train, len(vecs))
             self._header["metric"] = "inner_product"
             self._header.pop("binary_structure", None)
             if len(vecs):
@@ -527,18 +534,15 @@ class Catalog:
             return "flat", f"binary needs >= {cfg.binary_min_train} vectors to train; exact flat until then"
         return req, ""
 
-    def _maybe_migrate(self) -> None:
+    def _plan(self, n_after: int) -> str | None:
+        """Index type to rebuild into before holding ``n_after`` vectors, or None to add in place."""
         current = self.index_type
-        kind, note = self._target_type(len(self))
-        self._header["note"] = note
-        if kind == current:
-            return
-        if current not in ("flat", "hnsw"):
-            return  # trained indices hold no exact vectors: they stay what they are
-        if self.requested_index_type == "auto" and _rank(kind) < _rank(current):
-            return  # never shrink automatically (removals): keeps behaviour stable
-        ids, vecs = self._all_vectors()
-        self._build(kind, vecs, ids)
+        kind, self._header["note"] = self._target_type(n_after)
+        if kind == current or current not in ("flat", "hnsw"):
+            return None  # trained indices hold no exact vectors: they stay what they are
+        if _rank(kind) < _rank(current):
+            return None  # never shrink: keeps behaviour stable
+        return kind
 
 
 _RANKS = {"flat": 0, "hnsw": 1, "ivfpq": 2, "binary": 2}
@@ -561,13 +565,13 @@ def _train_sample(vecs: np.ndarray, cfg: IndexConfig) -> np.ndarray:
     return np.ascontiguousarray(vecs[pick])
 
 
-def ivf_nlist(n_train: int, cfg: IndexConfig = DEFAULT_INDEX) -> int:
-    nlist = int(round(cfg.ivf_nlist_factor * math.sqrt(max(n_train, 1))))
+def ivf_nlist(n_total: int, n_train: int, cfg: IndexConfig = DEFAULT_INDEX) -> int:
+    nlist = int(round(cfg.ivf_nlist_factor * math.sqrt(max(n_total, 1))))
     nlist = min(nlist, cfg.ivf_nlist_max, max(n_train // 39, 1))
     return max(nlist, 1)
 
 
-def _new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | None):
+def _new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | None, n_total: int = 0):
     if kind == "flat":
         inner = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
@@ -577,7 +581,7 @@ def _new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | 
     elif kind == "ivfpq":
         if dim % cfg.pq_m:
             raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
-        nlist = ivf_nlist(len(train), cfg)
+        nlist = ivf_nlist(n_total, len(train), cfg)
         quantizer = faiss.IndexFlatIP(dim)
         inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
         inner.cp.seed = cfg.seed

@@ -51,8 +51,8 @@ class IndexConfig:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 64
-    # IVF-PQ: nlist = clamp(round(ivf_nlist_factor * sqrt(n_train)), 16, ivf_nlist_max),
-    # and never more than n_train / 39 (faiss' k-means minimum points per centroid).
+    # IVF-PQ: nlist = round(ivf_nlist_factor * sqrt(n)) for n vectors at training time, at most
+    # ivf_nlist_max and n_train / 39 (faiss' k-means wants >= 39 points a centroid).
     ivf_nlist_factor: float = 4.0
     ivf_nlist_max: int = 16_384
     ivf_nprobe: int = 32
