@@ -135,7 +135,7 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:right;font-variant-numeri
 th{background:#f7f7f7}td.l,th.l{text-align:left}.ci{color:#777;font-size:12px}
 .pair{display:flex;gap:10px;align-items:flex-start;margin:10px 0;padding:8px;border:1px solid #eee}
 .pair figure{margin:0;width:180px;text-align:center;font-size:12px}.pair img{max-width:180px;max-height:180px}
-.ok{color:#1e8449;font-weight:600}.bad{color:#b03a2e;font-weight:600}.small{font-size:12px;color:#666}
+.pair .small{flex:1;min-width:0;overflow-wrap:anywhere}.ok{color:#1e8449;font-weight:600}.bad{color:#b03a2e;font-weight:600}.small{font-size:12px;color:#666}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:140px;font-size:11px}
 .grid img{max-width:140px;max-height:140px}
 """
