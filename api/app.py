@@ -24,7 +24,7 @@ from .engine import Engine
 from .limits import WorkPool
 from .routes import build_router
 from .schemas import REPORT_HEADER, Health, Ready, error_responses
-from .security import KEY_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
+from .security import DOCS_ASSETS, KEY_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
 from .settings import ApiSettings
 
 log = logging.getLogger("shelfready.api")
@@ -57,6 +57,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         description=(f"Send `{KEY_HEADER.title()}` on every /v1 call when the server has keys. "
                      f"`POST /v1/clean` answers the image with its report in `{REPORT_HEADER}`."),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: no CDN, works offline
+        redoc_url=None,
     )
     app.state.settings, app.state.engine, app.state.pool = settings, engine, pool
     errors.install(app)
@@ -71,6 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                            allow_headers=[KEY_HEADER, "content-type", "accept"],
                            expose_headers=[REPORT_HEADER, "retry-after"], max_age=600)
 
+    _mount_docs(app)
     page = PAGE.read_text(encoding="utf-8").replace("<!--PRESETS-->", "".join(
         f"<option{' selected' if p == settings.preset else ''}>{html.escape(p)}</option>" for p in PRESETS))
 
@@ -94,3 +97,30 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             pool=pool.stats()).model_dump())
 
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs from the swagger-ui-bundle-v2 package (no external assets)."""
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+        assets = DOCS_ASSETS
+        app.mount(assets, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+        js, css, icon = (f"{assets}/swagger-ui-bundle.js", f"{assets}/swagger-ui.css",
+                         f"{assets}/favicon-32x32.png")
+    except ImportError:  # package missing: FastAPI's default (CDN) assets
+        log.warning("swagger-ui-bundle-v2 not installed: /docs loads its assets from a CDN")
+        js = css = icon = None
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        extra = {k: v for k, v in (("swagger_js_url", js), ("swagger_css_url", css),
+                                   ("swagger_favicon_url", icon)) if v}
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="shelfready API",
+                                   oauth2_redirect_url="/docs/oauth2-redirect", **extra)
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()

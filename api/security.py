@@ -15,7 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 KEY_HEADER = "x-api-key"
 # Paths served without a key: probes, docs and the uploader page (it asks for a key).
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
-                          "/openapi.json", "/redoc", "/favicon.ico"})
+                          "/openapi.json", "/favicon.ico"})
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's own static files, public like /docs
 
 
 async def send_error(send: Send, status: int, error: str, detail: str,
@@ -45,7 +46,7 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.keys or scope["method"] == "OPTIONS" \
-                or scope["path"] in PUBLIC_PATHS:
+                or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(DOCS_ASSETS + "/"):
             await self.app(scope, receive, send)
             return
         given = _header(scope, KEY_HEADER.encode()) or b""

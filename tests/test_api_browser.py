@@ -88,3 +88,18 @@ def test_uploader_page_shows_api_errors(browser, tmp_path):
         notes.write_text("this is not an image")
         status = _upload_and_wait(browser, notes, timeout=60)
         assert status.startswith("415"), status  # the key was accepted, the bytes were not
+
+
+def test_docs_render_offline(browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with running_server(keys=("k-9",), warmup=False) as srv:
+        browser.get(srv.url + "/docs")
+        html = browser.page_source
+        assert "cdn." not in html and "/docs-assets/swagger-ui-bundle.js" in html  # local assets only
+        WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock"))
+        title = browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+        assert title.startswith("shelfready")
+        paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/v1/clean", "/v1/check", "/v1/search", "/v1/catalog/items"} <= {p.replace("\u200b", "") for p in paths}
