@@ -1,0 +1,174 @@
+"""Photos/s of `shelfready clean` vs `rembg p -m u2netp` on the same folder, same run.
+
+    python bench/clean_throughput.py                       # 120 clothing photos, 3 rounds
+    python bench/clean_throughput.py --n 40 --rounds 2 --workers 1,2 --model u2netp
+
+A fixed list of photos (every k-th of ../shared/data/clothing_small/validation) is
+copied to a temp folder. Each round runs every contender once, in an order that
+rotates from round to round; a contender is timed as the whole command (start-up
+and model load included, as a user sees it). Reported per contender: median
+photos/s, its ratio to rembg's, CPU seconds per photo (user+sys of all its
+processes: steadier than wall time on a shared machine), peak RSS of the largest
+single process (a worker) and peak RSS of the whole process tree.
+rembg does less work: a cut-out PNG at input size. shelfready does the full job:
+cut-out, white compose with foreground estimation, square frame resized to the
+preset's 1600 px (less when that would enlarge the product > 2x), readiness checks, JPEG write, manifest.
+The model-only ceiling (session.run alone, 320x320, 1 process x 2 threads and
+2 processes x 1 thread) comes from bench/model_speed.py, run with --model-limit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+
+# Runs a command and prints its children's peak RSS (KiB) and CPU seconds: the
+# rusage of every waited-for descendant, so pool workers are included.
+_RUSAGE = ("import resource,subprocess,sys;r=subprocess.run(sys.argv[1:]);"
+           "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+           "print('RUSAGE',r.returncode,u.ru_maxrss,u.ru_utime+u.ru_stime,file=sys.stderr)")
+
+
+def photo_list(n: int) -> list[Path]:
+    photos = sorted((DATA / "clothing_small" / "validation").glob("*/*.jpg"))
+    if len(photos) < n:
+        raise SystemExit(f"need {n} photos under {DATA / 'clothing_small'}, found {len(photos)}")
+    return [photos[int(i * len(photos) / n)] for i in range(n)]
+
+
+def _tree_rss_kib(root: int) -> int:
+    """Sum of VmRSS over a process and its descendants (Linux /proc)."""
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_timed(cmd: list[str], env: dict) -> dict:
+    peak = [0]
+    proc = subprocess.Popen([sys.executable, "-c", _RUSAGE, *cmd], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.25):
+            peak[0] = max(peak[0], _tree_rss_kib(proc.pid))
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    line = [x for x in err.splitlines() if x.startswith("RUSAGE ")]
+    if not line:
+        raise SystemExit(f"{cmd[0]} crashed: {err[-500:]}")
+    _, rc, maxrss, cpu = line[-1].split()
+    if int(rc) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with {rc}: {err[-800:]}")
+    return {"wall": wall, "cpu": float(cpu), "worker_rss_mib": int(maxrss) / 1024,
+            "tree_rss_mib": peak[0] / 1024}
+
+
+def contenders(models: list[str], workers: list[int]) -> dict[str, tuple[list[str], dict]]:
+    env = {k: v for k, v in os.environ.items() if k != "SHELFREADY_THREADS"}
+    out = {"rembg p -m u2netp": ([str(BIN / "rembg"), "p", "-m", "u2netp"], env)}
+    for model in models:
+        for w in workers:
+            out[f"shelfready clean --model {model} --workers {w}"] = (
+                [str(BIN / "shelfready"), "clean", "--quiet", "--model", model, "--workers", str(w)], env)
+    return out
+
+
+def check_outputs(name: str, out_dir: Path, n: int) -> None:
+    from PIL import Image
+
+    files = [p for p in out_dir.rglob("*") if p.suffix.lower() in (".png", ".jpg") and not p.name.startswith(".")]
+    if len(files) != n:
+        raise SystemExit(f"{name}: {len(files)} outputs for {n} photos in {out_dir}")
+    if name.startswith("shelfready"):
+        with Image.open(files[0]) as im:
+            if im.format != "JPEG" or im.width != im.height:
+                raise SystemExit(f"{name}: unexpected output {im.format} {im.size}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=120)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--models", default="u2netp", help="comma list of shelfready --model values")
+    ap.add_argument("--workers", default="1,2", help="comma list of shelfready --workers values")
+    ap.add_argument("--model-limit", action="store_true", help="also run bench/model_speed.py layout")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    runs = contenders(a.models.split(","), [int(w) for w in a.workers.split(",")])
+    names = list(runs)
+    res: dict[str, list[dict]] = {k: [] for k in names}
+    with tempfile.TemporaryDirectory(prefix="shelfready-bench-") as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for i, p in enumerate(photo_list(a.n)):
+            shutil.copy(p, src / f"{i:03d}_{p.parent.name}.jpg")
+        for r in range(a.rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                cmd, env = runs[name]
+                out = Path(tmp) / f"out-{r}-{names.index(name)}"
+                m = run_timed(cmd + [str(src), str(out)], env)
+                check_outputs(name, out, a.n)
+                shutil.rmtree(out)
+                m["photos_per_s"] = a.n / m["wall"]
+                res[name].append(m)
+                print(f"round {r + 1}: {name}: {m['photos_per_s']:.2f} photos/s, "
+                      f"{m['cpu'] / a.n:.3f} CPU s/photo", flush=True)
+    base = statistics.median(m["photos_per_s"] for m in res[names[0]])
+    base_cpu = statistics.median(m["cpu"] for m in res[names[0]])
+    rows = []
+    print(f"\n{a.n} photos, {a.rounds} rounds, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
+    for name in names:
+        ms = res[name]
+        row = {"contender": name, "photos_per_s": statistics.median(m["photos_per_s"] for m in ms),
+               "cpu_s_per_photo": statistics.median(m["cpu"] for m in ms) / a.n,
+               "worker_rss_mib": max(m["worker_rss_mib"] for m in ms),
+               "tree_rss_mib": max(m["tree_rss_mib"] for m in ms)}
+        row["vs_rembg"] = row["photos_per_s"] / base
+        row["cpu_vs_rembg"] = statistics.median(m["cpu"] for m in ms) / base_cpu
+        rows.append(row)
+        print(f"  {name:45s} {row['photos_per_s']:5.2f} photos/s  x{row['vs_rembg']:.2f} vs rembg  "
+              f"{row['cpu_s_per_photo']:.3f} CPU s/photo (x{row['cpu_vs_rembg']:.2f})  "
+              f"peak RSS worker {row['worker_rss_mib']:.0f} MiB, tree {row['tree_rss_mib']:.0f} MiB")
+    out = {"n": a.n, "rounds": a.rounds, "rows": rows, "raw": res}
+    if a.model_limit:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import model_speed
+
+        out["model_limit"] = model_speed.layout(["fp32"], [(1, 2), (2, 1)], 8, 1, Path(tempfile.gettempdir()) / "shelfready-bench")
+        model_speed.show("model-only ceiling (session.run, 320x320)", out["model_limit"])
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
