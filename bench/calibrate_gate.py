@@ -35,7 +35,7 @@ from PIL import Image
 
 from bench.segmentation import CACHE, cached_alpha, load_rgb
 from hygiene import compose, frame
-from hygiene.confidence import GateConfig, assess, mask_signals
+from hygiene.confidence import GateConfig, mask_signals, safe_crop_box
 from hygiene.refine import RefineConfig, refine_alpha
 
 EMBEDDER = "cnn:efficientnet_lite0"
@@ -55,27 +55,8 @@ def render_white(rgb: np.ndarray, alpha: np.ndarray, fill: float = 0.85) -> Imag
     return Image.fromarray(frame.place(region, layout, 255))
 
 
-def crop_box(alpha: np.ndarray, margin: float, square: bool = True) -> tuple[int, int, int, int] | None:
-    """Mask box grown by ``margin`` of its longer side, made square, kept inside the photo."""
-    box = frame.product_box(alpha, 128)
-    if box is None:
-        return None
-    h, w = alpha.shape
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0)
-    grow = margin * side
-    bw, bh = (x1 - x0) + 2 * grow, (y1 - y0) + 2 * grow
-    if square:
-        bw = bh = max(bw, bh)
-    bw, bh = min(bw, w), min(bh, h)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    nx0 = int(round(min(max(cx - bw / 2, 0), w - bw)))
-    ny0 = int(round(min(max(cy - bh / 2, 0), h - bh)))
-    return nx0, ny0, nx0 + int(round(bw)), ny0 + int(round(bh))
-
-
 def render_crop(rgb: np.ndarray, alpha: np.ndarray, margin: float) -> Image.Image:
-    box = crop_box(alpha, margin)
+    box = safe_crop_box(alpha, margin)
     if box is None:
         return Image.fromarray(rgb)
     x0, y0, x1, y1 = box
@@ -95,7 +76,7 @@ SAFE = ("raw", "crop0", "crop10", "crop25")
 
 # ------------------------------------------------------------------------- data
 
-def load_set(name: str, limit: int | None):
+def load_set(name: str, limit: int | None, catalog_limit: int | None = None):
     from search import datasets as d
 
     if name == "grocery_val":
@@ -106,7 +87,7 @@ def load_set(name: str, limit: int | None):
         q, c = d.clothing_small(limit=limit)
     else:
         raise ValueError(f"unknown set {name!r}")
-    return q, c
+    return q, d.subset(c, catalog_limit, seed=0)
 
 
 class Embeddings:
@@ -141,7 +122,7 @@ class Embeddings:
             for _, p, _ in chunk:
                 rgb = load_rgb(p)
                 a = cached_alpha(p)
-                r = refine_alpha(rgb, a, RefineConfig()) if variant == "white_refined" else a
+                r = refine_alpha(rgb, a, RefineConfig(enabled=True)) if variant == "white_refined" else a
                 images.append(VARIANTS[variant](rgb, a, r))
             vecs = self._emb().embed(images)
             for (i, _, f), v in zip(chunk, vecs):
@@ -175,8 +156,8 @@ def boot_diff(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0) -> tup
 
 
 def collect(name: str, limit: int | None, emb: Embeddings, variants: list[str],
-            clean_catalog: bool, cached_only: bool = False) -> dict:
-    q, c = load_set(name, limit)
+            clean_catalog: bool, cached_only: bool = False, catalog_limit: int | None = None) -> dict:
+    q, c = load_set(name, limit, catalog_limit)
     if cached_only:
         q = [x for x in q if (CACHE / "u2netp" / f"{hashlib.sha1(x.path.read_bytes()).hexdigest()}.png").is_file()]
     qp, cp = [x.path for x in q], [x.path for x in c]
@@ -277,20 +258,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="grocery_val,clothing_val")
     ap.add_argument("--check-sets", default="", help="sets scored with the fitted rules, not fitted on")
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--limit", default=None,
+                    help="query photos per set: N for every set, or set=N,set=N (seeded subsets)")
     ap.add_argument("--variants", default="raw,white,crop0,crop10,crop25")
     ap.add_argument("--clean-catalog", action="store_true", help="also rank against a whitened catalog")
     ap.add_argument("--safe", default="crop10", help="safe treatment when the gate fails")
+    ap.add_argument("--catalog-limit", type=int, default=None, help="seeded subset of the catalog")
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--cached-only", action="store_true",
                     help="only query photos whose mask is cached (quick exploration)")
     ap.add_argument("--rules", default="", help="JSON rules to score instead of fitting")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    emb = Embeddings(hashlib.md5(repr(RefineConfig()).encode()).hexdigest()[:8])
+    emb = Embeddings(hashlib.md5(repr(RefineConfig(enabled=True)).encode()).hexdigest()[:8])
     variants = args.variants.split(",")
-    fitted = [collect(s, args.limit, emb, variants, args.clean_catalog, args.cached_only) for s in args.sets.split(",") if s]
-    checked = [collect(s, args.limit, emb, variants, args.clean_catalog, args.cached_only)
+    limits: dict[str, int | None] = {}
+    if args.limit and "=" in args.limit:
+        limits = {k: int(v) for k, v in (part.split("=") for part in args.limit.split(","))}
+    elif args.limit:
+        limits = {s: int(args.limit) for s in (args.sets + "," + args.check_sets).split(",") if s}
+    fitted = [collect(s, limits.get(s), emb, variants, args.clean_catalog, args.cached_only,
+                      args.catalog_limit) for s in args.sets.split(",") if s]
+    checked = [collect(s, limits.get(s), emb, variants, args.clean_catalog, args.cached_only,
+                      args.catalog_limit)
                for s in args.check_sets.split(",") if s]
     report: dict = {"embedder": EMBEDDER, "safe": args.safe, "sets": {}}
     for data in fitted + checked:
@@ -309,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         report["sets"][data["name"]]["fitted_on"] = data in fitted
     text = json.dumps(report, indent=1)
     if args.out:
+        photos = []
+        for data in fitted + checked:
+            ok = gate_pass(data["signals"], rules)
+            for i, p in enumerate(data["paths"]):
+                photos.append({"set": data["name"], "path": str(p), "passed": bool(ok[i]), **data["signals"][i],
+                               **{f"{v}_{m}": round(float(o[m][i]), 4) for v, o in data["outcomes"].items()
+                                  for m in ("rank", "ap", "p10")}})
+        args.out.with_suffix(".photos.json").write_text(json.dumps(photos, indent=0))
         args.out.write_text(text)
     print(text)
     return 0

@@ -117,7 +117,7 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
         time_model: int, out: Path | None) -> dict:
     from hygiene.refine import RefineConfig, refine_alpha
 
-    cfg = RefineConfig()
+    cfg = RefineConfig(enabled=True)
     results: dict = {"model": model, "margin": margin, "refine": repr(cfg), "sets": {}}
     model_times: list[float] = []
     refine_times: list[float] = []

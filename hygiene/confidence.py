@@ -110,6 +110,8 @@ def assess(rgb: np.ndarray, alpha_raw: np.ndarray, alpha_refined: np.ndarray | N
     if not cfg.enabled:
         return Assessment(1.0, True, [], sig)
     margins, reasons = [], []
+    if sig["fg_share"] == 0:
+        return Assessment(0.0, False, ["no product found in the mask"], sig)
     for name, direction, limit, reason in _rules(cfg):
         value = sig[name]
         diff = (limit - value) if direction == "max" else (value - limit)
@@ -118,3 +120,27 @@ def assess(rgb: np.ndarray, alpha_raw: np.ndarray, alpha_refined: np.ndarray | N
             reasons.append(f"{reason}: {name}={value} ({direction} {limit})")
     score = float(np.clip(0.5 + 0.5 * min(margins), 0.0, 1.0))
     return Assessment(round(score, 4), not reasons, reasons, sig)
+
+
+def safe_crop_box(alpha: np.ndarray, margin: float, threshold: int = 128) -> tuple[int, int, int, int] | None:
+    """The safe treatment's crop: mask box grown by ``margin`` of its longer side,
+    made square where the photo allows, kept inside the photo; None = no mask.
+
+    Used when the gate fails: the original background is kept, only the frame
+    tightens around the product (x0, y0, x1, y1, exclusive).
+    """
+    _check(alpha, "alpha")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    ys, xs = np.nonzero(alpha >= threshold)
+    if xs.size == 0:
+        return None
+    h, w = alpha.shape
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    grow = margin * max(x1 - x0, y1 - y0)
+    side = max(x1 - x0, y1 - y0) + 2 * grow
+    bw, bh = min(side, w), min(side, h)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    nx0 = int(round(min(max(cx - bw / 2, 0), w - bw)))
+    ny0 = int(round(min(max(cy - bh / 2, 0), h - bh)))
+    return nx0, ny0, nx0 + int(round(bw)), ny0 + int(round(bh))

@@ -9,6 +9,7 @@ from PIL import Image
 
 from hygiene.refine import RefineConfig, fill_small_holes, keep_main_components, refine_alpha
 
+ON = RefineConfig(enabled=True)
 GRABCUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "iseg_benchmarks" / "GrabCut"
 
 
@@ -36,7 +37,7 @@ def test_ghost_region_is_decided_back_to_product():
     ghost &= fg
     alpha[ghost] = 100  # below 0.5: a plain threshold calls it background
     before = iou(alpha >= 128, fg, scored)
-    refined = refine_alpha(rgb, alpha, RefineConfig())
+    refined = refine_alpha(rgb, alpha, ON)
     after = iou(refined >= 128, fg, scored)
     assert before < 0.97
     assert after > before + 0.02
@@ -71,16 +72,16 @@ def test_model_edges_are_kept_where_refinement_agrees():
     alpha = np.where(fg, 255, 0).astype(np.uint8)
     edge = fg ^ np.roll(fg, 1, axis=1)
     alpha[edge & fg] = 200  # a soft, correct edge
-    refined = refine_alpha(rgb, alpha, RefineConfig())
+    refined = refine_alpha(rgb, alpha, ON)
     assert np.count_nonzero(refined[edge & fg] == 200) > 0.9 * np.count_nonzero(edge & fg)
 
 
 def test_disabled_and_empty_masks_are_returned_unchanged():
     rgb, fg, _ = load("flower")
     alpha = np.where(fg, 255, 0).astype(np.uint8)
-    assert np.array_equal(refine_alpha(rgb, alpha, RefineConfig(enabled=False)), alpha)
+    assert np.array_equal(refine_alpha(rgb, alpha, RefineConfig()), alpha)  # off by default
     empty = np.zeros_like(alpha)
-    assert np.array_equal(refine_alpha(rgb, empty, RefineConfig()), empty)
+    assert np.array_equal(refine_alpha(rgb, empty, ON), empty)
 
 
 @pytest.mark.parametrize("bad", [
@@ -92,7 +93,7 @@ def test_bad_input_raises_value_error(bad):
     rgb, fg, _ = load("flower")
     alpha = np.where(fg, 255, 0).astype(np.uint8)
     with pytest.raises(ValueError):
-        refine_alpha(*bad(rgb, alpha), RefineConfig())
+        refine_alpha(*bad(rgb, alpha), ON)
 
 
 def test_config_rejects_nonsense():
@@ -110,5 +111,5 @@ def test_refine_improves_the_u2netp_mask_of_a_grabcut_photo():
 
     rgb, fg, scored = load("208001")
     alpha = predict_alpha(Image.fromarray(rgb), "u2netp")
-    refined = refine_alpha(rgb, alpha, RefineConfig(enabled=True))
+    refined = refine_alpha(rgb, alpha, ON)
     assert iou(refined >= 128, fg, scored) > iou(alpha >= 128, fg, scored) + 0.03
