@@ -23,7 +23,10 @@ SIGNALS = ("undecided", "fg_share", "border_touch", "objects", "main_share", "so
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Pass rules; each value is a measured threshold (see report / bench.calibrate_gate)."""
+    """Pass rules. The thresholds are the joint grid-search optimum of
+    ``python -m bench.calibrate_gate --sets grocery_val,clothing_val --limit clothing_val=60
+    --catalog-limit 160 --variants raw,white,crop0 --safe crop0 --fit`` (whiten when
+    passed, square crop with the original background when not); 0 = rule unused."""
 
     enabled: bool = True
     solid: int = 128  # alpha >= this counts as product
@@ -31,14 +34,15 @@ class GateConfig:
     high: int = 230  # 0.9 * 255
     border_px_frac: float = 0.01  # width of the frame ring for border_touch, share of the short side
     min_blob_share: float = 0.05  # blobs below this share of the largest are not counted as objects
-    max_undecided: float = 0.25  # undecided pixels / (undecided + solid) pixels
-    min_fg_share: float = 0.05  # product area / frame area
-    max_fg_share: float = 0.85
-    max_border_touch: float = 0.30  # share of the frame ring covered by product
-    max_objects: int = 99  # separate blobs
+    max_undecided: float = 0.15  # undecided pixels / (undecided + solid) pixels
+    min_fg_share: float = 0.0  # product area / frame area
+    max_fg_share: float = 0.80
+    max_border_touch: float = 0.10  # share of the frame ring covered by product
+    max_objects: int = 1  # separate blobs
     min_main_share: float = 0.0  # largest blob / all product pixels
     min_solidity: float = 0.0  # product area / its box area
     min_refine_iou: float = 0.0  # IoU(model mask, refined mask); 0 = not used
+    safe_margin: float = 0.0  # safe treatment: square crop around the mask box grown by this share
 
 
 @dataclass(frozen=True)
@@ -113,10 +117,13 @@ def assess(rgb: np.ndarray, alpha_raw: np.ndarray, alpha_refined: np.ndarray | N
     if sig["fg_share"] == 0:
         return Assessment(0.0, False, ["no product found in the mask"], sig)
     for name, direction, limit, reason in _rules(cfg):
+        if direction == "min" and limit <= 0:
+            continue  # rule unused
         value = sig[name]
-        diff = (limit - value) if direction == "max" else (value - limit)
+        slack = 0.5 if name == "objects" else 0.0  # integer count: 1 of max 1 is not borderline
+        diff = (limit + slack - value) if direction == "max" else (value - limit)
         margins.append(diff / MARGIN_SCALE[name])
-        if diff < 0:
+        if value > limit if direction == "max" else value < limit:
             reasons.append(f"{reason}: {name}={value} ({direction} {limit})")
     score = float(np.clip(0.5 + 0.5 * min(margins), 0.0, 1.0))
     return Assessment(round(score, 4), not reasons, reasons, sig)
