@@ -20,7 +20,9 @@ process, a lock serialises mutations and searches (safe for a threaded server).
 Ids are assigned from a counter that never goes back, so an id always means the
 same item. Scores: inner product (cosine on L2-normalised vectors) for float
 indices; ``1 - 2 * hamming / bits`` for binary ones (the cosine estimate of sign
-codes). Trained index types (``ivfpq``, ``binary``) stay exact ``flat`` until the
+codes). Removing from an HNSW graph leaves a tombstone that searches filter out
+(faiss ``IDSelectorNot``); the graph is rebuilt once tombstones pass
+``IndexConfig.hnsw_compact_ratio``. Trained index types (``ivfpq``, ``binary``) stay exact ``flat`` until the
 catalog holds enough vectors to train them; ``auto`` moves flat -> hnsw -> ivfpq as
 the catalog grows (flat and hnsw keep exact vectors, so nothing is lost).
 """
@@ -54,6 +56,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_sku ON items(sku);
 CREATE INDEX IF NOT EXISTS items_hash ON items(content_hash);
+CREATE TABLE IF NOT EXISTS tombstones (id INTEGER PRIMARY KEY);  -- removed, still in the HNSW graph
 """
 
 
@@ -180,8 +183,11 @@ class Catalog:
             src.backup(conn)
         finally:
             src.close()
-        if index.ntotal != header["count"]:
-            raise ValueError(f"{directory}: index holds {index.ntotal} vectors, header says {header['count']}")
+        conn.executescript(_SCHEMA)
+        conn.commit()
+        dead = conn.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
+        if index.ntotal - dead != header["count"]:
+            raise ValueError(f"{directory}: index holds {index.ntotal - dead} vectors, header says {header['count']}")
         return cls(directory, header, index, itq, conn, config or DEFAULT_INDEX, autosave)
 
     @classmethod
@@ -317,14 +323,18 @@ class Catalog:
                 self._conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in present])
                 self._conn.commit()
                 arr = np.asarray(present, dtype=np.int64)
-                graph = self.index_type == "hnsw" or self._header.get("binary_structure") == "hnsw"
-                if graph:
-                    self._rebuild_without(arr)  # graph indices cannot delete in place
+                if self.index_type == "hnsw":  # a graph cannot delete in place: filter, compact later
+                    self._conn.executemany("INSERT INTO tombstones (id) VALUES (?)", [(i,) for i in present])
+                    self._conn.commit()
+                    if self._tombstones().size > self.config.hnsw_compact_ratio * self._index.ntotal:
+                        ids, vecs = self._all_vectors()
+                        self._build("hnsw", vecs, ids)
                 else:
                     removed = self._index.remove_ids(arr)
                     if removed != len(arr):
                         raise RuntimeError(f"index removed {removed} of {len(arr)} ids")
-                self._header["count"] = int(self._index.ntotal)
+                self._header["count"] = int(self._index.ntotal) - int(self._tombstones().size)
+                self._tune()
                 if self.autosave:
                     self.save()
             except BaseException:
@@ -381,12 +391,15 @@ class Catalog:
             raise ValueError(f"k must be >= 1, got {k}")
         x = self._check_vectors(vectors)
         with self._lock:
-            if len(x) == 0 or self._index.ntotal == 0:
+            if len(x) == 0 or len(self) == 0:
                 return [[] for _ in range(len(x))]
-            kk = min(k, int(self._index.ntotal))
+            kk = min(k, len(self))
             if self.metric == "hamming":
                 dist, ids = self._index.search(_binarize(self._itq, x), kk)
                 scores = 1.0 - 2.0 * dist.astype(np.float32) / self._itq.d_out
+            elif self._sel is not None:
+                params = faiss.SearchParametersHNSW(sel=self._sel, efSearch=self.config.hnsw_ef_search)
+                scores, ids = self._index.search(x, kk, params=params)
             else:
                 scores, ids = self._index.search(x, kk)
             meta = self._lookup({int(i) for i in ids.ravel() if i >= 0})
@@ -459,14 +472,17 @@ class Catalog:
         self._tune()
 
     def _tune(self) -> None:
-        """Search-time parameters come from the config, not from the file."""
+        """Search-time parameters come from the config, not the file; tombstone filter."""
         inner = _inner(self._index)
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = self.config.hnsw_ef_search
         elif isinstance(inner, faiss.IndexIVF):
             inner.nprobe = self.config.ivf_nprobe
-        elif isinstance(inner, faiss.IndexBinaryHNSW):
-            inner.hnsw.efSearch = self.config.hnsw_ef_search
+        dead = self._tombstones()
+        self._sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead)) if dead.size else None
+
+    def _tombstones(self) -> np.ndarray:
+        return np.array([r[0] for r in self._conn.execute("SELECT id FROM tombstones")], dtype=np.int64)
 
     def _add_to_index(self, x: np.ndarray, ids: np.ndarray) -> None:
         if self.metric == "hamming":
@@ -475,26 +491,15 @@ class Catalog:
             self._index.add_with_ids(x, ids)
 
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, exact vectors) of a flat or hnsw index."""
+        """(ids, exact vectors) of a flat or hnsw index, removed items left out."""
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         inner = self._index.index
         vecs = inner.reconstruct_n(0, inner.ntotal) if inner.ntotal else np.empty((0, self.dim), np.float32)
+        dead = self._tombstones()
+        if dead.size:
+            keep = ~np.isin(ids, dead)
+            ids, vecs = ids[keep], vecs[keep]
         return ids, vecs
-
-    def _rebuild_without(self, drop: np.ndarray) -> None:
-        if self.metric == "hamming":
-            inner = _inner(self._index)
-            codes = np.vstack([inner.reconstruct(i) for i in range(inner.ntotal)]) if inner.ntotal else None
-            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-            keep = ~np.isin(ids, drop)
-            index = _new_binary_index(self._itq.d_out, self._header.get("binary_structure", "flat"), self.config)
-            if keep.any():
-                index.add_with_ids(np.ascontiguousarray(codes[keep]), ids[keep])
-            self._index = index
-        else:
-            ids, vecs = self._all_vectors()
-            keep = ~np.isin(ids, drop)
-            self._build(self.index_type, vecs[keep], ids[keep])
 
     def _build(self, kind: str, vecs: np.ndarray, ids: np.ndarray) -> None:
         """Replace the index by a fresh ``kind`` index holding (vecs, ids)."""
@@ -504,20 +509,19 @@ class Catalog:
             bits = min(cfg.binary_bits, self.dim - self.dim % 8) or 8
             itq = faiss.ITQTransform(self.dim, bits, True)
             itq.train(_train_sample(vecs, cfg))
-            structure = "hnsw" if len(vecs) > cfg.binary_hnsw_min else "flat"
-            index = _new_binary_index(bits, structure, cfg)
-            self._header["binary_structure"] = structure
+            index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
             self._header["metric"] = "hamming"
             index.add_with_ids(_binarize(itq, vecs), ids)
         else:
             train = _train_sample(vecs, cfg) if kind == "ivfpq" else None
             index = _new_float_index(kind, self.dim, cfg, train, len(vecs))
             self._header["metric"] = "inner_product"
-            self._header.pop("binary_structure", None)
             if len(vecs):
                 index.add_with_ids(vecs, ids)
         self._index, self._itq = index, itq
         self._header["index_type"] = kind
+        self._conn.execute("DELETE FROM tombstones")  # a fresh index holds only live items
+        self._conn.commit()
         self._tune()
 
     def _target_type(self, n: int) -> tuple[str, str]:
@@ -553,8 +557,7 @@ def _rank(kind: str) -> int:
 
 
 def _inner(index):
-    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else (
-        faiss.downcast_IndexBinary(index.index) if isinstance(index, faiss.IndexBinaryIDMap2) else index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
 
 
 def _train_sample(vecs: np.ndarray, cfg: IndexConfig) -> np.ndarray:
@@ -591,11 +594,6 @@ def _new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | 
     else:
         raise ValueError(f"unknown float index type {kind!r}")
     return faiss.IndexIDMap2(inner)  # the wrapper keeps a Python reference to inner
-
-
-def _new_binary_index(bits: int, structure: str, cfg: IndexConfig):
-    inner = faiss.IndexBinaryHNSW(bits, cfg.binary_hnsw_m) if structure == "hnsw" else faiss.IndexBinaryFlat(bits)
-    return faiss.IndexBinaryIDMap2(inner)
 
 
 def _binarize(itq, x: np.ndarray) -> np.ndarray:

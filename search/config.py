@@ -51,6 +51,7 @@ class IndexConfig:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 64
+    hnsw_compact_ratio: float = 0.2  # rebuild the graph when removed items exceed this share of it
     # IVF-PQ: nlist = round(ivf_nlist_factor * sqrt(n)) for n vectors at training time, at most
     # ivf_nlist_max and n_train / 39 (faiss' k-means wants >= 39 points a centroid).
     ivf_nlist_factor: float = 4.0
@@ -60,11 +61,10 @@ class IndexConfig:
     pq_nbits: int = 8
     ivfpq_min_train: int = 20_000  # below this an "ivfpq" catalog stays flat (with a note)
     train_max: int = 200_000  # training sample size cap (seeded random sample)
-    # Binary: ITQ (PCA + learned rotation) then sign -> Hamming distance.
+    # Binary: ITQ (PCA + learned rotation) then sign bits in an IndexBinaryFlat (exact Hamming scan:
+    # 32 bytes a vector at 256 bits, so even 10M codes are a 320 MB scan).
     binary_bits: int = 256
     binary_min_train: int = 2_000  # below this a "binary" catalog stays flat (with a note)
-    binary_hnsw_min: int = 2_000_000  # IndexBinaryHNSW instead of IndexBinaryFlat above this
-    binary_hnsw_m: int = 32
     seed: int = 1234
 
     def __post_init__(self) -> None:

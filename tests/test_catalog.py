@@ -135,6 +135,27 @@ def test_remove(tmp_path, data, kind):
         assert top1(cat.search(xb[[4, 11]], 1)) == [4, 11]
 
 
+def test_hnsw_removal_filters_then_compacts(tmp_path, data):
+    xb, xq = data
+    cat = Catalog.create(tmp_path / "c", "test:emb", D, "hnsw", config=CFG)
+    cat.add(xb[:1000], items(0, 1000))
+    cat.remove(range(100))  # 10 %: tombstones, filtered at search time
+    assert cat._index.ntotal == 1000 and len(cat) == 900
+    reopened = Catalog.open(tmp_path / "c", config=CFG)
+    assert len(reopened) == 900
+    for c in (cat, reopened):
+        found = {i for row in ids_of(c.search(xb[:100], 10)) for i in row}
+        assert found and min(found) >= 100
+    cat.remove(range(100, 250))  # 25 % > hnsw_compact_ratio (20 %): graph rebuilt without them
+    assert cat._index.ntotal == 750 and len(cat) == 750 and cat._tombstones().size == 0
+    assert top1(cat.search(xb[[300, 999]], 1)) == [300, 999]
+    live = xb[250:1000]
+    exact = np.argsort(-(xq @ live.T), axis=1)[:, :10] + 250
+    got = ids_of(cat.search(xq, 10))
+    assert np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact)]) >= RECALL_BOUND["hnsw"]
+    assert len(Catalog.open(tmp_path / "c", config=CFG)) == 750
+
+
 def test_empty_catalog_and_short_results(tmp_path, data):
     cat = Catalog.create(tmp_path / "c", "test:emb", D, config=CFG)
     assert len(cat) == 0 and cat.search(data[1][:2], 5) == [[], []]
