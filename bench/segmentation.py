@@ -115,12 +115,14 @@ def iou(pred: np.ndarray, fg: np.ndarray, scored: np.ndarray) -> float:
 
 def run(sets: list[str], limit: int | None, model: str, margin: float,
         time_model: int, out: Path | None) -> dict:
+    from hygiene.confidence import GateConfig, assess
     from hygiene.refine import RefineConfig, refine_alpha
 
     cfg = RefineConfig(enabled=True)
     results: dict = {"model": model, "margin": margin, "refine": repr(cfg), "sets": {}}
     model_times: list[float] = []
     refine_times: list[float] = []
+    gate_times: list[float] = []
     rows = []
     for name in sets:
         items = grabcut_items() if name == "grabcut" else coco_items()
@@ -136,6 +138,9 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
             t0 = time.perf_counter()
             ref = refine_alpha(rgb, alpha, cfg)
             refine_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            assess(rgb, alpha, None, GateConfig())
+            gate_times.append(time.perf_counter() - t0)
             a, b = iou(alpha >= 128, fg, scored), iou(ref >= 128, fg, scored)
             plain.append(a)
             refined.append(b)
@@ -153,6 +158,7 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
 
         extra = [img for name in sets
                  for img, _ in (grabcut_items() if name == "grabcut" else coco_items())][:time_model]
+        predict_alpha(Image.fromarray(load_rgb(extra[0])), model, threads=1)  # session start-up, untimed
         for img in extra:
             pil = Image.fromarray(load_rgb(img))
             t0 = time.perf_counter()
@@ -161,6 +167,8 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
     if model_times:
         results["model_s_median"] = round(float(np.median(model_times)), 4)
         results["refine_s_median"] = round(float(np.median(refine_times)), 4)
+        results["gate_s_median"] = round(float(np.median(gate_times)), 4)
+        results["gate_over_model"] = round(float(np.median(gate_times) / np.median(model_times)), 4)
         results["refine_over_model"] = round(float(np.median(refine_times) / np.median(model_times)), 3)
         results["cleanup_with_refine_over_without"] = round(
             1 + float(np.median(refine_times) / np.median(model_times)), 3)
