@@ -143,7 +143,8 @@ def _clean_one(path: Path, digest: str, config: CleanConfig, cache_dir: Path, ke
                   "timings": result.timings, "error": ""}
     except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the evaluation
         msg = str(exc).splitlines()[0] if str(exc) else ""
-        record = {"status": "failed", "reasons": [], "model": "", "error": f"{type(exc).__name__}: {msg}"}
+        # not cached: a failure may be transient (out of memory, model file missing), so retry next run
+        return {"status": "failed", "reasons": [], "model": "", "error": f"{type(exc).__name__}: {msg}"}
     write_text_atomic(meta_path, json.dumps(record))
     return record
 
@@ -200,23 +201,25 @@ def clean_photos(paths: Sequence[Path], config: CleanConfig, cache_dir: Path, wo
             todo.append(len(out) - 1)
     bar = tqdm(total=len(todo), unit="photo", desc="cleaning", disable=not progress or not todo)
     args = [(out[i].source, out[i].digest, config, cache_dir, key) for i in todo]
+    fresh: dict[int, dict] = {}
     if workers <= 1 or len(todo) <= 1:
-        for a in args:
-            _clean_one(*a)
+        for i, a in zip(todo, args):
+            fresh[i] = _clean_one(*a)
             bar.update(1)
     else:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as pool:
-            for _ in pool.map(_clean_one, *zip(*args)):
+            for i, rec in zip(todo, pool.map(_clean_one, *zip(*args))):
+                fresh[i] = rec
                 bar.update(1)
     bar.close()
-    for p in out:
+    for i, p in enumerate(out):
         if not p.digest:
             continue
         img_path, meta_path = _cache_paths(cache_dir, key, p.digest)
-        rec = json.loads(meta_path.read_text())
+        rec = fresh[i] if i in fresh else json.loads(meta_path.read_text())
         p.status, p.reasons, p.model, p.error = rec["status"], rec["reasons"], rec["model"], rec["error"]
         p.image_path = img_path if p.ok else None
     return out

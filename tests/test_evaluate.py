@@ -152,7 +152,10 @@ def test_clean_cache_reused_and_bad_file_reported(tmp_path, tmp_path_factory, mo
     bad = tmp_path / "empty.jpg"
     bad.write_bytes(b"")
     photos = [SAMPLES / "hat-2.jpg", bad]
-    first = clean_photos(photos, CleanConfig(), cache, progress=False)
+    from search.evaluate import _cache_paths, clean_key
+
+    key = clean_key(CleanConfig())  # pinned: the hygiene source may change while tests run
+    first = clean_photos(photos, CleanConfig(), cache, progress=False, key=key)
     assert first[0].status in ("cleaned", "needs_review") and first[0].image_path.is_file()
     with Image.open(first[0].image_path) as im:
         assert im.size[0] == im.size[1] and im.mode == "RGB"
@@ -165,8 +168,11 @@ def test_clean_cache_reused_and_bad_file_reported(tmp_path, tmp_path_factory, mo
         raise AssertionError("cleaned again despite the cache")
 
     monkeypatch.setattr(hygiene, "clean", must_not_run)
-    again = clean_photos(photos, CleanConfig(), cache, progress=False)
+    again = clean_photos(photos, CleanConfig(), cache, progress=False, key=key)
     assert again[0].image_path == first[0].image_path and again[0].status == first[0].status
+    # a failure is reported but not cached: the next run tries again
+    assert again[1].status == "failed" and again[1].error == first[1].error
+    assert not _cache_paths(cache, key, again[1].digest)[1].exists()
 
 
 @pytest.fixture(scope="module")
