@@ -301,7 +301,7 @@ class Catalog:
                     if len(old_ids):
                         x, ids = np.concatenate([old_vecs, x]), np.concatenate([old_ids, ids])
                     self._build(kind, x, ids)
-                self._header["count"] = int(self._index.ntotal)
+                self._header["count"] = int(self._index.ntotal) - int(self._tombstones().size)
                 if self.autosave:
                     self.save()
             except BaseException:

@@ -146,6 +146,9 @@ def test_hnsw_removal_filters_then_compacts(tmp_path, data):
     for c in (cat, reopened):
         found = {i for row in ids_of(c.search(xb[:100], 10)) for i in row}
         assert found and min(found) >= 100
+    assert cat.add(xb[1000:1001], items(1000, 1)) == [1000] and len(cat) == 901
+    assert len(Catalog.open(tmp_path / "c", config=CFG)) == 901
+    cat.remove([1000])
     cat.remove(range(100, 250))  # 25 % > hnsw_compact_ratio (20 %): graph rebuilt without them
     assert cat._index.ntotal == 750 and len(cat) == 750 and cat._tombstones().size == 0
     assert top1(cat.search(xb[[300, 999]], 1)) == [300, 999]
