@@ -13,4 +13,5 @@ __all__ = [
     "Catalog", "Hit", "Item",
     "DEFAULT_EMBEDDER", "EmbedConfig", "IndexConfig",
     "Embedder", "create_embedder", "parse_name",
+    "EvalConfig", "Evaluation", "evaluate", "write_report",
 ]
