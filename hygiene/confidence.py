@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import GateConfig
+
 import cv2
 import numpy as np
 
@@ -19,30 +21,6 @@ import numpy as np
 MARGIN_SCALE = {"undecided": 0.1, "fg_share": 0.05, "border_touch": 0.1, "objects": 2.0,
                 "main_share": 0.1, "solidity": 0.1, "refine_iou": 0.1}
 SIGNALS = ("undecided", "fg_share", "border_touch", "objects", "main_share", "solidity", "refine_iou")
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Pass rules. The thresholds are the joint grid-search optimum of
-    ``python -m bench.calibrate_gate --sets grocery_val,clothing_val --limit clothing_val=60
-    --catalog-limit 160 --variants raw,white,crop0 --safe crop0 --fit`` (whiten when
-    passed, square crop with the original background when not); 0 = rule unused."""
-
-    enabled: bool = True
-    solid: int = 128  # alpha >= this counts as product
-    low: int = 26  # 0.1 * 255: alpha in (low, high) is "undecided"
-    high: int = 230  # 0.9 * 255
-    border_px_frac: float = 0.01  # width of the frame ring for border_touch, share of the short side
-    min_blob_share: float = 0.05  # blobs below this share of the largest are not counted as objects
-    max_undecided: float = 0.15  # undecided pixels / (undecided + solid) pixels
-    min_fg_share: float = 0.0  # product area / frame area
-    max_fg_share: float = 0.80
-    max_border_touch: float = 0.10  # share of the frame ring covered by product
-    max_objects: int = 1  # separate blobs
-    min_main_share: float = 0.0  # largest blob / all product pixels
-    min_solidity: float = 0.0  # product area / its box area
-    min_refine_iou: float = 0.0  # IoU(model mask, refined mask); 0 = not used
-    safe_margin: float = 0.0  # safe treatment: square crop around the mask box grown by this share
 
 
 @dataclass(frozen=True)

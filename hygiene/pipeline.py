@@ -1,4 +1,10 @@
-"""clean(image, config) -> CleanResult: segment -> tidy -> frame -> compose -> check."""
+"""clean(image, config) -> CleanResult: segment -> refine -> gate -> frame -> compose -> check.
+
+A photo whose cut-out the gate does not trust is not whitened: it gets the safe
+treatment (a square crop around the product, original background kept) and is
+flagged ``needs_review`` with the reasons. Whitening a wrong mask makes a photo
+harder to find than the raw one; the crop alone never measured worse.
+"""
 from __future__ import annotations
 
 import time
@@ -7,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import checks, compose, frame, segment
+from . import checks, compose, confidence, frame, refine, segment
 from .config import CleanConfig
 
 CLEANED = "cleaned"
@@ -53,14 +59,19 @@ def mask_of(image: Image.Image, config: CleanConfig) -> tuple[np.ndarray, str]:
     return segment.predict_alpha(image.convert("RGB"), config.model), config.model
 
 
-def _safe_fallback(rgb: np.ndarray, box, config: CleanConfig) -> tuple[Image.Image, frame.Layout | None]:
-    """Uncut treatment for an untrusted mask: crop to the box, original background kept."""
-    h, w = rgb.shape[:2]
-    box = box or (0, 0, w, h)
-    layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
+def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig) -> Image.Image:
+    """Untrusted mask: square crop around the product, original background kept.
+
+    The crop fills the canvas (white pads only a photo too narrow for a square);
+    with no product at all the photo is returned as it is.
+    """
+    box = confidence.safe_crop_box(raw_alpha, config.gate.safe_margin, config.mask_threshold)
+    if box is None:
+        return Image.fromarray(rgb, "RGB")
+    layout = frame.plan(box, config.target_size, 1.0, config.max_upscale)
     region = frame.resize_region(rgb, box, layout.placed[2] - layout.placed[0],
                                  layout.placed[3] - layout.placed[1])
-    return Image.fromarray(frame.place(region, layout, 255), "RGB"), layout
+    return Image.fromarray(frame.place(region, layout, 255), "RGB")
 
 
 def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResult:
@@ -72,17 +83,24 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    alpha = compose.tidy_alpha(raw_alpha, config.mask_threshold, config.min_component_share)
+    gate = None
+    alpha = raw_alpha
+    if source != "input-alpha":  # a given cut-out is the seller's own decision
+        alpha = refine.refine_alpha(rgb, raw_alpha, config.refine)
+        gate = confidence.assess(rgb, raw_alpha, alpha if config.refine.enabled else None, config.gate)
+    alpha = compose.tidy_alpha(alpha, config.mask_threshold, config.min_component_share)
     box = frame.product_box(alpha, config.mask_threshold)
     reasons: list[str] = []
-    if box is None:
+    if gate is not None and not gate.passed:
+        reasons.extend(gate.reasons)
+    elif box is None:
         reasons.append("no product found in the mask")
     timings["mask"] = time.perf_counter() - t
 
     t = time.perf_counter()
     if reasons:
-        out, _ = _safe_fallback(rgb, box, config)
-        out_alpha = None
+        out = _safe_treatment(rgb, raw_alpha, config)
+        out_alpha, box = None, None
         status = NEEDS_REVIEW
     else:
         layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
@@ -104,6 +122,8 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
     report = checks.readiness(out, config.preset_rules, config.checks, alpha=out_alpha,
                               mask_threshold=config.mask_threshold,
                               detail_source=(rgb, box) if box else None)
+    if gate is not None:
+        report["gate"] = {"passed": gate.passed, "score": gate.score, "signals": gate.signals}
     timings["checks"] = time.perf_counter() - t
     return CleanResult(image=out, mask=raw_alpha, report=report, status=status,
                        reasons=reasons, model=source,

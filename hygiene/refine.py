@@ -12,41 +12,10 @@ mask take over.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .config import RefineConfig
 
 import cv2
 import numpy as np
-
-
-@dataclass(frozen=True)
-class RefineConfig:
-    """Defaults measured with ``python -m bench.segmentation`` / ``bench.calibrate_gate``.
-
-    Off by default: on the benchmarks it moved mask IoU by +0.008 (GrabCut) and
-    -0.003 (COCO_MVal in-box) and grocery retrieval R@1 by +0.010 / R@5 by
-    -0.014, i.e. nothing the numbers support paying for. The other fields are
-    the best settings found for when it is switched on.
-    """
-
-    enabled: bool = False
-    grabcut: bool = True  # re-decide the uncertain band with GrabCut (else threshold at 128)
-    work_side: int = 320  # GrabCut runs on a copy whose longer side is this, px
-    iterations: int = 4  # GrabCut iterations
-    sure_fg: int = 230  # model alpha >= this (after erosion) seeds "surely product"
-    sure_bg: int = 10  # model alpha <= this (away from the product) seeds "surely background"
-    erode_frac: float = 0.0  # erosion of the sure-fg seed, share of the work image's side
-    bg_band_frac: float = 0.0  # sure-bg only farther than this from the model's product
-    min_component_share: float = 0.05  # drop blobs smaller than this share of the largest
-    max_hole_share: float = 0.05  # fill enclosed holes up to this share of the object area
-    min_object_share: float = 0.002  # masks smaller than this share of the frame are left alone
-
-    def __post_init__(self) -> None:
-        if not 64 <= self.work_side <= 4096:
-            raise ValueError(f"work_side must be between 64 and 4096, got {self.work_side}")
-        if not 0 < self.sure_bg < self.sure_fg < 256:
-            raise ValueError("need 0 < sure_bg < sure_fg < 256")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
 
 
 def _check(rgb: np.ndarray, alpha: np.ndarray) -> None:
