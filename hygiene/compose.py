@@ -77,10 +77,8 @@ def on_white(fg: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return out
 
 
-def composite(rgb: np.ndarray, alpha: np.ndarray, transparent: bool,
-              fg_estimation: bool = True) -> Image.Image:
-    """RGB on white, or RGBA with the estimated foreground when transparent."""
-    fg = estimate_foreground(rgb, alpha) if fg_estimation else rgb
+def composite(fg: np.ndarray, alpha: np.ndarray, transparent: bool) -> Image.Image:
+    """RGB on white, or RGBA keeping ``alpha``, from (estimated) foreground colours."""
     if transparent:
         return Image.fromarray(np.dstack([fg, alpha]), "RGBA")
     return Image.fromarray(on_white(fg, alpha), "RGB")

@@ -105,9 +105,16 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
     else:
         layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
         pw, ph = layout.placed[2] - layout.placed[0], layout.placed[3] - layout.placed[1]
-        region_rgb = frame.resize_region(rgb, box, pw, ph)
-        region_a = frame.resize_region(alpha, box, pw, ph)
-        cut = compose.composite(region_rgb, region_a, config.transparent, config.fg_estimation)
+        # foreground colours are estimated at the photo's own resolution (cheaper than
+        # on the upscaled canvas, and upscaling adds no edge information)
+        x0, y0, x1, y1 = box
+        fg = rgb[y0:y1, x0:x1]
+        if config.fg_estimation:
+            fg = compose.estimate_foreground(fg, alpha[y0:y1, x0:x1])
+        whole = (0, 0, x1 - x0, y1 - y0)
+        region_rgb = frame.resize_region(fg, whole, pw, ph)
+        region_a = frame.resize_region(alpha[y0:y1, x0:x1], whole, pw, ph)
+        cut = compose.composite(region_rgb, region_a, config.transparent)
         arr = np.asarray(cut)
         background = (255, 255, 255, 0) if config.transparent else (255, 255, 255)
         out = Image.fromarray(frame.place(arr, layout, background), cut.mode)

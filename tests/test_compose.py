@@ -20,7 +20,7 @@ def test_on_white_is_exact_outside_and_untinted_at_edges():
     rgb, alpha = _red_disc_on_green()
     alpha = compose.tidy_alpha(alpha, 128, 0.05)
     naive = compose.on_white(rgb, alpha)
-    fixed = np.asarray(compose.composite(rgb, alpha, transparent=False))
+    fixed = np.asarray(compose.composite(compose.estimate_foreground(rgb, alpha), alpha, transparent=False))
     assert (fixed[alpha == 0] == 255).all()
     edge = (alpha > 20) & (alpha < 235)
     assert edge.sum() > 100
@@ -45,6 +45,6 @@ def test_tidy_alpha_drops_haze_and_small_blobs():
 
 def test_transparent_keeps_alpha():
     rgb, alpha = _red_disc_on_green(64)
-    img = compose.composite(rgb, alpha, transparent=True)
+    img = compose.composite(compose.estimate_foreground(rgb, alpha), alpha, transparent=True)
     assert img.mode == "RGBA"
     assert (np.asarray(img)[..., 3] == alpha).all()
