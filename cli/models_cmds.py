@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -43,3 +44,26 @@ def list_():
         click.echo(f"{'':<20} licence: {row['licence']}; {row['note']}")
     for name, licence in models.REMBG_EXTRA_LICENCES.items():
         click.echo(f"{name:<20} remover   optional (rembg downloads it online) licence: {licence}")
+
+
+@models_group.command("build-int8")
+@click.argument("calibration", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def build_int8(calibration):
+    """Build the experimental int8 u2netp (remover `u2netp-int8`) calibrated on your photos.
+
+    Measured on AVX2 CPUs: no faster than fp32 and its masks differ (mean IoU
+    0.83 on clothing, 0.50 on grocery photos), so it is not the default.
+    Needs the fp32 weights (`shelfready models fetch`) and the onnx package.
+
+    Example: shelfready models build-int8 sample_images
+    """
+    from hygiene import quantize, segment
+
+    photos = sorted(p for p in calibration.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        raise click.ClickException(f"no .jpg/.png photos under {calibration}")
+    try:
+        path = quantize.build_int8(models.verify("u2netp"), segment.int8_path(), photos)
+    except models.ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"ok  u2netp-int8: {path} (calibrated on {len(photos)} photos)")

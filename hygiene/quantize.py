@@ -6,8 +6,8 @@ quantisation (QDQ, per-channel int8 weights, uint8 activations, MinMax ranges).
 Calibration inputs are the given photos plus a few deterministic variants of
 each (mirror, centre crop), preprocessed exactly as rembg does for u2netp, so
 the calibrated ranges match what the model sees.
-No dev data is needed: ``shelfready models fetch`` calibrates on the photos in
-``sample_images/``.
+No dev data is needed: ``shelfready models build-int8 DIR`` calibrates on the photos in
+DIR (``sample_images/`` works).
 
 The build is deterministic for a given onnxruntime version and set of photos,
 written atomically, and followed by a small JSON sidecar (``<dst>.json``) with
@@ -32,6 +32,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .models import FETCH_COMMAND, ModelError
+
+BUILD_COMMAND = "shelfready models build-int8 PHOTO_DIR"
 
 MEAN = (0.485, 0.456, 0.406)  # rembg's u2netp normalisation
 STD = (0.229, 0.224, 0.225)
@@ -151,14 +153,14 @@ def verify_int8(path: Path) -> Path:
     path = Path(path)
     side = path.with_name(path.name + SIDECAR_SUFFIX)
     if not path.is_file():
-        raise ModelError(f"int8 remover not found at {path}; run `{FETCH_COMMAND}`")
+        raise ModelError(f"int8 remover not found at {path}; run `{BUILD_COMMAND}`")
     try:
         meta = json.loads(side.read_text())
         expected, size = meta["sha256"], int(meta["size"])
     except (OSError, ValueError, KeyError, TypeError):
         raise ModelError(f"int8 remover at {path} has no valid checksum record; "
-                         f"run `{FETCH_COMMAND} --force`") from None
+                         f"run `{BUILD_COMMAND}`") from None
     if path.stat().st_size != size or sha256_of(path) != expected:
         raise ModelError(f"int8 remover at {path} is corrupt (checksum mismatch); "
-                         f"run `{FETCH_COMMAND} --force`")
+                         f"run `{BUILD_COMMAND}`")
     return path

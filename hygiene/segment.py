@@ -13,7 +13,7 @@ gives for the same model file. Two things are ours:
   it matters for large photos (a 12 MP photo: ~0.5 s of rembg's pre/post work).
 
 ``u2netp-int8`` is u2netp statically quantised to int8 (hygiene/quantize.py),
-built locally by ``shelfready models fetch``.
+built locally by ``shelfready models build-int8 PHOTO_DIR``.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def available_removers() -> list[str]:
 
 
 def int8_path() -> Path:
-    """Where ``shelfready models fetch`` puts the int8 u2netp (beside rembg's models)."""
+    """Where ``shelfready models build-int8`` puts the int8 u2netp (beside rembg's models)."""
     return models.rembg_home() / "models" / INT8 / f"{INT8}.onnx"
 
 

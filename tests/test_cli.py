@@ -54,3 +54,9 @@ def test_clean_missing_input_folder_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["clean", str(tmp_path / "nope"), str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_build_int8_needs_photos(tmp_path):
+    result = CliRunner().invoke(cli, ["models", "build-int8", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no .jpg/.png photos" in result.output

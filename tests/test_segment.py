@@ -63,12 +63,12 @@ def test_same_size_but_altered_weights_fail_the_md5(tmp_path, monkeypatch):
     _one_line_error(exc, "md5", FETCH)
 
 
-def test_missing_int8_model_names_the_fetch_command(tmp_path, monkeypatch):
+def test_missing_int8_model_names_the_build_command(tmp_path, monkeypatch):
     monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     assert segment.int8_path() == tmp_path / "models" / "u2netp-int8" / "u2netp-int8.onnx"
     with pytest.raises(models.ModelError) as exc:
         segment.get_session(segment.INT8, threads=1)
-    _one_line_error(exc, "not found", FETCH)
+    _one_line_error(exc, "not found", quantize.BUILD_COMMAND)
 
 
 def test_unknown_remover_lists_the_known_ones():
