@@ -272,6 +272,20 @@ def test_auto_grows_from_flat_to_hnsw_without_loss(tmp_path, data):
     assert cat.get(5).sku == "SKU5"
 
 
+def test_auto_moves_through_flat_hnsw_ivfpq(tmp_path, data):
+    xb, xq = data
+    cfg = IndexConfig(flat_max=500, hnsw_max=2000, ivfpq_min_train=1000, pq_m=16, pq_nbits=6, hnsw_m=16)
+    cat = Catalog.create(tmp_path / "c", "test:emb", D, "auto", config=cfg)
+    seen = []
+    for lo, hi in [(0, 400), (400, 1500), (1500, 4000)]:
+        cat.add(xb[lo:hi], items(lo, hi - lo))
+        seen.append(cat.index_type)
+    assert seen == ["flat", "hnsw", "ivfpq"]
+    assert recall_at_10(cat, xb, xq) >= RECALL_BOUND["ivfpq"]
+    reopened = Catalog.open(tmp_path / "c", config=cfg)
+    assert reopened.index_type == "ivfpq" and len(reopened) == 4000 and reopened.get(3999).sku == "SKU3999"
+
+
 # ---------------------------------------------------------------- crash safety, threads
 
 
