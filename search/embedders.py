@@ -38,6 +38,7 @@ weights were evaluated with, so it is the default.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -372,7 +373,7 @@ def create_embedder(
     """
     cfg = config or DEFAULT_EMBED
     if batch_size is not None:
-        cfg = EmbedConfig(**{**cfg.__dict__, "batch_size": batch_size})
+        cfg = dataclasses.replace(cfg, batch_size=batch_size)
     parsed = parse_name(name or cfg.embedder)
     _set_threads(threads)
     return BACKENDS[parsed.source](parsed, _pick_device(device), cfg)
