@@ -169,7 +169,9 @@ class Catalog:
                 f"{directory} has catalog format {header.get('format_version')!r}; "
                 f"this version reads format {FORMAT_VERSION}"
             )
-        gen = directory / header["generation"]
+        gen = directory / str(header.get("generation"))
+        if not gen.is_dir():
+            raise ValueError(f"{directory} is damaged: its generation folder {gen.name} is missing")
         binary = header["metric"] == "hamming"
         itq = None
         if binary:
@@ -379,9 +381,11 @@ class Catalog:
                     stray.unlink(missing_ok=True)
                 raise
             self._header["generation"] = gen_name
-            for old in self.directory.glob("gen-*"):
+            for old in self.directory.glob("gen-*"):  # older and half-written generations
                 if old.name != gen_name and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
+            for stray in self.directory.glob(f".{HEADER}.*.tmp"):
+                stray.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ reads
 

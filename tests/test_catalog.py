@@ -329,6 +329,24 @@ def test_crash_during_add_leaves_previous_catalog(tmp_path, data, monkeypatch, v
     assert old.add(xb[100:101]) == [100]  # and it goes on normally
 
 
+def test_killed_save_leaves_a_stray_generation_that_is_ignored_then_removed(tmp_path, data):
+    """A process killed mid-save (kill -9) leaves a half-written gen-* folder and no header change."""
+    folder = tmp_path / "c"
+    cat = Catalog.create(folder, "test:emb", D, "flat", config=CFG)
+    cat.add(data[0][:20], items(0, 20))
+    stray = folder / "gen-000000000099-deadbeef"
+    stray.mkdir()
+    (stray / "index.faiss").write_bytes(b"\x00" * 100)  # truncated index, no sqlite
+    (folder / ".catalog.json.1234.tmp").write_text("{")  # half-written header
+    old = Catalog.open(folder, config=CFG)
+    assert len(old) == 20
+    old.add(data[0][20:21])
+    assert not stray.exists() and not list(folder.glob(".*.tmp")) and len(Catalog.open(folder)) == 21
+    (folder / Catalog.open(folder).header()["generation"]).rename(folder / "gone")
+    with pytest.raises(ValueError, match="damaged"):
+        Catalog.open(folder)
+
+
 def test_unsaved_changes_are_not_on_disk_until_save(tmp_path, data):
     cat = Catalog.create(tmp_path / "c", "test:emb", D, config=CFG, autosave=False)
     cat.add(data[0][:10])
