@@ -300,14 +300,14 @@ class ClipEmbedder(_TorchEmbedder):
         import open_clip
         import torch
 
+        if open_clip.get_model_config(name.arch) is None:
+            raise ValueError(f"unknown open_clip architecture {name.arch!r} (see open_clip.list_models())")
         if name.tag is None:
             tags = open_clip.list_pretrained_tags_by_model(name.arch)
             raise ValueError(
                 f"clip:{name.arch} needs a tag: clip:{name.arch}/TAG with TAG one of "
                 f"{', '.join(tags) or '(none known)'}, a checkpoint path, or 'random'"
             )
-        if open_clip.get_model_config(name.arch) is None:
-            raise ValueError(f"unknown open_clip architecture {name.arch!r} (see open_clip.list_models())")
         if name.is_path and not Path(name.tag).is_file():
             raise ModelError(f"checkpoint not found: {name.tag} (model {name})")
         if not name.is_path and not name.is_random:
