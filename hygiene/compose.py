@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .frame import downscale_pair
+
 WHITE = 255
 
 
@@ -52,13 +54,7 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = 1024
     edge = (alpha > 0) & (alpha < 255)
     if not edge.any():
         return rgb
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small_rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        small_a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-    else:
-        small_rgb, small_a = rgb, alpha
+    small_rgb, small_a, scale = downscale_pair(rgb, alpha, max_side)
     fg = estimate_foreground_ml(small_rgb.astype(np.float64) / 255.0, small_a.astype(np.float64) / 255.0)
     fg = np.clip(fg * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if scale < 1.0:

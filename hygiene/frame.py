@@ -55,6 +55,17 @@ def plan(box: Box, size: int, fill: float, max_upscale: float) -> Layout:
                   upscale_limited=limited)
 
 
+def downscale_pair(rgb: np.ndarray, alpha: np.ndarray, max_side: int):
+    """(rgb, alpha, scale) shrunk together so the longer side is at most ``max_side``."""
+    h, w = alpha.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return rgb, alpha, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return (cv2.resize(rgb, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(alpha, size, interpolation=cv2.INTER_AREA), scale)
+
+
 def resize_region(array: np.ndarray, box: Box, out_w: int, out_h: int) -> np.ndarray:
     """Crop ``box`` from ``array`` and resize to (out_w, out_h) with a good filter."""
     x0, y0, x1, y1 = box

@@ -13,6 +13,7 @@ mask take over.
 from __future__ import annotations
 
 from .config import RefineConfig
+from .frame import downscale_pair
 
 import cv2
 import numpy as np
@@ -86,13 +87,7 @@ def refine_alpha(rgb: np.ndarray, alpha: np.ndarray, cfg: RefineConfig = RefineC
     h, w = alpha.shape
     if np.count_nonzero(alpha >= 128) < cfg.min_object_share * h * w:
         return alpha.copy()
-    scale = min(1.0, cfg.work_side / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small_rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        small_a = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-    else:
-        small_rgb, small_a = rgb, alpha
+    small_rgb, small_a, scale = downscale_pair(rgb, alpha, cfg.work_side)
     solid = grabcut_mask(small_rgb, small_a, cfg) if cfg.grabcut else small_a >= 128
     solid = keep_main_components(solid, cfg.min_component_share)
     solid = fill_small_holes(solid, cfg.max_hole_share)
