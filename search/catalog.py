@@ -299,10 +299,15 @@ class Catalog:
                 if kind is None:
                     self._add_to_index(x, ids)
                 else:  # build the next index type from the old and new vectors at once
-                    old_ids, old_vecs = self._all_vectors()
-                    if len(old_ids):
-                        x, ids = np.concatenate([old_vecs, x]), np.concatenate([old_ids, ids])
-                    self._build(kind, x, ids)
+                    all_ids, all_vecs = self._all_vectors()
+                    self._index = None  # free it first: a failure reloads the last save anyway
+                    if len(all_ids):
+                        all_vecs = np.concatenate([all_vecs, x])
+                        all_ids = np.concatenate([all_ids, ids])
+                    else:
+                        all_vecs, all_ids = x, ids
+                    self._build(kind, all_vecs, all_ids)
+                    del all_vecs
                 self._header["count"] = int(self._index.ntotal) - int(self._tombstones().size)
                 if self.autosave:
                     self.save()

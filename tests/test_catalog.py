@@ -255,7 +255,7 @@ def test_trained_types_start_flat_then_train(tmp_path, data, kind):
     cat.add(xb[:500], items(0, 500))
     assert cat.index_type == "flat" and "needs >= 1000 vectors" in cat.note
     assert recall_at_10(cat, xb[:500], xq) == 1.0
-    cat.add(xb[500:], items(500, 3500))
+    assert cat.add(xb[500:], items(500, 3500)) == list(range(500, 4000))
     assert cat.index_type == kind and cat.note == ""
     assert recall_at_10(cat, xb, xq) >= RECALL_BOUND[kind]
     assert Catalog.open(tmp_path / "c", config=CFG).index_type == kind
@@ -278,7 +278,7 @@ def test_auto_moves_through_flat_hnsw_ivfpq(tmp_path, data):
     cat = Catalog.create(tmp_path / "c", "test:emb", D, "auto", config=cfg)
     seen = []
     for lo, hi in [(0, 400), (400, 1500), (1500, 4000)]:
-        cat.add(xb[lo:hi], items(lo, hi - lo))
+        assert cat.add(xb[lo:hi], items(lo, hi - lo)) == list(range(lo, hi))  # new ids only
         seen.append(cat.index_type)
     assert seen == ["flat", "hnsw", "ivfpq"]
     assert recall_at_10(cat, xb, xq) >= RECALL_BOUND["ivfpq"]
