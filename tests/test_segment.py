@@ -145,11 +145,11 @@ def test_int8_checksum_record_catches_a_changed_file(int8_model, tmp_path):
     shutil.copy(int8_model.with_name(int8_model.name + ".json"), tmp_path / (copy.name + ".json"))
     with pytest.raises(models.ModelError) as exc:
         quantize.verify_int8(copy)
-    _one_line_error(exc, "corrupt", FETCH)
+    _one_line_error(exc, "corrupt", quantize.BUILD_COMMAND)
     (tmp_path / (copy.name + ".json")).unlink()
     with pytest.raises(models.ModelError) as exc:
         quantize.verify_int8(copy)
-    _one_line_error(exc, "checksum", FETCH)
+    _one_line_error(exc, "checksum", quantize.BUILD_COMMAND)
 
 
 @pytest.mark.slow
