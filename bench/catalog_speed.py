@@ -22,6 +22,7 @@ time (flat/hnsw hold another copy); each catalog is dropped before the next.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -94,7 +95,7 @@ def fixed_bytes(cat, gen: Path) -> int:
     return 0
 
 
-def bench_type(kind: str, xb, xq, truth, k: int, cfg, workdir: Path) -> dict:
+def bench_type(kind: str, xb, xq, truth, k: int, cfg, workdir: Path, sweep: dict | None = None) -> list[dict]:
     from search import Catalog
 
     folder = workdir / kind
@@ -108,6 +109,29 @@ def bench_type(kind: str, xb, xq, truth, k: int, cfg, workdir: Path) -> dict:
     gen = folder / cat.header()["generation"]
     index_bytes = dir_bytes(gen, "index.*") + dir_bytes(gen, "*.faissvt")
     fixed = fixed_bytes(cat, gen)
+    p50, p99, recall = measure(cat, xq, truth, k)
+    row = {
+        "type": cat.index_type, "n": len(cat), "build_s": round(build, 1), "save_s": round(save, 1),
+        "bytes_per_vector": round(index_bytes / len(cat), 1),
+        "per_vector_excl_fixed": round((index_bytes - fixed) / len(cat), 1), "fixed_bytes": fixed,
+        "p50_ms": p50, "p99_ms": p99, f"recall@{k}": recall, "note": cat.note,
+    }
+    rows = [row]
+    knob = {"hnsw": "hnsw_ef_search", "ivfpq": "ivf_nprobe"}.get(cat.index_type)
+    for value in (sweep or {}).get(cat.index_type, []):  # same index, other search-time setting
+        cat.config = dataclasses.replace(cfg, **{knob: value})
+        cat._tune()
+        p50, p99, recall = measure(cat, xq, truth, k)
+        rows.append({**row, "type": f"{cat.index_type} {knob}={value}", "p50_ms": p50, "p99_ms": p99,
+                     f"recall@{k}": recall})
+    del cat
+    gc.collect()
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def measure(cat, xq, truth, k: int) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, recall@k) of one-at-a-time queries through Catalog.search."""
     for q in xq[:20]:  # warm-up
         cat.search(q[None], k)
     lat, got = [], []
@@ -117,18 +141,8 @@ def bench_type(kind: str, xb, xq, truth, k: int, cfg, workdir: Path) -> dict:
         lat.append(time.perf_counter() - t0)
         got.append([h.id for h in hits])
     recall = float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got, truth)]))
-    row = {
-        "type": cat.index_type, "n": len(cat), "build_s": round(build, 1), "save_s": round(save, 1),
-        "bytes_per_vector": round(index_bytes / len(cat), 1),
-        "per_vector_excl_fixed": round((index_bytes - fixed) / len(cat), 1), "fixed_bytes": fixed,
-        "p50_ms": round(1000 * float(np.percentile(lat, 50)), 2),
-        "p99_ms": round(1000 * float(np.percentile(lat, 99)), 2),
-        f"recall@{k}": round(recall, 4), "note": cat.note,
-    }
-    del cat
-    gc.collect()
-    shutil.rmtree(folder, ignore_errors=True)
-    return row
+    return (round(1000 * float(np.percentile(lat, 50)), 2), round(1000 * float(np.percentile(lat, 99)), 2),
+            round(recall, 4))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="where catalogs are written (default: a temp dir)")
     ap.add_argument("--omp-threads", type=int, default=None,
                     help="faiss OpenMP threads (default: faiss's; 1 avoids spin-waiting on a busy machine)")
+    ap.add_argument("--ef-search", type=int, nargs="*", default=[],
+                    help="also measure the built HNSW index at these efSearch values")
+    ap.add_argument("--nprobe", type=int, nargs="*", default=[],
+                    help="also measure the built IVF-PQ index at these nprobe values")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -181,19 +199,20 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     try:
         for kind in args.types:
-            row = bench_type(kind, xb, xq, truth, args.k, cfg, workdir)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for row in bench_type(kind, xb, xq, truth, args.k, cfg, workdir,
+                                  {"hnsw": args.ef_search, "ivfpq": args.nprobe}):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps({"env": env, "rows": rows}, indent=2))
     print(f"\nn={args.n} dim={args.dim}, {env['cpus']} CPUs, load {env['load_avg_1m']}")
-    print(f"{'type':<7} {'build s':>8} {'save s':>7} {'B/vector':>9} {'B/v-fixed':>9} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"{'type':<24} {'build s':>8} {'save s':>7} {'B/vector':>9} {'B/v-fixed':>9} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'R@' + str(args.k):>6}")
     for r in rows:
-        print(f"{r['type']:<7} {r['build_s']:>8} {r['save_s']:>7} {r['bytes_per_vector']:>9} "
+        print(f"{r['type']:<24} {r['build_s']:>8} {r['save_s']:>7} {r['bytes_per_vector']:>9} "
               f"{r['per_vector_excl_fixed']:>9} "
               f"{r['p50_ms']:>7} {r['p99_ms']:>7} {r[f'recall@{args.k}']:>6}")
 
