@@ -8,7 +8,11 @@ Model names follow one scheme, parsed in one place (``parse_name``)::
     clip:ViT-B-32/laion2b_s34b_b79k        open_clip pretrained tag (downloaded when online)
     clip:ViT-B-32/ckpts/model.pt           open_clip local checkpoint, relative path
     clip:ViT-B-32//home/me/model.pt        ... absolute path (the tag is everything after the first '/')
-    clip:ViT-S-32/random                   seeded random init: plumbing tests only, says nothing of quality
+    clip:ViT-S-32/random                   seeded random init ("none" is an alias): plumbing
+                                           tests only, says nothing of retrieval quality
+
+open_clip's own ``hf-hub:org/repo`` names are not part of this scheme: download the
+checkpoint and use its path.
 
 Path rule: the tag is everything after the first ``/`` following the arch. A tag
 that contains ``/`` or ``\\``, starts with ``~`` or ``.``, or ends in .pt, .pth,
