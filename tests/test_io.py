@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile, ImageOps, features
 
-import hygiene.io as hio
+import hygiene.save as hsave
+import hygiene.sniff as sniff
 from hygiene.config import LoadLimits, OutputConfig
 from hygiene.io import (
     CorruptImageError,
@@ -813,7 +814,7 @@ def test_sniff_format(make, expected):
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"])
 def test_pillow_second_opinion(fmt):
-    assert hio._pil_sniff(_enc(_photo(), fmt)) == fmt.lower()
+    assert sniff._pil_sniff(_enc(_photo(), fmt)) == fmt.lower()
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -939,11 +940,11 @@ def test_failing_write_leaves_no_partial_file(tmp_path, monkeypatch, failing):
                 boom()
             return real_write(fd, bytes(data[: len(data) // 2]))
 
-        monkeypatch.setattr(hio.os, "write", half_write)
+        monkeypatch.setattr(hsave.os, "write", half_write)
     elif failing in ("fsync", "interrupt"):
-        monkeypatch.setattr(hio.os, "fsync", boom)
+        monkeypatch.setattr(hsave.os, "fsync", boom)
     else:
-        monkeypatch.setattr(hio.os, "replace", boom)
+        monkeypatch.setattr(hsave.os, "replace", boom)
     with pytest.raises((OSError, KeyboardInterrupt)):
         save_image_atomic(_photo(), target, OutputConfig(format="png"))
     monkeypatch.undo()
