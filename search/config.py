@@ -15,7 +15,9 @@ class EmbedConfig:
     """How images become vectors."""
 
     embedder: str = DEFAULT_EMBEDDER
-    batch_size: int = 32  # images per forward pass (bench/embed_speed.py: 16-32 is the knee on CPU)
+    # Images per forward pass. bench/embed_speed.py, EfficientNet-Lite0, 2 idle CPU cores:
+    # batch 1: 18 img/s, 8: 21, 16: 21.5, 32: 19-21. Bigger batches only pay off on a GPU.
+    batch_size: int = 16
     # CNN preprocessing (open_clip models bring their own transform).
     # "crop":   timm's eval transform for these weights (shorter side to image_size / crop_pct,
     #           bicubic, centre crop image_size). Default: measured best overall, see embedders.py.
@@ -40,15 +42,16 @@ class IndexConfig:
     ``ivfpq`` beyond. A catalog grows through these types automatically: flat and
     hnsw store exact vectors, so the next index is built from them without loss.
 
-    Measured with bench/catalog_speed.py (dim 1280, synthetic clustered vectors,
-    one faiss thread on a shared 2-core machine; single-query p50 through Catalog.search):
-    flat 23 ms at 20k, 119 ms at 100k, 477 ms at 1M (~50 ms per 100k vectors);
-    hnsw 0.9 ms at 100k with recall@10 1.000 (build 200 s). Hence flat up to 50k
-    (<= ~25 ms a query, instant adds). hnsw costs 5.4 KB a vector in RAM, and
-    growing past ``hnsw_max`` rebuilds from a full copy of the vectors, so 1M
-    (5.4 GB + a 5.1 GB copy during the switch) is the ceiling for a 24 GB machine;
-    ivfpq then takes 80 B a vector (1M: 102 B/vector with centroids, p50 3.6 ms,
-    recall@10 0.81 synthetic / 0.78 on real EfficientNet embeddings).
+    Measured with bench/catalog_speed.py (dim 1280, synthetic two-level clustered
+    vectors, one faiss thread, 2-core machine; single-query p50 through Catalog.search):
+    flat 27 ms at 50k, 46 ms at 100k, 477 ms at 1M (~48 ms per 100k vectors); hnsw
+    0.9 ms at 50k-100k (recall@10 1.000) and 1.7 ms at 1M. Hence flat up to 50k
+    (<= ~25 ms a query, instant adds). hnsw costs 5.4 KB a vector in RAM and its
+    build is slow (1M: 835 s on 2 threads), and growing past ``hnsw_max`` rebuilds
+    from a full copy of the vectors, so 1M (5.4 GB + a 5.1 GB copy during the switch)
+    is the ceiling for a 24 GB machine; ivfpq then takes 80 B a vector (1M: 102 B a
+    vector with centroids, p50 3.6 ms, recall@10 0.81 synthetic, 0.78 on 3,858 real
+    EfficientNet-Lite0 embeddings of the shared grocery + clothing photos).
     """
 
     flat_max: int = 50_000
@@ -56,19 +59,22 @@ class IndexConfig:
     # HNSW (inner product)
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 64
+    # 1M vectors: efSearch 32 -> recall@10 0.865 (0.8 ms), 64 -> 0.910 (1.5 ms),
+    # 128 -> 0.953 (1.7 ms), 256 -> 0.980 (2.1 ms).
+    hnsw_ef_search: int = 128
     hnsw_compact_ratio: float = 0.2  # rebuild the graph when removed items exceed this share of it
     # IVF-PQ: nlist = round(ivf_nlist_factor * sqrt(n)) for n vectors at training time, at most
     # ivf_nlist_max and n_train / 39 (faiss' k-means wants >= 39 points a centroid).
     ivf_nlist_factor: float = 4.0
     ivf_nlist_max: int = 16_384
-    ivf_nprobe: int = 32
+    ivf_nprobe: int = 32  # 1M synthetic: recall is PQ-bound (0.81 for nprobe 8..128); 3.6 ms p50
     pq_m: int = 64  # sub-quantizers; must divide dim (1280 = 64 x 20; 512 = 64 x 8)
     pq_nbits: int = 8
     ivfpq_min_train: int = 20_000  # below this an "ivfpq" catalog stays flat (with a note)
     train_max: int = 200_000  # training sample size cap (seeded random sample)
     # Binary: ITQ (PCA + learned rotation) then sign bits in an IndexBinaryFlat (exact Hamming scan:
-    # 32 bytes a vector at 256 bits, so even 10M codes are a 320 MB scan).
+    # 32 bytes a vector at 256 bits, so even 10M codes are a 320 MB scan). 1M: 42 B a vector with ids,
+    # p50 4.3 ms, recall@10 0.78 synthetic / 0.65 on the real embeddings: a memory-bound fallback.
     binary_bits: int = 256
     binary_min_train: int = 2_000  # below this a "binary" catalog stays flat (with a note)
     seed: int = 1234
