@@ -7,7 +7,9 @@
 
 Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_int8,
 calibrated on sample_images only; built once into --work), ``fp32@288`` / ``fp32@256``
-(same weights, smaller input: fewer FLOPs, masks differ). Every timing is taken
+(same weights, smaller input: fewer FLOPs, masks differ), ``ov`` (the same fp32 file run by
+OpenVINO instead of onnxruntime, f32 precision; needs ``pip install openvino``, which
+shelfready does not depend on). Every timing is taken
 interleaved with its anchor (fp32) in the same run; medians are printed with the
 ratio to fp32, wall and CPU time (CPU time is steadier on a shared machine).
 IoU is against rembg's own U2netpSession.predict with fp32 weights, at alpha >= 128,
@@ -73,6 +75,8 @@ def resized_model(work: Path, size: int) -> Path:
 def variant_file(name: str, work: Path) -> tuple[Path, int]:
     base, _, size = name.partition("@")
     size = int(size or 320)
+    if base == "ov":
+        return models.verify("u2netp"), size
     if base == "int8":
         if size != 320:
             raise ValueError("int8 is built for 320x320 only")
@@ -82,7 +86,31 @@ def variant_file(name: str, work: Path) -> tuple[Path, int]:
     return (models.verify("u2netp") if size == 320 else resized_model(work, size)), size
 
 
-def make_session(path: Path, threads: int):
+class _OpenVinoSession:
+    """The two calls of an onnxruntime session this bench uses, run by OpenVINO (f32)."""
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise SystemExit("the 'ov' variant needs OpenVINO: .venv/bin/pip install openvino") from None
+        cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = threads
+        model = ov.Core().compile_model(str(path), "CPU", cfg)
+        self._input = model.inputs[0].get_any_name()
+        self._request = model.create_infer_request()
+
+    def get_inputs(self):
+        return [type("Input", (), {"name": self._input})]
+
+    def run(self, _outputs, feed):
+        return [np.array(self._request.infer(list(feed.values()))[0])]
+
+
+def make_session(path: Path, threads: int, variant: str = "fp32"):
+    if variant.startswith("ov"):
+        return _OpenVinoSession(path, threads)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -121,7 +149,7 @@ def latency(variants: list[str], threads: list[int], rounds: int, work: Path) ->
         path, size = variant_file(v, work)
         x = model_input(photo, size)
         for t in threads:
-            s = make_session(path, t)
+            s = make_session(path, t, v)
             runs[(v, t)] = (s, {s.get_inputs()[0].name: x})
             s.run(None, runs[(v, t)][1])  # warm-up
     wall = {k: [] for k in runs}
@@ -144,8 +172,8 @@ def latency(variants: list[str], threads: list[int], rounds: int, work: Path) ->
 
 
 # ---------------------------------------------------------------- layout
-def _worker(path: str, size: int, threads: int, n: int, barrier, out) -> None:
-    s = make_session(Path(path), threads)
+def _worker(path: str, size: int, threads: int, n: int, barrier, out, variant: str = "fp32") -> None:
+    s = make_session(Path(path), threads, variant)
     feed = {s.get_inputs()[0].name: model_input(sample_photo(), size)}
     s.run(None, feed)
     barrier.wait()
@@ -154,10 +182,10 @@ def _worker(path: str, size: int, threads: int, n: int, barrier, out) -> None:
     out.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # MiB (Linux: KiB)
 
 
-def _layout_once(path: Path, size: int, procs: int, threads: int, n: int) -> tuple[float, float]:
+def _layout_once(variant: str, path: Path, size: int, procs: int, threads: int, n: int) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(procs + 1), ctx.Queue()
-    ps = [ctx.Process(target=_worker, args=(str(path), size, threads, n, barrier, out)) for _ in range(procs)]
+    ps = [ctx.Process(target=_worker, args=(str(path), size, threads, n, barrier, out, variant)) for _ in range(procs)]
     for p in ps:
         p.start()
     barrier.wait()
@@ -177,7 +205,7 @@ def layout(variants: list[str], shapes: list[tuple[int, int]], per_proc: int, ro
         for v in variants:
             for procs, threads in shapes:
                 n = per_proc * max(1, 2 // procs)  # same number of photos per shape
-                rate, rss = _layout_once(*files[v], procs, threads, n)
+                rate, rss = _layout_once(v, *files[v], procs, threads, n)
                 res.setdefault((v, procs, threads), []).append((rate, rss))
     anchor = (variants[0],) + shapes[0]
     base = statistics.median(r for r, _ in res[anchor])
@@ -210,7 +238,7 @@ def iou_table(variants: list[str], clothing: int, grocery: int, work: Path) -> l
 
     photos = dev_photos(clothing, grocery)
     ref_session = segment.get_session("u2netp")
-    sessions = {v: (make_session(*variant_file(v, work)[:1], 0), variant_file(v, work)[1]) for v in variants}
+    sessions = {v: (make_session(variant_file(v, work)[0], 0, v), variant_file(v, work)[1]) for v in variants}
     scores = {v: {"clothing": [], "grocery": []} for v in variants}
     for path in photos:
         with Image.open(path) as im:
