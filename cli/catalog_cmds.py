@@ -38,7 +38,7 @@ def _labelled(images: Path, labels: Path | None, from_folders: bool):
 def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     """Embed and add items not already in the catalog: (added, skipped, errors)."""
     from hygiene.io import load_image
-    from search.evaluate import file_sha256
+    from search.photo_cache import file_sha256
 
     added, skipped, errors = 0, 0, []
     for start in range(0, len(items), BATCH):

@@ -29,7 +29,6 @@ the catalog grows (flat and hnsw keep exact vectors, so nothing is lost).
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import shutil
@@ -43,7 +42,8 @@ from typing import Any, Mapping, Sequence
 import faiss
 import numpy as np
 
-from .config import DEFAULT_INDEX, INDEX_TYPES, IndexConfig, auto_index_type
+from .config import DEFAULT_INDEX, INDEX_TYPES, IndexConfig
+from .indexes import binarize, build_index, new_float_index, plan_index, tune_index
 
 FORMAT_VERSION = 1
 HEADER = "catalog.json"
@@ -149,7 +149,7 @@ class Catalog:
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         conn.executescript(_SCHEMA)
         conn.commit()
-        cat = cls(directory, header, _new_float_index("flat", int(dim), cfg, None), None, conn, cfg, autosave)
+        cat = cls(directory, header, new_float_index("flat", int(dim), cfg, None), None, conn, cfg, autosave)
         cat.save()
         return cat
 
@@ -404,7 +404,7 @@ class Catalog:
                 return [[] for _ in range(len(x))]
             kk = min(k, len(self))
             if self.metric == "hamming":
-                dist, ids = self._index.search(_binarize(self._itq, x), kk)
+                dist, ids = self._index.search(binarize(self._itq, x), kk)
                 scores = 1.0 - 2.0 * dist.astype(np.float32) / self._itq.d_out
             elif self._sel is not None:
                 params = faiss.SearchParametersHNSW(sel=self._sel, efSearch=self.config.hnsw_ef_search)
@@ -482,11 +482,7 @@ class Catalog:
 
     def _tune(self) -> None:
         """Search-time parameters come from the config, not the file; tombstone filter."""
-        inner = _inner(self._index)
-        if isinstance(inner, faiss.IndexHNSW):
-            inner.hnsw.efSearch = self.config.hnsw_ef_search
-        elif isinstance(inner, faiss.IndexIVF):
-            inner.nprobe = self.config.ivf_nprobe
+        tune_index(self._index, self.config)
         dead = self._tombstones()
         self._sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead)) if dead.size else None
 
@@ -495,7 +491,7 @@ class Catalog:
 
     def _add_to_index(self, x: np.ndarray, ids: np.ndarray) -> None:
         if self.metric == "hamming":
-            self._index.add_with_ids(_binarize(self._itq, x), ids)
+            self._index.add_with_ids(binarize(self._itq, x), ids)
         else:
             self._index.add_with_ids(x, ids)
 
@@ -512,100 +508,13 @@ class Catalog:
 
     def _build(self, kind: str, vecs: np.ndarray, ids: np.ndarray) -> None:
         """Replace the index by a fresh ``kind`` index holding (vecs, ids)."""
-        cfg = self.config
-        itq = None
-        if kind == "binary":
-            bits = min(cfg.binary_bits, self.dim - self.dim % 8) or 8
-            itq = faiss.ITQTransform(self.dim, bits, True)
-            itq.train(_train_sample(vecs, cfg))
-            index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
-            self._header["metric"] = "hamming"
-            index.add_with_ids(_binarize(itq, vecs), ids)
-        else:
-            train = _train_sample(vecs, cfg) if kind == "ivfpq" else None
-            index = _new_float_index(kind, self.dim, cfg, train, len(vecs))
-            self._header["metric"] = "inner_product"
-            if len(vecs):
-                index.add_with_ids(vecs, ids)
-        self._index, self._itq = index, itq
+        self._index, self._itq, self._header["metric"] = build_index(kind, vecs, ids, self.dim, self.config)
         self._header["index_type"] = kind
         self._conn.execute("DELETE FROM tombstones")  # a fresh index holds only live items
         self._conn.commit()
         self._tune()
 
-    def _target_type(self, n: int) -> tuple[str, str]:
-        """(index type this catalog should use at size n, note)."""
-        req, cfg = self.requested_index_type, self.config
-        if req == "auto":
-            kind = auto_index_type(n, cfg)
-            if kind == "ivfpq" and n < cfg.ivfpq_min_train:
-                kind = "hnsw"
-            return kind, ""
-        if req == "ivfpq" and n < cfg.ivfpq_min_train:
-            return "flat", f"ivfpq needs >= {cfg.ivfpq_min_train} vectors to train; exact flat until then"
-        if req == "binary" and n < cfg.binary_min_train:
-            return "flat", f"binary needs >= {cfg.binary_min_train} vectors to train; exact flat until then"
-        return req, ""
-
     def _plan(self, n_after: int) -> str | None:
         """Index type to rebuild into before holding ``n_after`` vectors, or None to add in place."""
-        current = self.index_type
-        kind, self._header["note"] = self._target_type(n_after)
-        if kind == current or current not in ("flat", "hnsw"):
-            return None  # trained indices hold no exact vectors: they stay what they are
-        if _rank(kind) < _rank(current):
-            return None  # never shrink: keeps behaviour stable
+        kind, self._header["note"] = plan_index(self.index_type, self.requested_index_type, n_after, self.config)
         return kind
-
-
-_RANKS = {"flat": 0, "hnsw": 1, "ivfpq": 2, "binary": 2}
-
-
-def _rank(kind: str) -> int:
-    return _RANKS[kind]
-
-
-def _inner(index):
-    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-
-
-def _train_sample(vecs: np.ndarray, cfg: IndexConfig) -> np.ndarray:
-    if len(vecs) <= cfg.train_max:
-        return np.ascontiguousarray(vecs)
-    rng = np.random.default_rng(cfg.seed)
-    pick = np.sort(rng.choice(len(vecs), cfg.train_max, replace=False))
-    return np.ascontiguousarray(vecs[pick])
-
-
-def ivf_nlist(n_total: int, n_train: int, cfg: IndexConfig = DEFAULT_INDEX) -> int:
-    nlist = int(round(cfg.ivf_nlist_factor * math.sqrt(max(n_total, 1))))
-    nlist = min(nlist, cfg.ivf_nlist_max, max(n_train // 39, 1))
-    return max(nlist, 1)
-
-
-def _new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | None, n_total: int = 0):
-    if kind == "flat":
-        inner = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = cfg.hnsw_ef_construction
-        inner.hnsw.efSearch = cfg.hnsw_ef_search
-    elif kind == "ivfpq":
-        if dim % cfg.pq_m:
-            raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
-        nlist = ivf_nlist(n_total, len(train), cfg)
-        quantizer = faiss.IndexFlatIP(dim)
-        inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-        inner.cp.seed = cfg.seed
-        inner.pq.cp.seed = cfg.seed
-        inner.train(train)
-        inner.nprobe = cfg.ivf_nprobe
-    else:
-        raise ValueError(f"unknown float index type {kind!r}")
-    return faiss.IndexIDMap2(inner)  # the wrapper keeps a Python reference to inner
-
-
-def _binarize(itq, x: np.ndarray) -> np.ndarray:
-    """ITQ rotation then sign bits, packed 8 a byte (faiss' binary layout)."""
-    z = itq.apply(np.ascontiguousarray(x, dtype=np.float32))
-    return np.packbits(z > 0, axis=1, bitorder="little")

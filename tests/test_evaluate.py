@@ -1,4 +1,4 @@
-"""search.datasets loaders, search.evaluate statistics, cleaning cache and a real raw-vs-cleaned run."""
+"""search.datasets loaders, search.evaluate statistics, search.photo_cache and a real raw-vs-cleaned run."""
 import shutil
 import sys
 from pathlib import Path
@@ -9,8 +9,8 @@ from PIL import Image
 
 from hygiene.config import CleanConfig
 from search import datasets, metrics
-from search.evaluate import (BASELINE, EvalConfig, _statistics, _variant_list, clean_photos, evaluate,
-                             rank_catalog, wilcoxon_p)
+from search.evaluate import BASELINE, EvalConfig, _statistics, _variant_list, evaluate, rank_catalog, wilcoxon_p
+from search.photo_cache import clean_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"
@@ -152,7 +152,7 @@ def test_clean_cache_reused_and_bad_file_reported(tmp_path, tmp_path_factory, mo
     bad = tmp_path / "empty.jpg"
     bad.write_bytes(b"")
     photos = [SAMPLES / "hat-2.jpg", bad]
-    from search.evaluate import _cache_paths, clean_key
+    from search.photo_cache import _cache_paths, clean_key
 
     key = clean_key(CleanConfig())  # pinned: the hygiene source may change while tests run
     first = clean_photos(photos, CleanConfig(), cache, progress=False, key=key)
@@ -231,7 +231,7 @@ class _CountingEmbedder:
 
 
 def test_embedding_cache_keyed_by_preprocessing(tmp_path):
-    from search.evaluate import embed_prepared, raw_photos
+    from search.photo_cache import embed_prepared, raw_photos
 
     photos = raw_photos([SAMPLES / "hat.jpg", SAMPLES / "dress.jpg"])
     a = _CountingEmbedder("Resize(224)")
