@@ -9,9 +9,10 @@ Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_i
 calibrated on sample_images only; built once into --work), ``fp32@288`` / ``fp32@256``
 (same weights, smaller input: fewer FLOPs, masks differ), ``ov`` (the same fp32 file run by
 OpenVINO instead of onnxruntime, f32 precision; needs ``pip install openvino``, which
-shelfready does not depend on). Every timing is taken
-interleaved with its anchor (fp32) in the same run; medians are printed with the
-ratio to fp32, wall and CPU time (CPU time is steadier on a shared machine).
+shelfready does not depend on), ``daz`` (fp32 with onnxruntime's denormals-as-zero).
+Every timing is taken interleaved with its anchor (fp32) in the same run; medians
+are printed with the ratio to fp32, wall and CPU time (CPU time is steadier on a
+shared machine).
 IoU is against rembg's own U2netpSession.predict with fp32 weights, at alpha >= 128,
 on dev photos from ../shared/data (never needed at run time).
 """
@@ -75,7 +76,7 @@ def resized_model(work: Path, size: int) -> Path:
 def variant_file(name: str, work: Path) -> tuple[Path, int]:
     base, _, size = name.partition("@")
     size = int(size or 320)
-    if base == "ov":
+    if base in ("ov", "daz"):
         return models.verify("u2netp"), size
     if base == "int8":
         if size != 320:
@@ -117,6 +118,8 @@ def make_session(path: Path, threads: int, variant: str = "fp32"):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if variant == "daz":  # flush denormal floats to zero (a known CPU slow path)
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
