@@ -37,7 +37,9 @@ class ApiSettings:
     model: str = "u2netp"  # background remover loaded at start-up
     preset: str = DEFAULT_PRESET  # preset used when a request names none
     workers: int = 0  # inference threads; 0 = one per core
-    threads: int = 0  # onnxruntime intra-op threads per call; 0 = cores // workers
+    # onnxruntime intra-op threads per call; 0 = all cores, with spinning off (bench/api_load.py,
+    # 2 cores: ratio to batch at 1/4/16 clients 0.94/0.89/0.87; cores // workers gave 0.55/1.01/1.00)
+    threads: int = 0
     queue: int = 32  # requests allowed to wait for a worker; more answer 503
     timeout: float = 60.0  # seconds from admission to answer; past it 504
     retry_after: int = 2  # seconds, Retry-After header of a 503
@@ -76,7 +78,7 @@ class ApiSettings:
 
     @property
     def ort_threads(self) -> int:
-        return self.threads or max(1, _cores() // self.pool_size)
+        return self.threads or _cores()
 
     @property
     def capacity(self) -> int:

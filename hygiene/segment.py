@@ -78,6 +78,14 @@ def _threads() -> int:
     return int(env) if env else 0  # 0 = onnxruntime decides (all cores)
 
 
+def _spinning() -> bool:
+    """onnxruntime's intra-op threads busy-wait between ops unless SHELFREADY_ORT_SPIN=0.
+
+    The API server turns spinning off: its concurrent calls share the cores, and a
+    spinning thread would burn a core another call needs."""
+    return os.environ.get("SHELFREADY_ORT_SPIN", "1") != "0"
+
+
 def _options(threads: int):
     import onnxruntime as ort
 
@@ -86,6 +94,8 @@ def _options(threads: int):
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not _spinning():
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

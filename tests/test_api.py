@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -348,6 +349,9 @@ def test_settings_precedence_and_validation(tmp_path):
         ApiSettings.from_env({"SHELFREADY_API_PORT": "eighty"})
     with pytest.raises(ValueError, match="timeout"):
         ApiSettings(timeout=0)
+    # onnxruntime threads per call: every core by default (measured best with spinning off)
+    assert ApiSettings(workers=2).ort_threads == len(os.sched_getaffinity(0))
+    assert ApiSettings(workers=2, threads=1).ort_threads == 1
     with pytest.raises(ValueError, match="cannot read API keys file"):
         ApiSettings(keys_file=str(tmp_path / "missing.txt")).all_keys()
 

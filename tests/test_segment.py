@@ -91,6 +91,16 @@ def test_session_is_cached_per_model_threads_and_folder(tmp_path, monkeypatch):
         segment.get_session("u2netp", threads=1)
 
 
+def test_spinning_is_on_unless_the_environment_turns_it_off(monkeypatch):
+    key = "session.intra_op.allow_spinning"
+    monkeypatch.delenv("SHELFREADY_ORT_SPIN", raising=False)
+    with pytest.raises(RuntimeError):  # entry absent: onnxruntime's default, threads spin
+        segment._options(2).get_session_config_entry(key)
+    monkeypatch.setenv("SHELFREADY_ORT_SPIN", "0")
+    opts = segment._options(2)
+    assert opts.get_session_config_entry(key) == "0" and opts.intra_op_num_threads == 2
+
+
 @pytest.mark.slow
 def test_masks_equal_rembg_remove(sample_paths):
     """The float32 fast path gives rembg's own mask (remove(..., only_mask=True))."""
