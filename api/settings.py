@@ -38,7 +38,7 @@ class ApiSettings:
     preset: str = DEFAULT_PRESET  # preset used when a request names none
     workers: int = 0  # inference threads; 0 = one per core
     # onnxruntime intra-op threads per call; 0 = all cores, with spinning off (bench/api_load.py,
-    # 2 cores: ratio to batch at 1/4/16 clients 0.94/0.89/0.87; cores // workers gave 0.55/1.01/1.00)
+    # 2 cores: ratio to batch at 1/4/16 clients 0.99/0.94/0.94; cores // workers gave 0.55/1.01/1.00)
     threads: int = 0
     queue: int = 32  # requests allowed to wait for a worker; more answer 503
     timeout: float = 60.0  # seconds from admission to answer; past it 504
