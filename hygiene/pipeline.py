@@ -111,9 +111,8 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
         fg = rgb[y0:y1, x0:x1]
         if config.fg_estimation:
             fg = compose.estimate_foreground(fg, alpha[y0:y1, x0:x1])
-        whole = (0, 0, x1 - x0, y1 - y0)
-        region_rgb = frame.resize_region(fg, whole, pw, ph)
-        region_a = frame.resize_region(alpha[y0:y1, x0:x1], whole, pw, ph)
+        region_rgb = frame.resize_region(fg, (0, 0, x1 - x0, y1 - y0), pw, ph)
+        region_a = frame.resize_region(alpha, box, pw, ph)
         cut = compose.composite(region_rgb, region_a, config.transparent)
         arr = np.asarray(cut)
         background = (255, 255, 255, 0) if config.transparent else (255, 255, 255)
