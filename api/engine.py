@@ -70,7 +70,7 @@ class Engine:
         try:
             from hygiene import segment
 
-            segment.get_session(self.settings.model)
+            segment.get_session(self.settings.model, self.settings.runtime)
             if self.settings.catalog:
                 self._open_catalog(Path(self.settings.catalog))
             if self.settings.warmup:
@@ -106,7 +106,7 @@ class Engine:
 
         photo = Image.new("RGB", (96, 96), (230, 230, 230))
         photo.paste((40, 90, 160), (24, 24, 72, 72))
-        clean(photo, CleanConfig(model=self.settings.model, size=128))
+        clean(photo, CleanConfig(model=self.settings.model, size=128, runtime=self.settings.runtime))
         if self.embedder is not None:
             self.embedder.embed([photo])
 

@@ -66,7 +66,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
                      transparent: bool = False) -> CleanConfig:
         try:
             return CleanConfig(preset=preset.value, model=settings.model, fill=fill, size=size,
-                               transparent=transparent)
+                               transparent=transparent, runtime=settings.runtime)
         except ValueError as exc:
             raise ApiError(422, "invalid_option", _line(exc)) from None
 
@@ -137,7 +137,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
             query = "text"
         else:
             data = await read_photo(photo)
-            config = CleanConfig(preset=settings.preset, model=settings.model) if clean else None
+            config = CleanConfig(preset=settings.preset, model=settings.model, runtime=settings.runtime) if clean else None
             hits = await run(engine.search_image, data, k, config)
             query = "image"
         return SearchResponse(query=query, embedder=engine.embedder.name,
@@ -154,7 +154,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
     ) -> CatalogItem:
         need_catalog()
         data = await read_photo(photo)
-        config = CleanConfig(preset=settings.preset, model=settings.model) if clean else None
+        config = CleanConfig(preset=settings.preset, model=settings.model, runtime=settings.runtime) if clean else None
         return CatalogItem(**await run(engine.add_item, data, sku, label, config))
 
     @router.delete("/catalog/items/{item_id}", response_model=Deleted, summary="Remove a catalog item",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from hygiene.config import DEFAULT_PRESET, LoadLimits
+from hygiene.config import DEFAULT_PRESET, LoadLimits, RuntimeConfig
 
 ENV_PREFIX = "SHELFREADY_API_"
 log = logging.getLogger("shelfready.api")
@@ -79,6 +79,11 @@ class ApiSettings:
     @property
     def ort_threads(self) -> int:
         return self.threads or _cores()
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        """Each call may use every core, with spinning off, so concurrent calls share them."""
+        return RuntimeConfig(threads=self.ort_threads, spin=False)
 
     @property
     def capacity(self) -> int:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from hygiene.config import RuntimeConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SHELFREADY_DATA", ROOT.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("SHELFREADY_MASK_CACHE", "/tmp/shelfready-masks"))
@@ -55,7 +57,7 @@ def cached_alpha(path: Path, model: str = "u2netp", threads: int = 1,
 
     rgb = load_rgb(path)
     t0 = time.perf_counter()
-    alpha = predict_alpha(Image.fromarray(rgb), model, threads=threads)
+    alpha = predict_alpha(Image.fromarray(rgb), model, RuntimeConfig(threads=threads))
     if timings is not None:
         timings.append(time.perf_counter() - t0)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -158,11 +160,11 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
 
         extra = [img for name in sets
                  for img, _ in (grabcut_items() if name == "grabcut" else coco_items())][:time_model]
-        predict_alpha(Image.fromarray(load_rgb(extra[0])), model, threads=1)  # session start-up, untimed
+        predict_alpha(Image.fromarray(load_rgb(extra[0])), model, RuntimeConfig(threads=1))  # session start-up, untimed
         for img in extra:
             pil = Image.fromarray(load_rgb(img))
             t0 = time.perf_counter()
-            predict_alpha(pil, model, threads=1)
+            predict_alpha(pil, model, RuntimeConfig(threads=1))
             model_times.append(time.perf_counter() - t0)
     if model_times:
         results["model_s_median"] = round(float(np.median(model_times)), 4)

@@ -5,7 +5,6 @@ defaults in api/settings.py. The app is built here and nowhere else in the CLI.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -54,12 +53,6 @@ def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_bod
         settings.all_keys()  # unreadable keys file: fail now, with one line
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    # Each call may use every core (a lone upload runs the model on all of them), and
-    # onnxruntime's threads do not spin, so concurrent calls share the cores without
-    # burning them in busy-waits.
-    os.environ.setdefault("SHELFREADY_THREADS", str(settings.ort_threads))
-    os.environ.setdefault("OMP_NUM_THREADS", str(settings.ort_threads))
-    os.environ.setdefault("SHELFREADY_ORT_SPIN", "0")
     _limit_malloc_arenas(settings.malloc_arenas)
     from api.app import create_app
 

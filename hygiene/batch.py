@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io as _stdio
 import json
@@ -119,8 +120,9 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
-    os.environ["SHELFREADY_THREADS"] = str(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import cv2
+
+    cv2.setNumThreads(threads)
 
 
 def process_one(job: BatchJob, src: Path, rel: Path, digest: str) -> dict:
@@ -186,6 +188,9 @@ def run_batch(job: BatchJob, progress: bool = True) -> BatchSummary:
     todo = list(_tasks(job, summary, read_manifest(manifest_path)))
     workers = job.batch.workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(todo) or 1))
+    if job.clean.runtime.threads == 0:  # share the cores among the workers
+        runtime = dataclasses.replace(job.clean.runtime, threads=_threads_per_worker(workers))
+        job = dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
     bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="cleaning")
 
     def record(row: dict) -> None:

@@ -117,6 +117,27 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How models run: threads, spin-waiting, and (later) runtime, precision and device.
+
+    Passed down explicitly (``CleanConfig.runtime``), never through environment
+    variables. ``threads`` and ``spin`` change speed, not pixels, so they stay out
+    of the settings fingerprint; anything that can change a mask must not.
+    """
+
+    threads: int = 0  # onnxruntime intra-op threads per session; 0 = all cores
+    spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+    def fingerprint_fields(self) -> dict:
+        """The fields that can change results (none of threads/spin)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("threads", "spin")}
+
+
+@dataclass(frozen=True)
 class CleanConfig:
     """Everything `hygiene.clean` needs to know. `fill`/`size` None = preset's."""
 
@@ -132,6 +153,7 @@ class CleanConfig:
     checks: CheckConfig = field(default_factory=CheckConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -156,8 +178,10 @@ class CleanConfig:
         return self.size if self.size is not None else self.preset_rules.size
 
     def fingerprint(self) -> str:
-        """Stable text of every setting, used by the batch manifest."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Stable text of every setting that can change the output (the batch manifest's key)."""
+        d = dataclasses.asdict(self)
+        d["runtime"] = self.runtime.fingerprint_fields()
+        return json.dumps(d, sort_keys=True)
 
 
 @dataclass(frozen=True)

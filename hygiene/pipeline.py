@@ -56,7 +56,7 @@ def mask_of(image: Image.Image, config: CleanConfig) -> tuple[np.ndarray, str]:
     given = _input_alpha(image)
     if given is not None:
         return given, "input-alpha"
-    return segment.predict_alpha(image.convert("RGB"), config.model), config.model
+    return segment.predict_alpha(image.convert("RGB"), config.model, config.runtime), config.model
 
 
 def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig) -> Image.Image:

@@ -17,7 +17,6 @@ built locally by ``shelfready models build-int8 PHOTO_DIR``.
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from . import models
+from .config import RuntimeConfig
 
 INT8 = "u2netp-int8"
 _U2NETP_FAMILY = ("u2netp", INT8)
@@ -73,36 +73,26 @@ def _local_weights(name: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _threads() -> int:
-    env = os.environ.get("SHELFREADY_THREADS")
-    return int(env) if env else 0  # 0 = onnxruntime decides (all cores)
-
-
-def _spinning() -> bool:
-    """onnxruntime's intra-op threads busy-wait between ops unless SHELFREADY_ORT_SPIN=0.
+def _options(runtime: RuntimeConfig):
+    """onnxruntime options: ``runtime.threads`` (0 = all cores) and spin-waiting.
 
     The API server turns spinning off: its concurrent calls share the cores, and a
     spinning thread would burn a core another call needs."""
-    return os.environ.get("SHELFREADY_ORT_SPIN", "1") != "0"
-
-
-def _options(threads: int):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
+    if runtime.threads:
+        opts.intra_op_num_threads = runtime.threads
         opts.inter_op_num_threads = 1
-    if not _spinning():
+    if not runtime.spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
-def get_session(name: str, threads: int | None = None):
-    """One session per (model, thread count, model folder) per process, created on first use."""
-    threads = _threads() if threads is None else threads
-    key = (name, threads, str(models.rembg_home()))
+def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
+    """One session per (model, runtime settings, model folder) per process, created on first use."""
+    key = (name, runtime, str(models.rembg_home()))
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is not None:
@@ -115,9 +105,9 @@ def get_session(name: str, threads: int | None = None):
                 if name == INT8:
                     attrs["name"] = classmethod(lambda c, *a, **k: INT8)
                 cls = type(f"Local{base.__name__}", (base,), attrs)
-                session = cls(name, _options(threads), providers=["CPUExecutionProvider"])
+                session = cls(name, _options(runtime), providers=["CPUExecutionProvider"])
             else:
-                session = base(name, _options(threads), providers=["CPUExecutionProvider"])
+                session = base(name, _options(runtime), providers=["CPUExecutionProvider"])
         except models.ModelError:
             raise
         except Exception as exc:  # onnxruntime / download failure -> one line
@@ -146,9 +136,9 @@ def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:
     return np.asarray(mask)
 
 
-def predict_alpha(image: Image.Image, model: str, threads: int | None = None) -> np.ndarray:
+def predict_alpha(image: Image.Image, model: str, runtime: RuntimeConfig = RuntimeConfig()) -> np.ndarray:
     """Alpha mask (uint8, HxW, 255 = product) of an RGB image, as rembg computes it."""
-    session = get_session(model, threads)
+    session = get_session(model, runtime)
     rgb = image.convert("RGB")
     if model in _U2NETP_FAMILY:
         return _u2netp_alpha(session, rgb)

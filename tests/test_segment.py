@@ -9,6 +9,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from hygiene import models, quantize, segment
+from hygiene.config import CleanConfig, RuntimeConfig
+
+R1 = RuntimeConfig(threads=1)
 
 FETCH = models.FETCH_COMMAND
 
@@ -36,7 +39,7 @@ def _one_line_error(exc_info, *needles: str) -> str:
 def test_missing_weights_is_one_line_model_error(tmp_path, monkeypatch):
     monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     with pytest.raises(models.ModelError) as exc:
-        segment.get_session("u2netp", threads=1)
+        segment.get_session("u2netp", R1)
     _one_line_error(exc, "not found", str(tmp_path), FETCH)
 
 
@@ -47,7 +50,7 @@ def test_truncated_weights_is_one_line_model_error(tmp_path, monkeypatch):
     target.write_bytes(real.read_bytes()[: real.stat().st_size // 2])
     monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     with pytest.raises(models.ModelError) as exc:
-        segment.predict_alpha(Image.new("RGB", (64, 64), "white"), "u2netp", threads=1)
+        segment.predict_alpha(Image.new("RGB", (64, 64), "white"), "u2netp", R1)
     _one_line_error(exc, "corrupt", f"{FETCH} --force")
 
 
@@ -59,7 +62,7 @@ def test_same_size_but_altered_weights_fail_the_md5(tmp_path, monkeypatch):
     target.write_bytes(bytes(data))
     monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     with pytest.raises(models.ModelError) as exc:
-        segment.get_session("u2netp", threads=1)
+        segment.get_session("u2netp", R1)
     _one_line_error(exc, "md5", FETCH)
 
 
@@ -67,13 +70,13 @@ def test_missing_int8_model_names_the_build_command(tmp_path, monkeypatch):
     monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     assert segment.int8_path() == tmp_path / "models" / "u2netp-int8" / "u2netp-int8.onnx"
     with pytest.raises(models.ModelError) as exc:
-        segment.get_session(segment.INT8, threads=1)
+        segment.get_session(segment.INT8, R1)
     _one_line_error(exc, "not found", quantize.BUILD_COMMAND)
 
 
 def test_unknown_remover_lists_the_known_ones():
     with pytest.raises(models.ModelError) as exc:
-        segment.get_session("no-such-remover", threads=1)
+        segment.get_session("no-such-remover", R1)
     msg = _one_line_error(exc, "no-such-remover", "u2netp")
     assert segment.INT8 in msg
     assert "u2netp" in segment.available_removers() and segment.INT8 in segment.available_removers()
@@ -82,23 +85,28 @@ def test_unknown_remover_lists_the_known_ones():
 # ------------------------------------------------------------ real model
 @pytest.mark.slow
 def test_session_is_cached_per_model_threads_and_folder(tmp_path, monkeypatch):
-    first = segment.get_session("u2netp", threads=1)
-    assert segment.get_session("u2netp", threads=1) is first
-    assert segment.get_session("u2netp", threads=2) is not first
+    first = segment.get_session("u2netp", R1)
+    assert segment.get_session("u2netp", R1) is first
+    assert segment.get_session("u2netp", RuntimeConfig(threads=2)) is not first
     # another model folder is another file: the cache must not hide its absence
     monkeypatch.setenv(models.HOME_ENV, str(tmp_path))
     with pytest.raises(models.ModelError):
-        segment.get_session("u2netp", threads=1)
+        segment.get_session("u2netp", R1)
 
 
-def test_spinning_is_on_unless_the_environment_turns_it_off(monkeypatch):
+def test_spinning_is_on_unless_the_runtime_turns_it_off(monkeypatch):
     key = "session.intra_op.allow_spinning"
-    monkeypatch.delenv("SHELFREADY_ORT_SPIN", raising=False)
+    monkeypatch.setenv("SHELFREADY_ORT_SPIN", "0")  # no longer read: settings come as arguments
     with pytest.raises(RuntimeError):  # entry absent: onnxruntime's default, threads spin
-        segment._options(2).get_session_config_entry(key)
-    monkeypatch.setenv("SHELFREADY_ORT_SPIN", "0")
-    opts = segment._options(2)
+        segment._options(RuntimeConfig(threads=2)).get_session_config_entry(key)
+    opts = segment._options(RuntimeConfig(threads=2, spin=False))
     assert opts.get_session_config_entry(key) == "0" and opts.intra_op_num_threads == 2
+
+
+def test_threads_and_spin_do_not_change_the_settings_fingerprint():
+    base = CleanConfig().fingerprint()
+    assert CleanConfig(runtime=RuntimeConfig(threads=3, spin=False)).fingerprint() == base
+    assert CleanConfig(model="u2net").fingerprint() != base
 
 
 @pytest.mark.slow
@@ -111,7 +119,7 @@ def test_masks_equal_rembg_remove(sample_paths):
     big = images[0].resize((images[0].width * 6, images[0].height * 6), Image.Resampling.BICUBIC)
     for image in images + [big]:  # the 6x photo takes the reducing-gap downscale
         ref = np.asarray(remove(image, session=session, only_mask=True))
-        ours = segment.predict_alpha(image, "u2netp", threads=1)
+        ours = segment.predict_alpha(image, "u2netp", R1)
         assert ours.dtype == np.uint8 and ours.shape == (image.height, image.width)
         assert _iou(ref, ours) >= 0.99, image.size
         assert (ref >= 128).mean() > 0.02  # a real product mask, not two empty ones
@@ -137,9 +145,9 @@ def test_int8_remover_loads_through_segment_and_tracks_fp32(int8_model, sample_p
     monkeypatch.setenv(models.HOME_ENV, str(home))
     scores = []
     for image in (_rgb(p) for p in sample_paths):
-        q = segment.predict_alpha(image, segment.INT8, threads=1)
+        q = segment.predict_alpha(image, segment.INT8, R1)
         assert q.dtype == np.uint8 and q.shape == (image.height, image.width)
-        scores.append(_iou(segment.predict_alpha(image, "u2netp", threads=1), q))
+        scores.append(_iou(segment.predict_alpha(image, "u2netp", R1), q))
     assert np.mean(scores) >= 0.85 and min(scores) >= 0.5, np.round(scores, 3)
 
 
