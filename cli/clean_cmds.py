@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
 import click
 
-from hygiene.batch import BatchJob, run_batch
+from hygiene.batch import BatchError, BatchJob, run_batch
 from hygiene.config import BatchConfig
+from hygiene.keys import printable
 
 from .options import clean_options, output_options
 
@@ -31,13 +33,19 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet):
     """
     job = BatchJob(in_dir=in_dir, out_dir=out_dir, clean=clean_config, output=output_config,
                    batch=BatchConfig(workers=workers))
-    summary = run_batch(job, progress=not quiet)
+    try:
+        summary = run_batch(job, progress=not quiet)
+    except BatchError as exc:
+        raise click.ClickException(str(exc)) from None
     c = summary.counts()
     click.echo(f"{c['total']} photos: {c['cleaned']} cleaned, {c['needs_review']} need review, "
                f"{c['failed']} failed, {c['skipped']} already done ({c['seconds']} s)")
-    click.echo(f"results: {out_dir}  summary: {out_dir / job.batch.summary_json}, "
-               f"{out_dir / job.batch.summary_csv}")
-    sys.exit(0 if summary.ok else 1)
+    if summary.interrupted:
+        click.echo(f"stopped by {signal.Signals(summary.interrupted).name}: {c['not_run']} photos not run; "
+                   "run the same command again to resume", err=True)
+    click.echo(f"results: {printable(str(out_dir))}  summary: {printable(str(out_dir / job.batch.summary_json))}, "
+               f"{printable(str(out_dir / job.batch.summary_csv))}")
+    sys.exit(128 + summary.interrupted if summary.interrupted else 0 if summary.ok else 1)
 
 
 @click.command()

@@ -1,34 +1,51 @@
-"""Folder in -> folder out: parallel, resumable, one manifest line per finished photo.
+"""THE per-photo clean-and-record step, and the batch around it.
 
-* The output tree mirrors the input tree; originals are only read.
-* Every output is written to a temp file and renamed, so a kill leaves no half files.
-* The manifest (JSON lines in the output folder) records each finished photo
-  with the hash of its bytes and of the settings; a re-run skips those, so an
-  interrupted batch resumes and nothing is processed twice.
-* A bad file is one row with a one-line error; the batch goes on.
+Every caller that cleans photos in bulk (``shelfready clean``, the evaluation
+cache, the benches, the cluster engine) goes through here:
+
+* ``plan_batch(job)`` finds the photos, refuses unsafe folders (OUT that is IN,
+  an output that would land on an input), and decides from the manifest which
+  photos are already done;
+* ``process_one(job, task)`` loads, cleans and saves one photo; it never raises
+  (an error becomes the row);
+* ``Recorder`` appends each finished photo to the manifest (JSON lines in OUT)
+  and collects the summary rows; ``write_summary`` writes summary.json/csv;
+* ``run_batch(job)`` runs the tasks on the local process pool (hygiene/pool.py).
+
+Guarantees: originals are only read; every output is written to a temp file
+and renamed; a re-run skips photos whose bytes and settings (including the
+hygiene code version) match a manifest line; a photo that killed its worker
+twice is recorded as failed and skipped until its bytes or the settings change.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import hashlib
 import io as _stdio
 import json
-import multiprocessing as mp
 import os
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import BatchConfig, CleanConfig, LoadLimits, OutputConfig
+from .keys import code_version, file_sha256, one_line, printable
 
 OK_STATUSES = ("cleaned", "needs_review")
+WORKER_DIED = "worker died"
+
+
+class BatchError(ValueError):
+    """The batch cannot start or go on (unsafe folders, OUT not writable); one line."""
 
 
 @dataclass(frozen=True)
 class BatchJob:
-    in_dir: Path
+    in_dir: Path | None
     out_dir: Path
     clean: CleanConfig = CleanConfig()
     output: OutputConfig = OutputConfig()
@@ -36,7 +53,9 @@ class BatchJob:
     batch: BatchConfig = BatchConfig()
 
     def fingerprint(self) -> str:
-        text = self.clean.fingerprint() + json.dumps([self.output.__dict__, self.limits.__dict__], sort_keys=True)
+        """Settings key: every setting that shapes an output, plus the hygiene code version."""
+        text = (self.clean.fingerprint() + json.dumps([self.output.__dict__, self.limits.__dict__], sort_keys=True)
+                + code_version())
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def out_path(self, rel: Path) -> Path:
@@ -44,6 +63,14 @@ class BatchJob:
 
         fmt = "png" if self.clean.transparent and self.output.format == "jpg" else self.output.format
         return self.out_dir / rel.with_suffix(output_suffix(fmt))
+
+
+@dataclass(frozen=True)
+class Task:
+    src: Path  # the photo to read
+    rel: str  # its name in the manifest and summary (printable)
+    out: Path  # where its output goes
+    digest: str  # sha256 of its bytes
 
 
 @dataclass
@@ -54,26 +81,50 @@ class BatchSummary:
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    interrupted: int = 0  # the signal that stopped the batch, or 0
     rows: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0
+        return self.failed == 0 and not self.interrupted
 
     def counts(self) -> dict:
         return {"total": self.total, "cleaned": self.cleaned, "needs_review": self.needs_review,
-                "failed": self.failed, "skipped": self.skipped, "seconds": round(self.seconds, 2)}
+                "failed": self.failed, "skipped": self.skipped, "seconds": round(self.seconds, 2),
+                "not_run": self.total - self.cleaned - self.needs_review - self.failed - self.skipped}
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if row.get("skipped"):
+            self.skipped += 1
+        elif row["status"] in OK_STATUSES:
+            setattr(self, row["status"], getattr(self, row["status"]) + 1)
+        else:
+            self.failed += 1
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _is_output_folder(folder: str, cfg: BatchConfig) -> bool:
+    return os.path.isfile(os.path.join(folder, cfg.manifest_name))
 
 
 def find_images(in_dir: Path, cfg: BatchConfig, exclude: Path | None = None) -> list[Path]:
-    """Files under in_dir with an image extension, sorted, skipping hidden files."""
+    """Files under in_dir with an image extension, sorted, skipping hidden files, the
+    folder ``exclude`` (however it is spelled) and any folder shelfready wrote (it
+    holds a manifest): shelfready never cleans its own outputs."""
+    skip = os.path.realpath(exclude) if exclude is not None else None
     found = []
-    for path in sorted(in_dir.rglob("*")):
-        if exclude is not None and exclude in path.parents:
-            continue
-        if path.is_file() and path.suffix.lower() in cfg.extensions and not path.name.startswith("."):
-            found.append(path)
-    return found
+    for root, dirs, files in os.walk(in_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.realpath(os.path.join(root, d)) != skip
+                         and not _is_output_folder(os.path.join(root, d), cfg))
+        for name in sorted(files):
+            path = Path(root, name)
+            if not name.startswith(".") and path.suffix.lower() in cfg.extensions and path.is_file():
+                found.append(path)
+    return sorted(found)
 
 
 def remove_stale_temp_files(out_dir: Path) -> int:
@@ -84,16 +135,8 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     return len(stale)
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_manifest(path: Path) -> dict[str, dict]:
-    """rel path -> last finished record; a torn last line (killed writer) is ignored."""
+    """rel -> last finished record; a torn last line (killed writer) is ignored."""
     done: dict[str, dict] = {}
     if not path.exists():
         return done
@@ -107,123 +150,153 @@ def read_manifest(path: Path) -> dict[str, dict]:
     return done
 
 
-def _append_manifest(path: Path, record: dict) -> None:
-    line = json.dumps(record, sort_keys=True) + "\n"
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _finished(prev: dict | None, task: Task, settings: str) -> bool:
+    """Whether a manifest record already covers this task (same bytes, same settings)."""
+    if not prev or prev.get("sha256") != task.digest or prev.get("settings") != settings:
+        return False
+    if prev.get("status") in OK_STATUSES:
+        return task.out.is_file()
+    return str(prev.get("error", "")).startswith(WORKER_DIED)  # it would kill a worker again
 
 
-def _threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+def _check_folders(job: BatchJob) -> None:
+    if job.in_dir is None:
+        return
+    if not job.in_dir.is_dir():
+        raise BatchError(f"input folder not found: {printable(str(job.in_dir))}")
+    if os.path.realpath(job.out_dir) == os.path.realpath(job.in_dir):
+        raise BatchError(f"output folder {printable(str(job.out_dir))} is the input folder: refusing to write "
+                         "over the originals; choose another OUT_DIR")
 
 
-def _init_worker(threads: int) -> None:
+def _tasks_of_folder(job: BatchJob) -> Iterable[tuple[Path, str, Path]]:
+    for src in find_images(job.in_dir, job.batch, exclude=job.out_dir):
+        rel = src.relative_to(job.in_dir)
+        yield src, printable(str(rel)), job.out_path(rel)
+
+
+def _tasks_of_files(job: BatchJob, sources: Sequence[Path]) -> Iterable[tuple[Path, str | None, None]]:
+    for src in sources:  # content-addressed outputs: named by the hash of the photo's bytes
+        yield Path(src), None, None
+
+
+def plan_batch(job: BatchJob, sources: Sequence[Path] | None = None) -> tuple[list[Task], BatchSummary]:
+    """The photos still to do, and a summary holding the ones skipped or unreadable.
+
+    With ``sources`` the given files are cleaned (outputs named ``<sha[:2]>/<sha>``
+    by their content) instead of scanning ``job.in_dir``.
+    """
+    _check_folders(job)
+    settings = job.fingerprint()
+    manifest = read_manifest(job.out_dir / job.batch.manifest_name)
+    summary = BatchSummary()
+    tasks: list[Task] = []
+    items = list(_tasks_of_folder(job) if sources is None else _tasks_of_files(job, sources))
+    inputs = {os.path.realpath(src) for src, _, _ in items} if sources is None else set()
+    for src, rel, out in items:
+        summary.total += 1
+        try:
+            digest = file_sha256(src)
+        except OSError as exc:
+            summary.add({"rel": rel or printable(str(src)), "status": "failed",
+                         "error": printable(f"cannot read file: {exc.strerror}")})
+            continue
+        if rel is None:
+            rel = f"{digest[:2]}/{digest}"
+            out = job.out_path(Path(rel))
+        if os.path.realpath(out) in inputs:
+            raise BatchError(f"output {printable(str(out))} would overwrite the input photo "
+                             f"{printable(str(src))}: choose an OUT_DIR outside the input folder")
+        task = Task(Path(src), rel, out, digest)
+        prev = manifest.get(rel)
+        if _finished(prev, task, settings):
+            summary.add({**prev, "skipped": True})
+        else:
+            tasks.append(task)
+    return tasks, summary
+
+
+# --------------------------------------------------------------------------- one photo
+
+
+def init_worker(threads: int) -> None:
+    """The one worker set-up of every cleaning process: native thread pools sized explicitly."""
     import cv2
 
-    cv2.setNumThreads(threads)
+    cv2.setNumThreads(max(1, threads))
 
 
-def process_one(job: BatchJob, src: Path, rel: Path, digest: str) -> dict:
+def process_one(job: BatchJob, task: Task) -> dict:
     """Load, clean and save one photo; never raises (errors become the row)."""
     from .io import ImageLoadError, load_image, save_image_atomic
     from .models import ModelError
     from .pipeline import clean
 
-    row = {"rel": str(rel), "sha256": digest, "settings": job.fingerprint(), "output": "",
-           "status": "failed", "error": "", "model": job.clean.model, "reasons": "", "ready": False,
+    row = {"rel": task.rel, "sha256": task.digest, "settings": job.fingerprint(), "output": "",
+           "status": "failed", "error": "", "model": job.clean.model, "reasons": [], "ready": False,
            "failed_checks": "", "seconds": 0.0}
     t = time.perf_counter()
     try:
-        image = load_image(src, job.limits)
+        image = load_image(task.src, job.limits)
         result = clean(image, job.clean)
-        target = job.out_path(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_image_atomic(result.image, target, job.output)
-        row.update(status=result.status, output=str(target.relative_to(job.out_dir)), model=result.model,
-                   reasons="; ".join(result.reasons), ready=result.report["ready"],
+        save_image_atomic(result.image, task.out, job.output)
+        row.update(status=result.status, output=printable(str(task.out.relative_to(job.out_dir))),
+                   model=result.model, reasons=result.reasons, ready=result.report["ready"],
                    failed_checks=",".join(result.report["failed"]),
                    checks={k: v["value"] for k, v in result.report["checks"].items()},
                    timings=result.timings)
-    except (ImageLoadError, ModelError, ValueError, OSError) as exc:
-        row["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (ImageLoadError, ModelError, ValueError) as exc:
+        row["error"] = printable(one_line(exc))
+    except OSError as exc:  # the output folder (full, read-only) or a file vanishing mid-read
+        written = str(exc.filename or "").startswith(str(job.out_dir))
+        row["error"] = printable(f"cannot write {task.out.name}: {exc.strerror}" if written else one_line(exc))
     except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
-        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        row["error"] = printable(f"{type(exc).__name__}: {one_line(exc)}")
     row["seconds"] = round(time.perf_counter() - t, 3)
     return row
 
 
-def _tasks(job: BatchJob, summary: BatchSummary, manifest: dict[str, dict]):
-    fp = job.fingerprint()
-    for src in find_images(job.in_dir, job.batch, exclude=job.out_dir):
-        rel = src.relative_to(job.in_dir)
-        summary.total += 1
-        try:
-            digest = file_hash(src)
-        except OSError as exc:
-            summary.failed += 1
-            summary.rows.append({"rel": str(rel), "status": "failed", "error": f"cannot read: {exc.strerror}"})
-            continue
-        prev = manifest.get(str(rel))
-        if (prev and prev.get("sha256") == digest and prev.get("settings") == fp
-                and prev.get("status") in OK_STATUSES and (job.out_dir / prev.get("output", "")).is_file()):
-            summary.skipped += 1
-            summary.rows.append({**prev, "skipped": True})
-            continue
-        yield src, rel, digest
+def _process(args: tuple[BatchJob, Task]) -> dict:
+    return process_one(*args)
 
 
-def run_batch(job: BatchJob, progress: bool = True) -> BatchSummary:
-    """Clean every photo under job.in_dir into job.out_dir; see module docstring."""
-    from tqdm import tqdm
+# --------------------------------------------------------------------------- recording
 
-    if not job.in_dir.is_dir():
-        raise ValueError(f"input folder not found: {job.in_dir}")
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(job.out_dir)
-    manifest_path = job.out_dir / job.batch.manifest_name
-    summary = BatchSummary()
-    start = time.perf_counter()
-    todo = list(_tasks(job, summary, read_manifest(manifest_path)))
-    workers = job.batch.workers or (os.cpu_count() or 1)
-    workers = max(1, min(workers, len(todo) or 1))
-    if job.clean.runtime.threads == 0:  # share the cores among the workers
-        runtime = dataclasses.replace(job.clean.runtime, threads=_threads_per_worker(workers))
-        job = dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
-    bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="cleaning")
 
-    def record(row: dict) -> None:
-        summary.rows.append(row)
-        if row["status"] in OK_STATUSES:
-            setattr(summary, row["status"], getattr(summary, row["status"]) + 1)
-            _append_manifest(manifest_path, row)
-        else:
-            summary.failed += 1
-            bar.write(f"error: {row['rel']}: {row['error']}")
-        bar.update(1)
+class Recorder:
+    """Appends finished photos to the manifest and collects the summary rows."""
 
-    if workers == 1:
-        _init_worker(_threads_per_worker(1))
-        for src, rel, digest in todo:
-            record(process_one(job, src, rel, digest))
-    else:
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(_threads_per_worker(workers),)) as pool:
-            futures = [pool.submit(process_one, job, *t) for t in todo]
-            for fut in futures:
-                record(fut.result())
-    bar.close()
-    summary.seconds = time.perf_counter() - start
-    write_summary(job, summary)
-    return summary
+    def __init__(self, job: BatchJob, summary: BatchSummary, on_row=None) -> None:
+        self.job, self.summary, self.on_row = job, summary, on_row
+        self.path = job.out_dir / job.batch.manifest_name
+
+    def record(self, row: dict) -> None:
+        if row["status"] in OK_STATUSES or str(row.get("error", "")).startswith(WORKER_DIED):
+            line = json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.summary.add(row)
+        if self.on_row is not None:
+            self.on_row(row)
+
+    def died(self, task: Task, signum: int, code: int | None) -> dict:
+        import signal
+
+        what = f"signal {signum} ({signal.Signals(signum).name})" if signum else f"exit code {code}"
+        row = {"rel": task.rel, "sha256": task.digest, "settings": self.job.fingerprint(), "output": "",
+               "status": "failed", "error": f"{WORKER_DIED}: {what}", "model": self.job.clean.model,
+               "reasons": [], "ready": False, "failed_checks": "", "seconds": 0.0}
+        self.record(row)
+        return row
 
 
 def write_summary(job: BatchJob, summary: BatchSummary) -> None:
     from .io import write_text_atomic
 
-    payload = {"counts": summary.counts(), "settings": json.loads(job.clean.fingerprint()),
+    payload = {"counts": summary.counts(), "interrupted": summary.interrupted,
+               "settings": json.loads(job.clean.fingerprint()), "code_version": code_version(),
                "output_format": job.output.format, "photos": summary.rows}
     write_text_atomic(job.out_dir / job.batch.summary_json, json.dumps(payload, indent=2, default=str))
     cols = ["rel", "status", "output", "error", "reasons", "ready", "failed_checks", "model", "seconds", "skipped"]
@@ -231,5 +304,75 @@ def write_summary(job: BatchJob, summary: BatchSummary) -> None:
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
     for row in summary.rows:
-        writer.writerow(row)
+        reasons = row.get("reasons", "")
+        writer.writerow({**row, "reasons": "; ".join(reasons) if isinstance(reasons, list) else reasons})
     write_text_atomic(job.out_dir / job.batch.summary_csv, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- the local engine
+
+
+def _prepare_out(job: BatchJob):
+    """Create OUT, prove it writable, and hold its manifest locked (one batch per folder)."""
+    try:
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        fh = (job.out_dir / job.batch.manifest_name).open("a", encoding="utf-8")
+    except OSError as exc:
+        raise BatchError(f"cannot write to {printable(str(job.out_dir))}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise BatchError(f"{printable(str(job.out_dir))} is being written by another shelfready run; "
+                         "wait for it or choose another OUT_DIR") from None
+    return fh
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | None = None,
+              summary_files: bool = True, process=_process) -> BatchSummary:
+    """Clean the photos of ``job`` (or ``sources``) into ``job.out_dir``; see the module docstring.
+
+    ``process`` is the picklable per-photo step, ``(job, task) -> row``; only fault-injection
+    tests and benches pass another one (that wraps ``process_one``)."""
+    from tqdm import tqdm
+
+    from .pool import run_pool
+
+    _check_folders(job)
+    lock = _prepare_out(job)
+    try:
+        remove_stale_temp_files(job.out_dir)
+        start = time.perf_counter()
+        todo, summary = plan_batch(job, sources)
+        workers = max(1, min(job.batch.workers or (os.cpu_count() or 1), len(todo) or 1))
+        threads = threads_per_worker(workers)
+        if job.clean.runtime.threads == 0:  # share the cores among the workers
+            runtime = dataclasses.replace(job.clean.runtime, threads=threads)
+            job = dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
+        bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="cleaning")
+        def show(row: dict) -> None:
+            if row["status"] not in OK_STATUSES:
+                bar.write(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
+            bar.update(1)
+
+        recorder = Recorder(job, summary, show)
+        summary.interrupted = run_pool(
+            process, [(job, t) for t in todo], workers,
+            on_result=lambda _task, row: recorder.record(row),
+            on_death=lambda task, signum, code: recorder.died(task[1], signum, code),
+            initializer=init_worker, initargs=(threads,), grace=job.batch.stop_grace)
+        bar.close()
+        remove_stale_temp_files(job.out_dir)  # of workers killed while stopping
+        summary.seconds = time.perf_counter() - start
+        if summary_files:
+            try:
+                write_summary(job, summary)
+            except OSError as exc:
+                raise BatchError(f"cannot write the summary in {printable(str(job.out_dir))}: {exc.strerror}") from None
+        return summary
+    finally:
+        lock.close()

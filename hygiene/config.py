@@ -200,6 +200,7 @@ class OutputConfig:
 @dataclass(frozen=True)
 class BatchConfig:
     workers: int = 0  # 0 = one per core
+    stop_grace: float = 5.0  # on the first Ctrl-C/SIGTERM: seconds the running photos may take to finish
     manifest_name: str = ".shelfready-manifest.jsonl"
     summary_json: str = "summary.json"
     summary_csv: str = "summary.csv"
