@@ -312,15 +312,16 @@ def write_summary(job: BatchJob, summary: BatchSummary) -> None:
 # --------------------------------------------------------------------------- the local engine
 
 
-def _prepare_out(job: BatchJob):
-    """Create OUT, prove it writable, and hold its manifest locked (one batch per folder)."""
+def _prepare_out(job: BatchJob, wait: bool):
+    """Create OUT, prove it writable, and hold its manifest locked (one batch per folder at a
+    time: a second one fails at once, or with ``wait`` waits its turn)."""
     try:
         job.out_dir.mkdir(parents=True, exist_ok=True)
         fh = (job.out_dir / job.batch.manifest_name).open("a", encoding="utf-8")
     except OSError as exc:
         raise BatchError(f"cannot write to {printable(str(job.out_dir))}: {exc.strerror}") from None
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
         raise BatchError(f"{printable(str(job.out_dir))} is being written by another shelfready run; "
@@ -333,17 +334,18 @@ def threads_per_worker(workers: int) -> int:
 
 
 def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | None = None,
-              summary_files: bool = True, process=_process) -> BatchSummary:
+              summary_files: bool = True, wait_for_folder: bool = False, process=_process) -> BatchSummary:
     """Clean the photos of ``job`` (or ``sources``) into ``job.out_dir``; see the module docstring.
 
-    ``process`` is the picklable per-photo step, ``(job, task) -> row``; only fault-injection
+    ``wait_for_folder``: wait while another run writes the same folder (a shared cache) instead
+    of failing. ``process`` is the picklable per-photo step, ``(job, task) -> row``; only fault-injection
     tests and benches pass another one (that wraps ``process_one``)."""
     from tqdm import tqdm
 
     from .pool import run_pool
 
     _check_folders(job)
-    lock = _prepare_out(job)
+    lock = _prepare_out(job, wait_for_folder)
     try:
         remove_stale_temp_files(job.out_dir)
         start = time.perf_counter()

@@ -191,6 +191,7 @@ class OutputConfig:
     format: str = "jpg"  # jpg | png | webp (png forced when transparent)
     jpeg_quality: int = 92
     webp_quality: int = 90
+    webp_lossless: bool = False  # exact pixels (the evaluation cache); webp_quality is then unused
 
     def __post_init__(self) -> None:
         if self.format not in ("jpg", "png", "webp"):

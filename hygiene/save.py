@@ -59,7 +59,10 @@ def encode_image(image: Image.Image, fmt: OutputConfig | str = _DEFAULT_OUTPUT) 
         im.save(buf, "PNG", compress_level=6, optimize=False, icc_profile=None)
     else:
         im = image if image.mode in ("RGB", "RGBA") else _to_srgb(_to_8bit(image), None)
-        im.save(buf, "WEBP", quality=cfg.webp_quality, method=4)
+        if cfg.webp_lossless:
+            im.save(buf, "WEBP", lossless=True, quality=0, method=0)
+        else:
+            im.save(buf, "WEBP", quality=cfg.webp_quality, method=4)
     return buf.getvalue()
 
 

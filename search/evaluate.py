@@ -34,9 +34,11 @@ import numpy as np
 from hygiene.config import CleanConfig
 
 from . import metrics
+from .config import EmbedConfig
 from .datasets import LabelledImage
-from .photo_cache import (cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, hygiene_code_hash,
-                          raw_photos)
+from hygiene.keys import code_version
+
+from .photo_cache import cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
 
 BASELINE = "raw/raw"
 VARIANTS = ("raw/raw", "clean/raw", "raw/clean", "clean/clean")
@@ -53,7 +55,7 @@ class EvalConfig:
     alpha: float = 0.05  # significance level of the Wilcoxon test
     seed: int = 0
     workers: int = 1  # cleaning processes
-    batch_size: int = 32  # images per embedder call
+    batch_size: int = EmbedConfig().batch_size  # images per embedder call
     cache_dir: Path | None = None  # None = default_cache_dir()
     cache_key: str | None = None  # pin cleaned images to this cache key (default: clean_key(config))
 
@@ -196,7 +198,7 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
                 for j, c in enumerate(catalog)]
     headline = "clean/clean" if "clean/clean" in variants else variants[1]
     settings = {"embedder": embedder.name, "clean_config": json.loads(clean_config.fingerprint()),
-                "clean_key": ckey, "hygiene_code": hygiene_code_hash(),
+                "clean_key": ckey, "hygiene_code": code_version(),
                 "cleaned_with": cache_info(cache, ckey), "eval_config": {
                     k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
                 "n_queries": int(q_idx.size), "n_catalog": int(c_idx.size), "ranking_depth": depth,

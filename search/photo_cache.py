@@ -1,12 +1,14 @@
 """The on-disk cache of cleaned photos and their embeddings, shared by evaluations and benches.
 
-Cleaned images are cached on disk (lossless WebP + a JSON sidecar) keyed by
-the photo's SHA-256, the CleanConfig fingerprint and a hash of the hygiene
-source code, so a re-run or a second bench reuses them; embeddings are cached
-beside them keyed by the image key and the embedder name::
+Cleaned images are made by the batch engine (hygiene.batch: the same per-photo
+step, worker pool and settings key as ``shelfready clean``) into a cache
+folder named by that key (settings + hygiene code version), as lossless WebP
+named by the photo's SHA-256, so a re-run or a second bench reuses them;
+embeddings are cached beside them keyed by the image key and the embedder name::
 
-    <cache_dir>/clean/<clean_key>/info.json                config, git commit, hygiene code hash
-    <cache_dir>/clean/<clean_key>/<sha[:2]>/<sha>.webp     cleaned image (+ .json: status, reasons)
+    <cache_dir>/clean/<clean_key>/info.json                config, git commit, hygiene code version
+    <cache_dir>/clean/<clean_key>/.shelfready-manifest.jsonl   status, reasons, model of each photo
+    <cache_dir>/clean/<clean_key>/<sha[:2]>/<sha>.webp     cleaned image
     <cache_dir>/emb/<embedder key>/<sha>.npy               one embedding
 
 A photo that cannot be cleaned is reported, not cached, so the next run tries again.
@@ -17,13 +19,17 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hygiene.config import CleanConfig
+from hygiene.batch import BatchJob, run_batch
+from hygiene.config import BatchConfig, CleanConfig, OutputConfig
+from hygiene.io import write_text_atomic
+from hygiene.keys import code_version, file_sha256
+
+from .config import EmbedConfig
 
 
 def default_cache_dir() -> Path:
@@ -33,31 +39,17 @@ def default_cache_dir() -> Path:
 
 # --------------------------------------------------------------------------- cleaning cache
 
+# cleaned photos are kept losslessly: the embedder sees exactly what clean() made
+CACHE_OUTPUT = OutputConfig(format="webp", webp_lossless=True)
 
-def hygiene_code_hash() -> str:
-    """Hash of the hygiene package's source (but the batch runner, which clean() does not
-    use): a code change invalidates cached cleanups."""
-    import hygiene
 
-    h = hashlib.sha256()
-    for path in sorted(Path(hygiene.__file__).parent.glob("*.py")):
-        if path.name == "batch.py":
-            continue
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:12]
+def _job(config: CleanConfig, cache_dir: Path, key: str, workers: int = 1) -> BatchJob:
+    return BatchJob(None, Path(cache_dir) / "clean" / key, config, CACHE_OUTPUT, batch=BatchConfig(workers=workers))
 
 
 def clean_key(config: CleanConfig) -> str:
-    text = config.fingerprint() + hygiene_code_hash()
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The batch's settings key (settings + hygiene code version) of the cache's cleanups."""
+    return _job(config, Path("."), "").fingerprint()
 
 
 @dataclass
@@ -77,36 +69,8 @@ class Prepared:
         return self.status != "failed"
 
 
-def _cache_paths(cache_dir: Path, key: str, digest: str) -> tuple[Path, Path]:
-    folder = cache_dir / "clean" / key / digest[:2]
-    return folder / f"{digest}.webp", folder / f"{digest}.json"
-
-
-def _clean_one(path: Path, digest: str, config: CleanConfig, cache_dir: Path, key: str) -> dict:
-    """Clean one photo into the cache; never raises (the error becomes the record)."""
-    from hygiene import clean
-    from hygiene.io import load_image, write_bytes_atomic, write_text_atomic
-
-    img_path, meta_path = _cache_paths(cache_dir, key, digest)
-    try:
-        result = clean(load_image(path), config)
-        import io
-
-        buf = io.BytesIO()
-        result.image.save(buf, "WEBP", lossless=True, quality=0, method=0)
-        write_bytes_atomic(img_path, buf.getvalue())
-        record = {"status": result.status, "reasons": result.reasons, "model": result.model,
-                  "timings": result.timings, "error": ""}
-    except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the evaluation
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        # not cached: a failure may be transient (out of memory, model file missing), so retry next run
-        return {"status": "failed", "reasons": [], "model": "", "error": f"{type(exc).__name__}: {msg}"}
-    write_text_atomic(meta_path, json.dumps(record))
-    return record
-
-
-def _write_cache_info(cache_dir: Path, key: str, config: CleanConfig) -> None:
-    info = cache_dir / "clean" / key / "info.json"
+def _write_cache_info(folder: Path, config: CleanConfig) -> None:
+    info = folder / "info.json"
     if info.is_file():
         return
     import subprocess
@@ -119,10 +83,10 @@ def _write_cache_info(cache_dir: Path, key: str, config: CleanConfig) -> None:
                                 capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    info.parent.mkdir(parents=True, exist_ok=True)
-    info.write_text(json.dumps({"clean_config": json.loads(config.fingerprint()), "git_commit": commit,
-                                "hygiene_code": hygiene_code_hash(),
-                                "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}, indent=2))
+    write_text_atomic(info, json.dumps({"clean_config": json.loads(config.fingerprint()), "git_commit": commit,
+                                        "hygiene_code": code_version(),
+                                        "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())},
+                                       indent=2))
 
 
 def cache_info(cache_dir: Path, key: str) -> dict:
@@ -130,54 +94,33 @@ def cache_info(cache_dir: Path, key: str) -> dict:
     return json.loads(info.read_text()) if info.is_file() else {}
 
 
-def _init_worker() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
 def clean_photos(paths: Sequence[Path], config: CleanConfig, cache_dir: Path, workers: int = 1,
                  progress: bool = True, key: str | None = None) -> list[Prepared]:
-    """Clean every photo once (cached); returns where each cleaned image is.
+    """Clean every photo once (cached) with the batch engine; returns where each cleaned image is.
 
-    ``key`` pins an existing cache folder (default: ``clean_key(config)``).
+    The cache folder is a batch output folder named by ``key`` (default: ``clean_key(config)``);
+    its manifest says what is done, so a re-run or another evaluation reuses it. A photo that
+    cannot be cleaned is reported, not recorded, so the next run tries again.
     """
-    from tqdm import tqdm
-
-    key = key or clean_key(config)
-    _write_cache_info(cache_dir, key, config)
+    job = _job(config, cache_dir, key or clean_key(config), workers)
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    _write_cache_info(job.out_dir, config)
+    summary = run_batch(job, progress=progress, sources=list(paths), summary_files=False, wait_for_folder=True)
+    rows = {r["rel"]: r for r in summary.rows}
     out: list[Prepared] = []
-    todo = []
     for path in paths:
         try:
-            digest = file_sha256(path)
+            digest = file_sha256(path)  # hashed again: the batch keys its rows by content
         except OSError as exc:
-            out.append(Prepared(Path(path), status="failed", error=f"cannot read: {exc.strerror}"))
+            out.append(Prepared(Path(path), status="failed", error=f"cannot read file: {exc.strerror}"))
             continue
-        out.append(Prepared(Path(path), digest))
-        if not _cache_paths(cache_dir, key, digest)[1].is_file():
-            todo.append(len(out) - 1)
-    bar = tqdm(total=len(todo), unit="photo", desc="cleaning", disable=not progress or not todo)
-    args = [(out[i].source, out[i].digest, config, cache_dir, key) for i in todo]
-    fresh: dict[int, dict] = {}
-    if workers <= 1 or len(todo) <= 1:
-        for i, a in zip(todo, args):
-            fresh[i] = _clean_one(*a)
-            bar.update(1)
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
-            for i, rec in zip(todo, pool.map(_clean_one, *zip(*args))):
-                fresh[i] = rec
-                bar.update(1)
-    bar.close()
-    for i, p in enumerate(out):
-        if not p.digest:
-            continue
-        img_path, meta_path = _cache_paths(cache_dir, key, p.digest)
-        rec = fresh[i] if i in fresh else json.loads(meta_path.read_text())
-        p.status, p.reasons, p.model, p.error = rec["status"], rec["reasons"], rec["model"], rec["error"]
-        p.image_path = img_path if p.ok else None
+        row = rows[f"{digest[:2]}/{digest}"]
+        reasons = row.get("reasons") or []
+        p = Prepared(Path(path), digest, status=row["status"], model=row.get("model", ""),
+                     reasons=reasons if isinstance(reasons, list) else reasons.split("; "),
+                     error=row.get("error", ""))
+        p.image_path = job.out_dir / row["output"] if p.ok else None
+        out.append(p)
     return out
 
 
@@ -187,7 +130,7 @@ def raw_photos(paths: Sequence[Path]) -> list[Prepared]:
         try:
             out.append(Prepared(Path(path), file_sha256(path), Path(path)))
         except OSError as exc:
-            out.append(Prepared(Path(path), status="failed", error=f"cannot read: {exc.strerror}"))
+            out.append(Prepared(Path(path), status="failed", error=f"cannot read file: {exc.strerror}"))
     return out
 
 
@@ -195,7 +138,7 @@ def raw_photos(paths: Sequence[Path]) -> list[Prepared]:
 
 
 def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None, tag: str,
-                   batch_size: int = 32, progress: bool = True) -> np.ndarray:
+                   batch_size: int = EmbedConfig().batch_size, progress: bool = True) -> np.ndarray:
     """(n, d) float32 vectors of the usable photos (failed ones get a zero row and are marked)."""
     from tqdm import tqdm
 
