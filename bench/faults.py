@@ -107,11 +107,19 @@ def _check_batch(src: Path, out: Path, originals: dict, counts: Counter) -> None
     counts["batches_checked"] += 1
 
 
+def _workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def kill_worker(src: Path, out: Path, rng: random.Random, counts: Counter) -> None:
     proc = _start(_clean_cmd(src, out))
-    _wait_until(lambda: _progress(out) >= rng.randint(0, 4), 300)
+    at = rng.randint(0, 4)
+    _wait_until(lambda: proc.poll() is not None or (_workers(proc) and _progress(out) >= at), 300)
     time.sleep(rng.uniform(0, 1.5))
-    kids = [c for c in psutil.Process(proc.pid).children(recursive=True)] if proc.poll() is None else []
+    kids = _workers(proc) if proc.poll() is None else []
     if kids:
         rng.choice(kids).kill()
         counts["workers_killed"] += 1
