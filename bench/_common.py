@@ -23,6 +23,8 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p.add_argument("--cache-key", default=None,
                    help="pin cleaned images to an existing cache key (default: from config + hygiene code)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder [../shared/data]")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated query/catalog variants of raw, clean, fused (e.g. fused/fused)")
     return p
 
 
@@ -44,6 +46,8 @@ def run(args, queries, catalog, title: str, clean_catalog: bool, variants=None):
     from search.report import verdict_sentence, write_report
 
     t = time.perf_counter()
+    if getattr(args, "variants", None):
+        variants = args.variants.split(",")
     cfg = EvalConfig(seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, cache_key=args.cache_key)
     ev = evaluate(queries, catalog, create_embedder(args.embedder), CleanConfig(), variants=variants,
                   clean_catalog=clean_catalog, config=cfg)

@@ -41,7 +41,8 @@ from hygiene.keys import code_version
 from .photo_cache import cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
 
 BASELINE = "raw/raw"
-VARIANTS = ("raw/raw", "clean/raw", "raw/clean", "clean/clean")
+MODES = ("raw", "clean", "fused")  # fused: mean of the raw and the cleaned photo's embeddings, normalised
+VARIANTS = tuple(f"{q}/{c}" for q in MODES for c in MODES)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,18 @@ class Evaluation:
         return asdict(self)
 
 
+def fuse(raw: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
+    """Mean of the raw and the cleaned photo's embeddings, L2-normalised (row-wise)."""
+    v = np.asarray(raw, np.float32) + np.asarray(cleaned, np.float32)
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norm > 0, norm, 1.0)
+
+
+def _needed(modes: set[str]) -> set[str]:
+    """The prepared photo sets a set of modes needs (fused = raw + clean)."""
+    return modes | ({"raw", "clean"} if "fused" in modes else set())
+
+
 def _variant_list(variants, clean_catalog: bool) -> list[str]:
     if variants is None:
         variants = [BASELINE, "clean/raw"] + (["clean/clean"] if clean_catalog else [])
@@ -124,8 +137,8 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
         embedder = create_embedder(embedder, batch_size=config.batch_size)
     variants = _variant_list(variants, clean_catalog)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    q_modes = {v.split("/")[0] for v in variants}
-    c_modes = {v.split("/")[1] for v in variants}
+    q_modes = _needed({v.split("/")[0] for v in variants})
+    c_modes = _needed({v.split("/")[1] for v in variants})
 
     prep = {("q", "raw"): raw_photos([q.path for q in queries]),
             ("c", "raw"): raw_photos([c.path for c in catalog])}
@@ -142,10 +155,13 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
             continue
         tag = "raw" if mode == "raw" else f"clean-{ckey}"
         vecs[(side, mode)] = embed_prepared(photos, embedder, cache, tag, config.batch_size, progress)
+    for side, modes in (("q", q_modes), ("c", c_modes)):
+        if "fused" in modes:
+            vecs[(side, "fused")] = fuse(vecs[(side, "raw")], vecs[(side, "clean")])
 
     # a photo is used only if every variant can use it
-    q_ok = np.array([all(prep[("q", m)][i].ok for m in q_modes) for i in range(len(queries))])
-    c_ok = np.array([all(prep[("c", m)][i].ok for m in c_modes) for i in range(len(catalog))])
+    q_ok = np.array([all(prep[("q", m)][i].ok for m in q_modes - {"fused"}) for i in range(len(queries))])
+    c_ok = np.array([all(prep[("c", m)][i].ok for m in c_modes - {"fused"}) for i in range(len(catalog))])
     excluded = [{"path": str(p.source), "side": side, "variant": mode, "error": p.error}
                 for (side, mode), photos in prep.items() for p in photos if not p.ok]
     if not c_ok.any():

@@ -141,6 +141,23 @@ def test_variant_validation():
         _variant_list(["raw/raw"], False)
     with pytest.raises(ValueError):
         EvalConfig(resamples=10)
+    assert _variant_list(["fused/fused", "clean/fused"], False) == ["raw/raw", "fused/fused", "clean/fused"]
+
+
+def test_fused_embedding_is_the_normalised_mean():
+    from search.evaluate import fuse
+
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(5, 8)).astype(np.float32)
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    cleaned = rng.normal(size=(5, 8)).astype(np.float32)
+    cleaned /= np.linalg.norm(cleaned, axis=1, keepdims=True)
+    f = fuse(raw, cleaned)
+    assert np.allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-6)
+    # same direction as the sum, and equally similar to both parts
+    assert np.allclose(f * np.linalg.norm(raw + cleaned, axis=1, keepdims=True), raw + cleaned, atol=1e-5)
+    assert np.allclose((f * raw).sum(1), (f * cleaned).sum(1), atol=1e-5)
+    assert np.allclose(fuse(raw, raw), raw, atol=1e-6)
 
 
 # ---- cleaning cache and a real run (u2netp + EfficientNet-Lite0) ------------------------
@@ -206,6 +223,12 @@ def test_evaluate_sample_photos(tmp_path, tmp_path_factory, embedder):
                     config=EvalConfig(cache_dir=shared_cache(tmp_path_factory)), progress=False)
     assert same.photos[0]["rank_raw_raw"] == 1
     assert same.photos[0]["top1_score_raw_raw"] == pytest.approx(1.0, abs=1e-4)
+    fused = evaluate([queries[0]], catalog + [datasets.LabelledImage(queries[0].path, "hat", "dup")], embedder,
+                     variants=["fused/fused", "fused/raw"],
+                     config=EvalConfig(cache_dir=shared_cache(tmp_path_factory)), progress=False)
+    assert fused.photos[0]["rank_fused_fused"] == 1  # its own fused vector is in the catalog
+    assert fused.photos[0]["top1_score_fused_fused"] == pytest.approx(1.0, abs=1e-4)
+    assert fused.photos[0]["top1_score_fused_raw"] < 1.0  # raw vs fused differ unless cleaning did nothing
 
 
 def test_evaluate_is_exported():
