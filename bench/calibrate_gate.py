@@ -1,29 +1,45 @@
 """Calibrate the cleanup gate on retrieval outcomes, photo by photo.
 
     python -m bench.calibrate_gate [--sets grocery_val,clothing_val] [--limit N]
-                                   [--fit] [--out /tmp/gate.json]
+                                   [--fit] [--out /tmp/gate.json] [--workers N]
 
 For every query photo it embeds (with search's default embedder) the raw
-photo, the whitened cut-out (``white``: model alpha on pure white, square,
-product filling 85 %), and the safe treatments (``crop``: square crop around
-the mask box with a margin, original background kept), ranks the catalog and
-records each variant's per-photo outcome next to the mask signals of
-``hygiene.confidence``. ``--fit`` then searches the gate thresholds that
+photo, the whitened cut-out (``white``: on pure white, square, product filling
+85 %, gate off) and the safe treatments (``cropN``: square crop around the mask
+box grown by N % of its longer side, original background kept), ranks the
+catalog and records each variant's per-photo outcome next to the mask signals
+of ``hygiene.confidence``. ``--fit`` then searches the gate thresholds that
 maximise the gated result (white when the gate passes, safe treatment when it
 does not) summed over the fitted sets, and reports the result on every set
 with paired-bootstrap 95 % CIs against raw.
 
+Every cleaned variant is made by the product's one cleaning engine (the batch
+engine through ``search.photo_cache.clean_photos``, cached like an evaluation's
+cleanups, keyed by settings + hygiene code version) with a ``CleanConfig``
+that expresses it (``CONFIGS``), on a 448 px canvas (the embedder sees 224 px):
+
+* ``white``: gate off, fill 0.85, upscale up to 10x, no foreground colour
+  estimation; ``white_refined`` the same with mask refinement on.
+* ``cropN``: a gate that no photo with a product passes (``max_fg_share=0``)
+  with ``safe_margin=N/100``, so every photo gets the safe treatment: the crop
+  variants are exactly what the product does to a photo the gate fails
+  (square crop, white padding only where the photo is too narrow for a square,
+  scaled onto the canvas).
+* ``raw``: the photo as loaded (``hygiene.io.load_image``).
+
+The gate signals are computed from the model's mask of each query photo
+(``bench.segmentation.cached_alpha``: a mask cache, not a cleaning path).
+
 Sets: grocery_val / grocery_train (store photos vs the 81 iconic images;
 grocery_train is a seeded 400-photo subset kept for checking), clothing_val
-(validation photos vs the train photos). Masks and embeddings are cached under
-/tmp/shelfready-masks. The whitening here is a stand-in for hygiene.clean
-(same compose/frame functions, foreground colour estimation off, 448 px canvas:
-the embedder sees 224 px).
+(validation photos vs the train photos). Cleaned photos and embeddings are
+cached under ``--cache-dir`` (default: the evaluation cache), masks for the
+signals under /tmp/shelfready-masks. A photo the engine cannot clean in some
+variant is left out of every variant (and named on stderr).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import sys
@@ -31,12 +47,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from bench.segmentation import CACHE, cached_alpha, load_rgb
-from hygiene import compose, frame
-from hygiene.confidence import GateConfig, mask_signals, safe_crop_box
-from hygiene.refine import RefineConfig, refine_alpha
+from bench.segmentation import CACHE, cached_alpha, file_key
+from hygiene.config import CleanConfig, GateConfig, RefineConfig
+from hygiene.confidence import mask_signals
+from search.photo_cache import Prepared, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
 
 EMBEDDER = "cnn:efficientnet_lite0"
 CANVAS = 448
@@ -44,32 +59,22 @@ CANVAS = 448
 
 # -------------------------------------------------------------------- renderings
 
-def render_white(rgb: np.ndarray, alpha: np.ndarray, fill: float = 0.85) -> Image.Image:
-    box = frame.product_box(alpha, 128)
-    if box is None:
-        return Image.fromarray(rgb)
-    white = compose.on_white(rgb, compose.tidy_alpha(alpha, 128, 0.05))
-    layout = frame.plan(box, CANVAS, fill, max_upscale=10.0)
-    x0, y0, x1, y1 = layout.placed
-    region = frame.resize_region(white, box, x1 - x0, y1 - y0)
-    return Image.fromarray(frame.place(region, layout, 255))
+WHITE = CleanConfig(size=CANVAS, fill=0.85, max_upscale=10.0, fg_estimation=False,
+                    gate=GateConfig(enabled=False))
 
 
-def render_crop(rgb: np.ndarray, alpha: np.ndarray, margin: float) -> Image.Image:
-    box = safe_crop_box(alpha, margin)
-    if box is None:
-        return Image.fromarray(rgb)
-    x0, y0, x1, y1 = box
-    return Image.fromarray(rgb[y0:y1, x0:x1])
+def crop_config(margin: float) -> CleanConfig:
+    """The safe treatment forced for every photo: a "max" rule with limit 0 fails any product."""
+    return CleanConfig(size=CANVAS, gate=GateConfig(max_fg_share=0.0, safe_margin=margin))
 
 
-VARIANTS = {
-    "raw": lambda rgb, a, r: Image.fromarray(rgb),
-    "white": lambda rgb, a, r: render_white(rgb, a),
-    "white_refined": lambda rgb, a, r: render_white(rgb, r),
-    "crop0": lambda rgb, a, r: render_crop(rgb, a, 0.0),
-    "crop10": lambda rgb, a, r: render_crop(rgb, a, 0.10),
-    "crop25": lambda rgb, a, r: render_crop(rgb, a, 0.25),
+CONFIGS: dict[str, CleanConfig | None] = {  # None = the photo itself
+    "raw": None,
+    "white": WHITE,
+    "white_refined": replace(WHITE, refine=RefineConfig(enabled=True)),
+    "crop0": crop_config(0.0),
+    "crop10": crop_config(0.10),
+    "crop25": crop_config(0.25),
 }
 SAFE = ("raw", "crop0", "crop10", "crop25")
 
@@ -90,12 +95,12 @@ def load_set(name: str, limit: int | None, catalog_limit: int | None = None):
     return q, d.subset(c, catalog_limit, seed=0)
 
 
-class Embeddings:
-    """Embedding cache on disk: one .npy per (variant, file hash)."""
+class Variants:
+    """Each variant's photos from the cleaning engine, and their embeddings (both cached)."""
 
-    def __init__(self, variants_of_refine: str) -> None:
+    def __init__(self, cache_dir: Path, workers: int = 1, progress: bool = True) -> None:
+        self.cache_dir, self.workers, self.progress = Path(cache_dir), workers, progress
         self.embedder = None
-        self.tag = variants_of_refine
 
     def _emb(self):
         if self.embedder is None:
@@ -104,32 +109,16 @@ class Embeddings:
             self.embedder = create_embedder(EMBEDDER, threads=1)
         return self.embedder
 
-    def get(self, paths: list[Path], variant: str) -> np.ndarray:
-        out: list[np.ndarray | None] = []
-        todo = []
-        tag = self.tag if variant == "white_refined" else ""
-        for i, p in enumerate(paths):
-            key = hashlib.sha1(p.read_bytes()).hexdigest()
-            f = CACHE / "emb" / f"{variant}{tag}" / f"{key}.npy"
-            if f.is_file():
-                out.append(np.load(f))
-            else:
-                out.append(None)
-                todo.append((i, p, f))
-        for start in range(0, len(todo), 32):
-            chunk = todo[start:start + 32]
-            images = []
-            for _, p, _ in chunk:
-                rgb = load_rgb(p)
-                a = cached_alpha(p)
-                r = refine_alpha(rgb, a, RefineConfig(enabled=True)) if variant == "white_refined" else a
-                images.append(VARIANTS[variant](rgb, a, r))
-            vecs = self._emb().embed(images)
-            for (i, _, f), v in zip(chunk, vecs):
-                f.parent.mkdir(parents=True, exist_ok=True)
-                np.save(f, v.astype(np.float32))
-                out[i] = v
-        return np.stack(out).astype(np.float32)
+    def prepare(self, paths: list[Path], variant: str) -> list[Prepared]:
+        config = CONFIGS[variant]
+        if config is None:
+            return raw_photos(paths)
+        return clean_photos(paths, config, self.cache_dir, self.workers, self.progress)
+
+    def embed(self, photos: list[Prepared], variant: str) -> np.ndarray:
+        config = CONFIGS[variant]
+        tag = "raw" if config is None else f"clean-{clean_key(config)}"  # the evaluation's tags
+        return embed_prepared(photos, self._emb(), self.cache_dir, tag, progress=self.progress)
 
 
 # ---------------------------------------------------------------------- metrics
@@ -155,27 +144,39 @@ def boot_diff(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0) -> tup
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def collect(name: str, limit: int | None, emb: Embeddings, variants: list[str],
+def _usable(prepared: dict[str, list[Prepared]], name: str, side: str) -> np.ndarray:
+    """Photos every variant could make; the others are named on stderr and left out."""
+    ok = np.array([all(ps[i].ok for ps in prepared.values()) for i in range(len(next(iter(prepared.values()))))])
+    for v, ps in prepared.items():
+        for p in ps:
+            if not p.ok:
+                print(f"{name}: {side} photo left out ({v}): {p.source}: {p.error}", file=sys.stderr)
+    return ok
+
+
+def collect(name: str, limit: int | None, vs: Variants, variants: list[str],
             clean_catalog: bool, cached_only: bool = False, catalog_limit: int | None = None) -> dict:
     q, c = load_set(name, limit, catalog_limit)
     if cached_only:
-        q = [x for x in q if (CACHE / "u2netp" / f"{hashlib.sha1(x.path.read_bytes()).hexdigest()}.png").is_file()]
-    qp, cp = [x.path for x in q], [x.path for x in c]
+        q = [x for x in q if (CACHE / "u2netp" / f"{file_key(x.path)}.png").is_file()]
+    c_prep = {v: vs.prepare([x.path for x in c], v) for v in (["raw", "white"] if clean_catalog else ["raw"])}
+    q_prep = {v: vs.prepare([x.path for x in q], v) for v in variants}
+    c_ok, q_ok = _usable(c_prep, name, "catalog"), _usable(q_prep, name, "query")
+    c = [x for x, ok in zip(c, c_ok) if ok]
+    q = [x for x, ok in zip(q, q_ok) if ok]
+    c_prep = {v: [p for p, ok in zip(ps, c_ok) if ok] for v, ps in c_prep.items()}
+    q_prep = {v: [p for p, ok in zip(ps, q_ok) if ok] for v, ps in q_prep.items()}
     ql, cl = [x.label for x in q], [x.label for x in c]
-    cat = {"raw": emb.get(cp, "raw")}
-    if clean_catalog:
-        cat["white"] = emb.get(cp, "white")
+    cat = {v: vs.embed(ps, v) for v, ps in c_prep.items()}
     outcomes = {}
     for v in variants:
-        vecs = emb.get(qp, v)
+        vecs = vs.embed(q_prep[v], v)
         for cv, cvecs in cat.items():
             outcomes[v if cv == "raw" else f"{v}|cat_{cv}"] = per_photo(vecs, cvecs, ql, cl)
     cfg = GateConfig()
-    sigs = []
-    for p in qp:
-        a = cached_alpha(p)
-        sigs.append(mask_signals(a, cfg))
-    return {"name": name, "paths": qp, "outcomes": outcomes, "signals": sigs}
+    sigs = [mask_signals(cached_alpha(x.path), cfg) for x in q]
+    return {"name": name, "paths": [x.path for x in q], "outcomes": outcomes, "signals": sigs,
+            "left_out": {"query": int((~q_ok).sum()), "catalog": int((~c_ok).sum())}}
 
 
 def gate_pass(sigs: list[dict], rules: dict) -> np.ndarray:
@@ -269,25 +270,35 @@ def main(argv: list[str] | None = None) -> int:
                     help="only query photos whose mask is cached (quick exploration)")
     ap.add_argument("--rules", default="", help="JSON rules to score instead of fitting")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="cleaned photos and embeddings (default: the evaluation cache)")
+    ap.add_argument("--workers", type=int, default=1, help="cleaning processes (0 = one per core)")
     args = ap.parse_args(argv)
-    emb = Embeddings(hashlib.md5(repr(RefineConfig(enabled=True)).encode()).hexdigest()[:8])
     variants = args.variants.split(",")
+    unknown = [v for v in variants + [args.safe] if v not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    if args.safe not in variants:
+        ap.error(f"--safe {args.safe} must be one of --variants")
+    vs = Variants(args.cache_dir or default_cache_dir(), args.workers)
     limits: dict[str, int | None] = {}
     if args.limit and "=" in args.limit:
         limits = {k: int(v) for k, v in (part.split("=") for part in args.limit.split(","))}
     elif args.limit:
         limits = {s: int(args.limit) for s in (args.sets + "," + args.check_sets).split(",") if s}
-    fitted = [collect(s, limits.get(s), emb, variants, args.clean_catalog, args.cached_only,
+    fitted = [collect(s, limits.get(s), vs, variants, args.clean_catalog, args.cached_only,
                       args.catalog_limit) for s in args.sets.split(",") if s]
-    checked = [collect(s, limits.get(s), emb, variants, args.clean_catalog, args.cached_only,
+    checked = [collect(s, limits.get(s), vs, variants, args.clean_catalog, args.cached_only,
                       args.catalog_limit)
                for s in args.check_sets.split(",") if s]
-    report: dict = {"embedder": EMBEDDER, "safe": args.safe, "sets": {}}
+    report: dict = {"embedder": EMBEDDER, "safe": args.safe, "sets": {},
+                    "clean_keys": {v: clean_key(CONFIGS[v]) for v in variants if CONFIGS[v] is not None}}
     for data in fitted + checked:
         report["sets"][data["name"]] = {
             "variants": {v: {m: round(float(o[m].mean()), 4) for m in ("r1", "r5", "p10", "ap")}
                          for v, o in data["outcomes"].items()},
             "signals_auc": signal_table(data),
+            "left_out": data["left_out"],
         }
     rules = json.loads(args.rules) if args.rules else {}
     if args.fit:
