@@ -18,6 +18,20 @@ from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 from .options import clean_options
 
 
+def _labelled(images: Path, labels: Path | None, from_folders: bool):
+    from search import datasets
+
+    if labels and from_folders:
+        raise click.UsageError("use --labels or --labels-from-folders, not both")
+    try:
+        if labels:
+            return datasets.from_csv(labels, base=images)
+        if from_folders:
+            return datasets.from_folders(images)
+        return datasets.from_stems(datasets.list_images(images))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
 
 def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     """Embed and add items not already in the catalog: (added, skipped, errors).
