@@ -145,7 +145,9 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
 
     @router.post("/catalog/items", response_model=CatalogItem, status_code=201,
                  summary="Add a photo to the catalog (200 with the existing item if its bytes are known)",
-                 responses=error_responses(400, 401, 409, 413, 415, 422, 503, 504))
+                 responses={200: {"model": CatalogItem, "description": "Photo already in the catalog: "
+                                  "its existing item, unchanged"},
+                            **error_responses(400, 401, 409, 413, 415, 422, 503, 504)})
     async def add_item(
         response: Response,
         photo: UploadFile = File(..., description="the product photo"),

@@ -232,8 +232,7 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
         raise click.ClickException(str(exc)) from None
     cat = _open(catalog_dir)
     catalog_items = []
-    for i in cat.ids():
-        it = cat.get(i)
+    for it in cat.items():
         if it.path and it.label:
             catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)

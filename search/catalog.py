@@ -13,7 +13,7 @@ the OS locks are in ``search.locks``. How several processes share a catalog:
   first change takes the lock and ``save()`` releases it (``close()`` releases
   it and drops unsaved changes): a batch of changes is one transaction, written
   once, while other writers wait; ids it returns are final once it is saved.
-* Readers. ``search``, ``get``, ``ids``, ``find_hash``, ``len`` and
+* Readers. ``search``, ``get``, ``ids``, ``items``, ``find_hash``, ``len`` and
   ``header()`` first compare the header's generation with the one in memory and
   load the new one when it changed, so a running server sees other processes'
   writes at its next call. Each call sees one whole generation, never a mix.
@@ -287,6 +287,12 @@ class Catalog:
         with self._lock:
             self._catch_up()
             return self._state.ids()
+
+    def items(self) -> list[Item]:
+        """Every item, by id, all from one generation."""
+        with self._lock:
+            self._catch_up()
+            return self._state.items()
 
     def find_hash(self, content_hash: str) -> list[int]:
         """Ids of items added with this content hash (to skip re-adding a photo)."""

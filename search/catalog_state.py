@@ -156,6 +156,10 @@ class CatalogState:
     def ids(self) -> list[int]:
         return [r[0] for r in self.conn.execute("SELECT id FROM items ORDER BY id")]
 
+    def items(self) -> list[Item]:
+        return [Item(*r) for r in self.conn.execute(
+            "SELECT id, sku, label, path, content_hash, added_at FROM items ORDER BY id")]
+
     def find_hash(self, content_hash: str) -> list[int]:
         return [r[0] for r in self.conn.execute(
             "SELECT id FROM items WHERE content_hash = ? ORDER BY id", (content_hash,))]

@@ -331,7 +331,8 @@ def test_a_format1_catalog_from_the_previous_code_opens_and_grows(tmp_path):
     folder = tmp_path / "old"
     shutil.copytree(FIXTURE, folder)
     cat = Catalog.open(folder)
-    assert cat.ids() == [0, 1, 3] and cat.embedder_name == "cnn:efficientnet_lite0" and len(cat) == 3
+    assert [it.id for it in cat.items()] == cat.ids() == [0, 1, 3] and len(cat) == 3
+    assert cat.embedder_name == "cnn:efficientnet_lite0"
     assert cat.get(0).sku == "\x1b[31mRED\x1b[0m" and cat.get(1).label == "chapeau été 👒"  # read as stored
     vecs = cat._index.index.reconstruct_n(0, 3)
     assert [row[0].id for row in cat.search(vecs, 1)] == [0, 1, 3]
