@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,6 @@ class Engine:
         self.error: str | None = None
         self.catalog = None
         self.embedder = None
-        self._catalog_lock = threading.RLock()
 
     # ---- start-up -------------------------------------------------------
     def load(self) -> None:
@@ -91,13 +89,17 @@ class Engine:
 
         if directory.exists() and not directory.is_dir():
             raise ValueError(f"catalog path is not a folder: {directory}")
-        if (directory / "catalog.json").is_file():
+        try:
             self.catalog = Catalog.open(directory)
-            self.embedder = create_embedder(self.catalog.embedder_name)
-        else:
+        except FileNotFoundError:
             self.embedder = create_embedder(self.settings.embedder or DEFAULT_EMBEDDER)
-            self.catalog = Catalog.create(directory, self.embedder.name, self.embedder.dim)
-            log.info("started an empty catalog in %s (%s)", directory, self.embedder.name)
+            try:
+                self.catalog = Catalog.create(directory, self.embedder.name, self.embedder.dim)
+                log.info("started an empty catalog in %s (%s)", directory, self.embedder.name)
+            except FileExistsError:  # another process created it meanwhile
+                self.catalog = Catalog.open(directory)
+        if self.embedder is None or self.embedder.name != self.catalog.embedder_name:
+            self.embedder = create_embedder(self.catalog.embedder_name)
         self.catalog.check_embedder(self.embedder.name, self.embedder.dim)
 
     def _warm_up(self) -> None:
@@ -140,8 +142,7 @@ class Engine:
     def search_image(self, data: bytes, k: int, config: CleanConfig | None) -> list[Hit]:
         catalog = self._need_catalog()
         _, vectors = self._vector(data, config)
-        with self._catalog_lock:
-            return self._hits(catalog.search(vectors, k)[0])
+        return self._hits(catalog.search(vectors, k)[0])  # the catalog is thread-safe
 
     def search_text(self, text: str, k: int) -> list[Hit]:
         catalog = self._need_catalog()
@@ -150,41 +151,51 @@ class Engine:
         except ValueError as exc:
             raise TextSearchUnsupported(
                 f"text search needs a CLIP catalog; this catalog uses {self.embedder.name}") from exc
-        with self._catalog_lock:
-            return self._hits(catalog.search(vectors, k)[0])
+        return self._hits(catalog.search(vectors, k)[0])
 
     def add_item(self, data: bytes, sku: str, label: str, config: CleanConfig | None) -> dict:
+        """Add a photo; a photo whose bytes are already in the catalog (added by the API or the
+        CLI) is not added again: its existing item is returned with ``added`` False."""
         from hygiene.io import save_image_atomic
+        from search.items import check_text
 
         catalog = self._need_catalog()
+        sku, label = check_text("sku", sku), check_text("label", label)
+        digest = hashlib.sha256(data).hexdigest()  # of the bytes sent, as the CLI hashes files
+        known = catalog.find_hash(digest)
+        if known:
+            return self._item(catalog, known[0], added=False)
         image, vectors = self._vector(data, config)
-        digest = hashlib.sha256(data).hexdigest()
-        # The file name is ours (content hash), never anything the client sent.
-        folder = Path(self.settings.catalog) / ITEM_DIR
-        folder.mkdir(parents=True, exist_ok=True)
+        # The file name is ours (content hash), never anything the client sent; the stored
+        # path is relative to the catalog folder, wherever the server was started.
         fmt = OutputConfig(format="png" if image.mode == "RGBA" else "jpg")
-        path = save_image_atomic(image, folder / f"{digest[:24]}.{fmt.format}", fmt)
-        with self._catalog_lock:
-            ids = catalog.add(vectors, [{"sku": sku, "label": label, "path": str(path),
-                                         "content_hash": digest}])
-            size = len(catalog)
-        return {"id": int(ids[0]), "sku": sku, "label": label, "content_hash": digest, "size": size}
+        rel = f"{ITEM_DIR}/{digest[:24]}.{fmt.format}"
+        (catalog.directory / ITEM_DIR).mkdir(parents=True, exist_ok=True)
+        path = save_image_atomic(image, catalog.resolve_path(rel), fmt)
+        done = catalog.insert(vectors, [{"sku": sku, "label": label, "path": rel, "content_hash": digest}])
+        if not done.new[0]:  # another request or process added the same photo meanwhile
+            if catalog.get(done.ids[0]).path != rel:
+                Path(path).unlink(missing_ok=True)
+            return self._item(catalog, done.ids[0], added=False)
+        return {"id": int(done.ids[0]), "sku": sku, "label": label, "content_hash": digest,
+                "size": len(catalog), "added": True}
+
+    @staticmethod
+    def _item(catalog, item_id: int, added: bool) -> dict:
+        item = catalog.get(item_id)
+        return {"id": int(item.id), "sku": item.sku or "", "label": item.label or "",
+                "content_hash": item.content_hash or "", "size": len(catalog), "added": added}
 
     def remove_item(self, item_id: int) -> dict | None:
         catalog = self._need_catalog()
-        with self._catalog_lock:
-            try:
-                catalog.get(item_id)
-            except KeyError:
-                return None
-            catalog.remove([item_id])
-            return {"id": item_id, "deleted": True, "size": len(catalog)}
+        if not catalog.remove([item_id]):
+            return None
+        return {"id": item_id, "deleted": True, "size": len(catalog)}
 
     def catalog_size(self) -> int | None:
         if self.catalog is None:
             return None
-        with self._catalog_lock:
-            return len(self.catalog)
+        return len(self.catalog)
 
     def _need_catalog(self):
         if self.catalog is None:

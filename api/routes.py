@@ -144,27 +144,49 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
                               hits=[h.__dict__ for h in hits])
 
     @router.post("/catalog/items", response_model=CatalogItem, status_code=201,
-                 summary="Add a photo to the catalog",
-                 responses=error_responses(400, 401, 409, 413, 415, 422, 503, 504))
+                 summary="Add a photo to the catalog (200 with the existing item if its bytes are known)",
+                 responses={200: {"model": CatalogItem, "description": "Photo already in the catalog: "
+                                  "its existing item, unchanged"},
+                            **error_responses(400, 401, 409, 413, 415, 422, 503, 504)})
     async def add_item(
+        response: Response,
         photo: UploadFile = File(..., description="the product photo"),
-        sku: str = Form(..., min_length=1, max_length=200),
-        label: str = Form("", max_length=200),
+        sku: str = Form(..., min_length=1, max_length=200, description="no control characters"),
+        label: str = Form("", max_length=200, description="no control characters"),
         clean: bool = Form(True, description="store and embed the cleaned photo"),
     ) -> CatalogItem:
+        from search.items import check_text
+
         need_catalog()
+        try:
+            check_text("sku", sku)
+            check_text("label", label)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_text", _line(exc)) from None
         data = await read_photo(photo)
         config = CleanConfig(preset=settings.preset, model=settings.model, runtime=settings.runtime) if clean else None
-        return CatalogItem(**await run(engine.add_item, data, sku, label, config))
+        item = await catalog_call(engine.add_item, data, sku, label, config)
+        if not item.pop("added"):
+            response.status_code = 200
+        return CatalogItem(**item)
 
     @router.delete("/catalog/items/{item_id}", response_model=Deleted, summary="Remove a catalog item",
                    responses=error_responses(401, 404, 409, 422, 503, 504))
     async def delete_item(item_id: int = Path(..., ge=0, le=2**62)) -> Deleted:
         need_catalog()
-        done = await run(engine.remove_item, item_id)
+        done = await catalog_call(engine.remove_item, item_id)
         if done is None:
             raise ApiError(404, "not_found", f"no catalog item with id {item_id}")
         return Deleted(**done)
+
+    async def catalog_call(fn, *args):
+        """``run`` for catalog writes: another process writing too long is a 503."""
+        from search.catalog import CatalogBusy
+
+        try:
+            return await run(fn, *args)
+        except CatalogBusy as exc:
+            raise ApiError(503, "catalog_busy", _line(exc), busy) from None
 
     return router
 

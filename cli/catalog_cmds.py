@@ -17,8 +17,6 @@ from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
 from .options import clean_options
 
-BATCH = 32
-
 
 def _labelled(images: Path, labels: Path | None, from_folders: bool):
     from search import datasets
@@ -36,27 +34,58 @@ def _labelled(images: Path, labels: Path | None, from_folders: bool):
 
 
 def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
-    """Embed and add items not already in the catalog: (added, skipped, errors)."""
+    """Embed and add items not already in the catalog: (added, skipped, errors).
+
+    Known photos (same content hash) are skipped before embedding; ``Catalog.insert``
+    applies the same rule under the catalog's write lock, so a photo another process
+    added meanwhile is not added twice either.
+    """
     from hygiene.io import load_image
+    from search.config import DEFAULT_EMBED
+    from search.items import check_text, printable
     from search.photo_cache import file_sha256
 
     added, skipped, errors = 0, 0, []
-    for start in range(0, len(items), BATCH):
+    batch = DEFAULT_EMBED.batch_size
+    for start in range(0, len(items), batch):
         images, rows = [], []
-        for it in items[start:start + BATCH]:
+        for it in items[start:start + batch]:
             try:
+                row = {"sku": check_text("sku", it.sku), "label": check_text("label", it.label)}
                 digest = file_sha256(it.path)
                 if catalog.find_hash(digest):
                     skipped += 1
                     continue
                 images.append(load_image(it.path))
-                rows.append({"sku": it.sku, "label": it.label, "path": str(Path(it.path).resolve()),
-                             "content_hash": digest})
+                rows.append(dict(row, path=str(Path(it.path).resolve()), content_hash=digest))
             except (ValueError, OSError) as exc:
-                errors.append(f"{it.path}: {exc}")
+                errors.append(printable(f"{it.path}: {exc}"))
         if images:
-            added += len(catalog.add_images(images, rows, embedder))
+            catalog.check_embedder(embedder.name, embedder.dim)
+            done = catalog.insert(embedder.embed(images), rows)
+            added += done.n_new
+            skipped += len(done.new) - done.n_new
     return added, skipped, errors
+
+
+def _adding(catalog, items, embedder) -> tuple[int, int, list[str]]:
+    """``_add`` with the catalog's sharing errors as one-line CLI errors."""
+    from search.catalog import CatalogBusy
+
+    try:
+        return _add(catalog, items, embedder)
+    except CatalogBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # e.g. a read-only catalog folder
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+
+
+def _lock_timeout_option(func):
+    from search.config import DEFAULT_STORE
+
+    return click.option("--lock-timeout", type=click.FloatRange(min=0), default=DEFAULT_STORE.lock_timeout,
+                        show_default=True,
+                        help="Seconds to wait while another process writes to the catalog.")(func)
 
 
 def _label_options(func):
@@ -88,45 +117,53 @@ def catalog_group():
 @click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True, help="source:arch[/tag].")
 @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
               help="FAISS index; auto picks by catalog size.")
-def build(images, labels, labels_from_folders, out, embedder, index_type):
+@_lock_timeout_option
+def build(images, labels, labels_from_folders, out, embedder, index_type, lock_timeout):
     """Embed every image under IMAGES into a new catalog at --out.
 
     Example: shelfready catalog build products/ --labels-from-folders --out cat/
     """
     from search import Catalog, create_embedder
+    from search.catalog import CatalogBusy
+    from search.config import StoreConfig
 
     items = _labelled(images, labels, labels_from_folders)
     emb = create_embedder(embedder)
     try:
-        cat = Catalog.create(out, emb.name, emb.dim, index_type)
+        cat = Catalog.create(out, emb.name, emb.dim, index_type, store=StoreConfig(lock_timeout=lock_timeout))
     except FileExistsError as exc:
         raise click.ClickException(f"{exc}; use `shelfready catalog add`") from None
-    _report_add(*_add(cat, items, emb), cat)
+    except (CatalogBusy, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    _report_add(*_adding(cat, items, emb), cat)
 
 
 @catalog_group.command("add")
 @click.argument("catalog", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_label_options
-def add(catalog, images, labels, labels_from_folders):
+@_lock_timeout_option
+def add(catalog, images, labels, labels_from_folders, lock_timeout):
     """Add the images under IMAGES to CATALOG (photos already in it are skipped).
 
     Example: shelfready catalog add cat/ new-products/ --labels new.csv
     """
-    from search import Catalog, create_embedder
+    from search import create_embedder
 
-    cat = _open(catalog)
-    _report_add(*_add(cat, _labelled(images, labels, labels_from_folders), create_embedder(cat.embedder_name)),
-                cat)
+    cat = _open(catalog, lock_timeout)
+    items = _labelled(images, labels, labels_from_folders)
+    _report_add(*_adding(cat, items, create_embedder(cat.embedder_name)), cat)
 
 
-def _open(directory: Path):
+def _open(directory: Path, lock_timeout: float | None = None):
     from search import Catalog
+    from search.config import DEFAULT_STORE, StoreConfig
 
+    store = DEFAULT_STORE if lock_timeout is None else StoreConfig(lock_timeout=lock_timeout)
     try:
-        return Catalog.open(directory)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        return Catalog.open(directory, store=store)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
 
 
 @click.command("search")
@@ -142,6 +179,7 @@ def search_cmd(catalog, image, text, k, as_json):
     """
     from hygiene.io import load_image
     from search import create_embedder
+    from search.items import printable
 
     if (image is None) == (text is None):
         raise click.UsageError("give either IMAGE or --text")
@@ -152,11 +190,12 @@ def search_cmd(catalog, image, text, k, as_json):
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     hits = [h.__dict__ for h in cat.search(vec, k)[0]]
-    if as_json:
+    if as_json:  # ASCII JSON: control characters of older items arrive escaped
         click.echo(json.dumps(hits, indent=2))
         return
-    for rank, h in enumerate(hits, start=1):
-        click.echo(f"{rank:>3}  {h['score']:.4f}  {h['sku']}  {h['label']}  {h['path']}")
+    for rank, h in enumerate(hits, start=1):  # never print an item's control characters raw
+        click.echo(f"{rank:>3}  {h['score']:.4f}  {printable(h['sku'])}  {printable(h['label'])}  "
+                   f"{printable(h['path'])}")
 
 
 @click.command("evaluate")
@@ -193,10 +232,9 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
         raise click.ClickException(str(exc)) from None
     cat = _open(catalog_dir)
     catalog_items = []
-    for i in cat.ids():
-        it = cat.get(i)
+    for it in cat.items():
         if it.path and it.label:
-            catalog_items.append(datasets.LabelledImage(Path(it.path), it.label, it.sku or ""))
+            catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
     try:
         ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name), clean_config,

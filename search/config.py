@@ -86,6 +86,23 @@ class IndexConfig:
             raise ValueError(f"binary_bits must be a multiple of 8, got {self.binary_bits}")
 
 
+@dataclass(frozen=True)
+class StoreConfig:
+    """How processes share a catalog folder (see search/locks.py)."""
+
+    # Seconds a writer waits while another process writes before giving up with a one-line
+    # error. A writer holds the lock for one add/remove + save: well under a second for small
+    # catalogs, but rewriting a 1M-vector HNSW catalog takes minutes (hence not lower).
+    lock_timeout: float = 120.0
+    lock_poll: float = 0.05  # seconds between tries while waiting
+
+    def __post_init__(self) -> None:
+        if not self.lock_timeout >= 0:
+            raise ValueError(f"lock_timeout must be >= 0 seconds, got {self.lock_timeout!r}")
+        if not self.lock_poll > 0:
+            raise ValueError(f"lock_poll must be > 0 seconds, got {self.lock_poll!r}")
+
+
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq", "binary")
 
 
@@ -101,3 +118,4 @@ def auto_index_type(count: int, cfg: IndexConfig | None = None) -> str:
 
 DEFAULT_EMBED = EmbedConfig()
 DEFAULT_INDEX = IndexConfig()
+DEFAULT_STORE = StoreConfig()

@@ -150,7 +150,7 @@ def test_hnsw_removal_filters_then_compacts(tmp_path, data):
     assert len(Catalog.open(tmp_path / "c", config=CFG)) == 901
     cat.remove([1000])
     cat.remove(range(100, 250))  # 25 % > hnsw_compact_ratio (20 %): graph rebuilt without them
-    assert cat._index.ntotal == 750 and len(cat) == 750 and cat._tombstones().size == 0
+    assert cat._index.ntotal == 750 and len(cat) == 750 and cat._state.tombstones().size == 0
     assert top1(cat.search(xb[[300, 999]], 1)) == [300, 999]
     live = xb[250:1000]
     exact = np.argsort(-(xq @ live.T), axis=1)[:, :10] + 250
@@ -303,7 +303,7 @@ def test_crash_during_add_leaves_previous_catalog(tmp_path, data, monkeypatch, v
     if victim == "faiss.write_index":
         monkeypatch.setattr(faiss, "write_index", boom)
     elif victim == "os.replace":
-        monkeypatch.setattr("search.catalog.os.replace", boom)
+        monkeypatch.setattr("search.generations.os.replace", boom)
     else:
         import sqlite3
 
@@ -314,7 +314,7 @@ def test_crash_during_add_leaves_previous_catalog(tmp_path, data, monkeypatch, v
                 raise sqlite3.OperationalError("disk I/O error (simulated)")
             return real_connect(target, *a, **k)
 
-        monkeypatch.setattr("search.catalog.sqlite3.connect", connect)
+        monkeypatch.setattr("search.generations.sqlite3.connect", connect)
     with pytest.raises((OSError, Exception), match="simulated"):
         cat.add(xb[100:300], items(100, 200))
     monkeypatch.undo()

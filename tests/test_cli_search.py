@@ -99,3 +99,75 @@ def test_evaluate_writes_report_and_verdict(built, tmp_path, tmp_path_factory):
     assert f"report: {out / 'index.html'}" in res.output
     data = json.loads((out / "report.json").read_text())
     assert data["settings"]["n_queries"] == 2 and data["settings"]["n_catalog"] >= 10
+
+
+# ---------------------------------------------------------------- item text, shared catalogs
+
+FORMAT1 = ROOT / "tests" / "data" / "catalog_format1"  # items with control characters (older versions)
+
+
+def _controls(text: str) -> list[str]:
+    """Control characters in ``text`` other than the line ends click writes."""
+    import unicodedata
+
+    return [c for c in text if unicodedata.category(c) in ("Cc", "Cs") and c != "\n"]
+
+
+@pytest.mark.slow
+def test_search_never_prints_control_characters_of_stored_items(tmp_path):
+    cat = tmp_path / "old"
+    shutil.copytree(FORMAT1, cat)
+    table = CliRunner().invoke(search_cmd, [str(cat), str(SAMPLES / "dress.jpg"), "-k", "3"])
+    assert table.exit_code == 0, table.output
+    assert not _controls(table.output) and len(table.output.splitlines()) == 3  # no forged lines
+    first = table.output.splitlines()[0]
+    assert "\\x1b[31mRED\\x1b[0m" in first and "dress\\x00nul" in first and "photos/dress.jpg" in first
+    assert "HAT\\r\\nforged line" in table.output and "photos/hat\\x07.jpg" in table.output
+    assert "chapeau été 👒" in table.output and "SHOE-靴" in table.output and "shoes\\x9b2J" in table.output
+    raw = CliRunner().invoke(search_cmd, [str(cat), str(SAMPLES / "dress.jpg"), "-k", "3", "--json"])
+    assert raw.exit_code == 0 and not _controls(raw.output)
+    hits = json.loads(raw.output)  # JSON carries the stored text exactly, escaped in transit
+    assert hits[0]["sku"] == "\x1b[31mRED\x1b[0m" and {h["label"] for h in hits} >= {"chapeau été 👒"}
+
+
+@pytest.mark.slow
+def test_add_refuses_control_characters_per_photo_and_keeps_unicode(built, tmp_path):
+    base, shop, cat = built
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(SAMPLES / "hat-2.jpg", new / "chapeau-été-👒.jpg")
+    shutil.copy(SAMPLES / "shoes-2.jpg", new / "evil\x1b[2J.jpg")
+    res = CliRunner().invoke(catalog_group, ["add", str(cat), str(new)])
+    assert res.exit_code == 1
+    errors = res.stderr.splitlines()
+    assert len(errors) == 1 and not _controls(res.stderr)
+    assert "evil\\x1b[2J.jpg" in errors[0] and "sku contains a control character U+001B" in errors[0]
+    assert "added 1, already present 0, failed 1" in res.stdout
+    hits = json.loads(CliRunner().invoke(search_cmd, [str(cat), str(new / "chapeau-été-👒.jpg"),
+                                                      "--json"]).output)
+    assert hits[0]["sku"] == "chapeau-été-👒" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_add_gives_up_in_one_line_when_another_process_keeps_writing(built, tmp_path):
+    import numpy as np
+
+    from search import Catalog
+
+    base, shop, cat = built
+    new = tmp_path / "new"
+    new.mkdir()
+    with Image.open(shop / "dress.jpg") as im:
+        ImageOps.flip(im).save(new / "dress-flipped.jpg", quality=92)
+    holder = Catalog.open(cat, autosave=False)
+    v = np.zeros((1, holder.dim), np.float32)
+    v[0, 0] = 1.0
+    holder.add(v)  # holds the write lock until save() or close()
+    try:
+        res = CliRunner().invoke(catalog_group, ["add", str(cat), str(new), "--lock-timeout", "0.5"])
+    finally:
+        holder.close()
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.startswith("Error: catalog ") and "is busy" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert "dress-flipped" not in {Catalog.open(cat).get(i).sku for i in Catalog.open(cat).ids()}
