@@ -37,6 +37,11 @@ def dev_data_missing(*parts: str) -> str | None:
     return None
 
 
+def pytest_addoption(parser):
+    parser.addoption("--screenshot-dir", default=None,
+                     help="also save the report screenshots the browser tests take here (e.g. docs/)")
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "devdata(*folders): needs the optional dev data (folders under it); skipped when absent")

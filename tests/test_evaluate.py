@@ -211,11 +211,13 @@ def test_evaluate_sample_photos(tmp_path, tmp_path_factory, embedder):
     assert same.photos[0]["top1_score_raw_raw"] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_evaluate_is_exported():
+def test_evaluate_module_is_not_shadowed_by_its_function():
     import search
+    import search.evaluate as m
 
-    assert search.evaluate is evaluate
-    assert "search.evaluate" in sys.modules
+    assert m is sys.modules["search.evaluate"] and search.evaluate is m
+    assert m.evaluate is evaluate and callable(m.evaluate)
+    assert search.EvalConfig is EvalConfig
 
 
 class _CountingEmbedder:
