@@ -114,3 +114,24 @@ def test_safe_crop_box_is_square_inside_the_photo_and_holds_the_product():
     assert safe_crop_box(blank(), 0.1) is None
     with pytest.raises(ValueError):
         safe_crop_box(a, -0.1)
+
+
+def test_undecided_share_is_one_definition_for_the_gate_and_the_readiness_check():
+    from hygiene.checks import readiness
+    from hygiene.config import PRESETS, CheckConfig
+    from hygiene.confidence import undecided_share
+
+    a = np.zeros((100, 100), np.uint8)
+    a[20:80, 20:80] = 255  # 3600 solid
+    a[20:80, 80:90] = 100  # 600 undecided
+    a[20:80, 90:95] = 26  # at the low bound: not undecided (low < a < high)
+    cfg = GateConfig()
+    assert undecided_share(a, cfg) == pytest.approx(600 / 4200)
+    assert mask_signals(a, cfg)["undecided"] == pytest.approx(600 / 4200, abs=1e-4)
+    report = readiness(Image.fromarray(np.full((100, 100, 3), 255, np.uint8)), PRESETS["ebay"], CheckConfig(),
+                       alpha=a, gate=cfg)
+    assert report["checks"]["mask_confidence"]["value"] == pytest.approx(1 - 600 / 4200, abs=1e-4)
+    wider = GateConfig(low=10)  # the bands are settings: moving one moves both users
+    a[20:80, 90:95] = 20
+    assert undecided_share(a, wider) == pytest.approx(900 / 4500)
+    assert undecided_share(np.zeros((10, 10), np.uint8), cfg) == 1.0  # nothing decided: all unsure
