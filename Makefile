@@ -27,7 +27,7 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 demo: models
-	$(VENV)/bin/shelfready demo sample_images $(DEMO_OUT)
+	$(VENV)/bin/shelfready demo demo_data $(DEMO_OUT)
 
 test: models browser
 	$(PY) -m pytest $(PYTEST_ARGS)

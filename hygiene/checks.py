@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .config import CheckConfig, Preset
+from .config import CheckConfig, GateConfig, Preset
+from .confidence import undecided_share
 from .frame import product_box
 
 
@@ -45,22 +46,14 @@ def sharpness(rgb: np.ndarray, box, side: int) -> float:
     return float(cv2.Laplacian(gray, cv2.CV_64F).var())
 
 
-def undecided_share(alpha: np.ndarray) -> float:
-    """Share of the product's mask that is neither clearly in nor out (0.1 < a < 0.9)."""
-    product = alpha >= 26
-    if not product.any():
-        return 1.0
-    undecided = (alpha > 25) & (alpha < 230)
-    return float(undecided.sum() / product.sum())
-
-
 def readiness(image: Image.Image, preset: Preset, cfg: CheckConfig,
               alpha: np.ndarray | None = None, mask_threshold: int = 128,
-              detail_source: tuple[np.ndarray, tuple] | None = None) -> dict:
+              detail_source: tuple[np.ndarray, tuple] | None = None, gate: GateConfig = GateConfig()) -> dict:
     """Readiness report of ``image`` (RGB or RGBA) for ``preset``.
 
     ``detail_source`` = (rgb, box) of the original photo: sharpness is a property
     of the camera shot, so a cleaned (resampled) image is judged by its source.
+    ``gate`` holds the alpha bands of "undecided" (the same measure as the gate's).
     """
     if image.mode == "RGBA" and alpha is None:
         alpha = np.asarray(image.getchannel("A"))
@@ -90,7 +83,7 @@ def readiness(image: Image.Image, preset: Preset, cfg: CheckConfig,
         sharp = sharpness(*(detail_source or (rgb, box)), cfg.sharpness_side)
         checks["sharpness"] = _check(sharp, cfg.min_sharpness, sharp >= cfg.min_sharpness)
     if alpha is not None:
-        und = undecided_share(alpha)
+        und = undecided_share(alpha, gate)
         checks["mask_confidence"] = _check(1.0 - und, 1.0 - cfg.max_undecided_alpha,
                                            und <= cfg.max_undecided_alpha)
     return {

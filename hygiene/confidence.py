@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import GateConfig
-
 import cv2
 import numpy as np
+
+from .config import GateConfig
 
 # how far past a threshold (in the signal's own units) takes the score from 0.5 to 0 or 1
 MARGIN_SCALE = {"undecided": 0.1, "fg_share": 0.05, "border_touch": 0.1, "objects": 2.0,
                 "main_share": 0.1, "solidity": 0.1, "refine_iou": 0.1}
-SIGNALS = ("undecided", "fg_share", "border_touch", "objects", "main_share", "solidity", "refine_iou")
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,20 @@ def _check(alpha: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} must be an HxW uint8 array, got {alpha.shape} {alpha.dtype}")
 
 
+def undecided_share(alpha: np.ndarray, cfg: GateConfig = GateConfig()) -> float:
+    """THE measure of an unsure mask, used by the gate and the mask_confidence check.
+
+    undecided / (undecided + solid): undecided = pixels with ``cfg.low < alpha <
+    cfg.high``, solid = pixels with ``alpha >= cfg.solid`` (a pixel in both
+    counts twice in the denominator; the gate's thresholds were calibrated on
+    this form). A mask with neither is all unsure: 1.0.
+    """
+    _check(alpha, "alpha")
+    undecided = int(np.count_nonzero((alpha > cfg.low) & (alpha < cfg.high)))
+    solid = int(np.count_nonzero(alpha >= cfg.solid))
+    return undecided / (undecided + solid) if undecided + solid else 1.0
+
+
 def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
                  alpha_refined: np.ndarray | None = None) -> dict:
     """Cheap statistics of an alpha mask (plain floats/ints, JSON-serialisable)."""
@@ -43,12 +56,11 @@ def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
     h, w = alpha.shape
     solid = alpha >= cfg.solid
     n_solid = int(np.count_nonzero(solid))
-    undecided = int(np.count_nonzero((alpha > cfg.low) & (alpha < cfg.high)))
     ring = max(1, round(cfg.border_px_frac * min(h, w)))
     border = np.ones((h, w), bool)
     border[ring:h - ring, ring:w - ring] = False
     sig = {
-        "undecided": undecided / max(1, undecided + n_solid),
+        "undecided": undecided_share(alpha, cfg),
         "fg_share": n_solid / (h * w),
         "border_touch": float(np.count_nonzero(solid & border) / max(1, np.count_nonzero(border))),
         "objects": 0, "main_share": 0.0, "solidity": 0.0, "refine_iou": 1.0,

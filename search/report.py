@@ -20,6 +20,8 @@ from .evaluate import Evaluation
 THUMB_PX = 180
 EXAMPLES = 6  # photos shown for "gained most" and "lost most"
 REVIEW_THUMBS = 24
+GALLERY_MAX = 60  # photos per part (queries, listings) in the before/after gallery, in input order
+GALLERY_PX = 150
 HEADLINE_METRICS = ("R@1", "R@5", "R@10", "P@1", "P@10", "mAP", "MRR")
 VARIANT_TEXT = {"raw/raw": "raw photos vs raw catalog", "clean/raw": "cleaned photos vs raw catalog",
                 "raw/clean": "raw photos vs cleaned catalog", "clean/clean": "cleaned photos vs cleaned catalog"}
@@ -68,21 +70,21 @@ def thumbnail(path: str | Path, px: int = THUMB_PX) -> str:
 
 
 def _figure_uri(fig) -> str:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return _data_uri(buf.getvalue(), "image/png")
 
 
+def _new_axes(width: float, height: float):
+    """A figure of its own (no pyplot: the host program's backend and figure list are left alone)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
 def recall_curve_plot(ev: Evaluation) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = _new_axes(6, 3.6)
     for v in ev.variants:
         ys = ev.curves[v]
         ax.plot(range(1, len(ys) + 1), ys, marker="." if len(ys) < 30 else None, label=VARIANT_TEXT[v])
@@ -104,15 +106,10 @@ def rank_changes(ev: Evaluation, variant: str) -> np.ndarray:
 
 
 def rank_change_plot(ev: Evaluation, variant: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     change = rank_changes(ev, variant)
     lim = max(1.0, float(np.ceil(np.abs(change).max())))
     bins = np.linspace(-lim, lim, int(4 * lim) + 2)
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig, ax = _new_axes(6, 3.2)
     ax.hist(change[change < 0], bins=bins, color="#c0392b", label=f"worse ({int((change < 0).sum())})")
     ax.hist(change[change > 0], bins=bins, color="#27ae60", label=f"better ({int((change > 0).sum())})")
     ax.axvline(0, color="k", lw=0.8)
@@ -138,6 +135,9 @@ th{background:#f7f7f7}td.l,th.l{text-align:left}.ci{color:#777;font-size:12px}
 .pair .small{flex:1;min-width:0;overflow-wrap:anywhere}.ok{color:#1e8449;font-weight:600}.bad{color:#b03a2e;font-weight:600}.small{font-size:12px;color:#666}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;width:140px;font-size:11px}
 .grid img{max-width:140px;max-height:140px}
+.ba{display:flex;flex-wrap:wrap;gap:10px}.ba figure{margin:0;width:312px;border:1px solid #e4e4e4;padding:5px;
+font-size:11px;color:#444}.ba .two{display:flex;gap:6px}.ba .two img{width:150px;height:150px;object-fit:contain;
+background:#f3f3f3}.ba figcaption{margin-top:4px;overflow-wrap:anywhere}
 """
 
 RENDER_CHECK = """<div id="render-check" hidden></div><script>
@@ -155,14 +155,20 @@ def _fmt_ci(m: dict, signed: bool = False) -> str:
     return (f"{f.format(m['mean'])} <span class=ci>[{f.format(m['low'])}, {f.format(m['high'])}]</span>")
 
 
+def ci_level(ev: Evaluation) -> str:
+    """Confidence level of the evaluation's intervals as text ("95%"), from its EvalConfig."""
+    return f"{100 * ev.settings['eval_config']['confidence']:g}%"
+
+
 def verdict_sentence(ev: Evaluation, variant: str) -> str:
     c = ev.comparisons[variant]
     base, new, d = ev.metrics[ev.baseline]["MRR"]["mean"], ev.metrics[variant]["MRR"]["mean"], c["diff"]["MRR"]
     r1b, r1v = ev.metrics[ev.baseline]["R@1"]["mean"], ev.metrics[variant]["R@1"]["mean"]
     what = {"gain": "Cleanup HELPED", "loss": "Cleanup HURT",
             "no significant change": "No significant change"}[c["verdict"]]
-    return (f"{what} ({VARIANT_TEXT[variant]} vs {VARIANT_TEXT[ev.baseline]}): MRR {base:.3f} -> {new:.3f} "
-            f"(difference {d['mean']:+.3f}, 95% CI [{d['low']:+.3f}, {d['high']:+.3f}], Wilcoxon p = "
+    return (f"{what} ({VARIANT_TEXT[variant]}, compared with {VARIANT_TEXT[ev.baseline]}): "
+            f"MRR {base:.3f} -> {new:.3f} "
+            f"(difference {d['mean']:+.3f}, {ci_level(ev)} CI [{d['low']:+.3f}, {d['high']:+.3f}], Wilcoxon p = "
             f"{c['wilcoxon_p_rr']:.3g}); R@1 {r1b:.3f} -> {r1v:.3f}. {c['improved']} photos ranked the "
             f"correct item higher, {c['worse']} lower, {c['same']} unchanged (of {c['n']}).")
 
@@ -237,6 +243,53 @@ def _review(ev: Evaluation) -> str:
             + (f"<ul>{rest}</ul>" if rest else ""))
 
 
+def _failed_checks(path: str, config) -> str:
+    """The readiness checks a photo file fails as it is (``shelfready check``), as text."""
+    from hygiene import check
+    from hygiene.io import load_image
+
+    try:
+        failed = check(load_image(path), config)["failed"]
+    except (ValueError, OSError) as exc:
+        return f"unreadable ({_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})"
+    return "<span class=ok>ready</span>" if not failed else f"fails {_e(', '.join(failed))}"
+
+
+STATUS_TEXT = {"cleaned": "<span class=ok>cleaned: white background</span>",
+               "needs_review": "<span class=bad>needs review: mask not trusted, background kept</span>",
+               "failed": "<span class=bad>failed</span>"}
+
+
+def _gallery(ev: Evaluation) -> str:
+    """Raw | cleaned thumbnails of every cleaned photo (up to GALLERY_MAX a part), with status and checks."""
+    from hygiene.config import CheckConfig, CleanConfig
+
+    cc = ev.settings["clean_config"]
+    config = CleanConfig(preset=cc["preset"], checks=CheckConfig(**cc["checks"]))
+    parts = []
+    for name, rows in (("Query photos", ev.photos), ("Catalog items", ev.catalog)):
+        done = [r for r in rows if r.get("cleaned_path")]
+        if not done:
+            continue
+        figs = []
+        for r in done[:GALLERY_MAX]:
+            reasons = f"<br>{_e(r['reasons'])}" if r.get("reasons") else ""
+            figs.append(
+                f"<figure><div class=two><img src='{thumbnail(r['path'], GALLERY_PX)}' alt='raw'>"
+                f"<img src='{thumbnail(r['cleaned_path'], GALLERY_PX)}' alt='cleaned'></div><figcaption>"
+                f"<b>{_e(r['label'])}</b> {_e(Path(r['path']).name)}<br>"
+                f"{STATUS_TEXT.get(r['status'], _e(r['status']))}{reasons}<br>"
+                f"raw photo: {_failed_checks(r['path'], config)}<br>"
+                f"cleaned photo: {_failed_checks(r['cleaned_path'], config)}</figcaption></figure>")
+        shown = f"the first {GALLERY_MAX} of {len(done)}" if len(done) > GALLERY_MAX else f"all {len(done)}"
+        parts.append(f"<h3>{name}: {shown}</h3><div class=ba>{''.join(figs)}</div>")
+    if not parts:
+        return "<p>No photo was cleaned in this evaluation (raw variants only).</p>"
+    return (f"<p class=small>Each pair: the photo as given | as cleaned (preset {_e(cc['preset'])}). "
+            "Checks: the readiness rules the file fails as it is (<code>shelfready check</code>).</p>"
+            + "".join(parts))
+
+
 def render_html(ev: Evaluation, title: str) -> str:
     s = ev.settings
     cc = s["clean_config"]
@@ -250,13 +303,14 @@ def render_html(ev: Evaluation, title: str) -> str:
         f"<h1>{_e(title)}</h1>",
         f"<p class=small>Embedder {_e(s['embedder'])}; cleanup model {_e(cc['model'])}, preset "
         f"{_e(cc['preset'])}; {s['n_queries']} query photos, {s['n_catalog']} catalog items; "
-        f"{_e(s['ranking'])}; 95% bootstrap CIs over photos ({s['eval_config']['resamples']} resamples, "
+        f"{_e(s['ranking'])}; {ci_level(ev)} bootstrap CIs over photos ({s['eval_config']['resamples']} resamples, "
         f"seed {s['eval_config']['seed']}); verdict = MRR difference CI excludes 0 and Wilcoxon "
         f"p &lt; {s['eval_config']['alpha']}. {_e(s.get('note', ''))}</p>",
         f"<h2>Verdict</h2>{''.join(verdicts)}",
         f"<h2>Numbers</h2>{_metrics_table(ev)}"
         "<p class=small>R@k = share of photos with a correct item in the top k; P@k = share of the top k "
-        "that is correct; mAP and MRR over the full ranking. Brackets: 95% CI.</p>",
+        f"that is correct; mAP and MRR over the full ranking. Brackets: {ci_level(ev)} CI.</p>",
+        f"<h2>Before and after</h2>{_gallery(ev)}",
         f"<h2>Recall@k</h2><img src='{recall_curve_plot(ev)}' alt='recall at k'>",
     ]
     for v in ev.variants:

@@ -2,18 +2,34 @@
 import json
 import shutil
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
 
 
-def test_help_has_an_example_for_each_command():
-    runner = CliRunner()
-    for args in (["clean"], ["check"], ["models", "fetch"], ["models", "list"]):
-        result = runner.invoke(cli, [*args, "--help"])
-        assert result.exit_code == 0, args
-        assert "Example: shelfready" in result.output, args
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every leaf command of the click group, as the words that invoke it."""
+    out = []
+    for name, cmd in sorted(group.commands.items()):
+        path = (*prefix, name)
+        out += command_paths(cmd, path) if isinstance(cmd, click.Group) else [path]
+    return out
+
+
+COMMANDS = command_paths(cli)
+
+
+def test_every_command_is_collected():
+    assert {("clean",), ("check",), ("demo",), ("serve",), ("models", "build-int8")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_help_has_an_example_for_each_command(args):
+    result = CliRunner().invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f"Example: shelfready {' '.join(args)}" in result.output
 
 
 def test_models_list_shows_licences():

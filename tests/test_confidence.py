@@ -2,16 +2,11 @@
 retrieval outcome the calibration explained (bench/calibrate_gate.py)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from hygiene.confidence import GateConfig, assess, mask_signals, safe_crop_box
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def blank(h: int = 100, w: int = 200) -> np.ndarray:
     return np.zeros((h, w), np.uint8)
@@ -78,19 +73,15 @@ def test_mismatched_shapes_raise_value_error():
         mask_signals(np.zeros((10, 10), np.float32))
 
 
-GROCERY = DATA / "grocery_store" / "dataset" / "val" / "Packages"
-
-
 @pytest.mark.slow
-def test_shelf_photo_with_a_bad_cut_out_is_gated():
+def test_shelf_photo_with_a_bad_cut_out_is_gated(shelf_carton_path):
     # Oatghurt_003: a carton held in front of a shelf. u2netp keeps the hand and
     # leaves the carton half-transparent (undecided ~0.57); whitened, the photo
     # fell from rank 1 to rank 33 against the iconic images, the tight crop
     # with the shelf kept stayed at rank 1 (bench.calibrate_gate).
     from hygiene.segment import predict_alpha
 
-    path = GROCERY / "Oatghurt" / "Oatly-Natural-Oatghurt" / "Oatly-Natural-Oatghurt_003.jpg"
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+    rgb = np.asarray(Image.open(shelf_carton_path).convert("RGB"))
     alpha = predict_alpha(Image.fromarray(rgb), "u2netp")
     res = assess(rgb, alpha, None, GateConfig())
     assert not res.passed
@@ -99,13 +90,12 @@ def test_shelf_photo_with_a_bad_cut_out_is_gated():
 
 
 @pytest.mark.slow
-def test_clean_single_garment_passes_the_gate():
+def test_clean_single_garment_passes_the_gate(tshirt_path):
     # a t-shirt laid flat: u2netp's mask is decided (undecided ~0.05), one object,
     # away from the edges; whitening raised its P@10 from 0.5 to 0.8 (bench.calibrate_gate)
     from hygiene.segment import predict_alpha
 
-    path = DATA / "clothing_small" / "validation" / "t-shirt" / "4a9ce2fd-5ffb-438a-93d6-83463910b87a.jpg"
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+    rgb = np.asarray(Image.open(tshirt_path).convert("RGB"))
     alpha = predict_alpha(Image.fromarray(rgb), "u2netp")
     res = assess(rgb, alpha, None, GateConfig())
     assert res.passed, res.reasons
@@ -124,3 +114,24 @@ def test_safe_crop_box_is_square_inside_the_photo_and_holds_the_product():
     assert safe_crop_box(blank(), 0.1) is None
     with pytest.raises(ValueError):
         safe_crop_box(a, -0.1)
+
+
+def test_undecided_share_is_one_definition_for_the_gate_and_the_readiness_check():
+    from hygiene.checks import readiness
+    from hygiene.config import PRESETS, CheckConfig
+    from hygiene.confidence import undecided_share
+
+    a = np.zeros((100, 100), np.uint8)
+    a[20:80, 20:80] = 255  # 3600 solid
+    a[20:80, 80:90] = 100  # 600 undecided
+    a[20:80, 90:95] = 26  # at the low bound: not undecided (low < a < high)
+    cfg = GateConfig()
+    assert undecided_share(a, cfg) == pytest.approx(600 / 4200)
+    assert mask_signals(a, cfg)["undecided"] == pytest.approx(600 / 4200, abs=1e-4)
+    report = readiness(Image.fromarray(np.full((100, 100, 3), 255, np.uint8)), PRESETS["ebay"], CheckConfig(),
+                       alpha=a, gate=cfg)
+    assert report["checks"]["mask_confidence"]["value"] == pytest.approx(1 - 600 / 4200, abs=1e-4)
+    wider = GateConfig(low=10)  # the bands are settings: moving one moves both users
+    a[20:80, 90:95] = 20
+    assert undecided_share(a, wider) == pytest.approx(900 / 4500)
+    assert undecided_share(np.zeros((10, 10), np.uint8), cfg) == 1.0  # nothing decided: all unsure

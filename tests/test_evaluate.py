@@ -14,7 +14,6 @@ from search.photo_cache import clean_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"
-DATA = ROOT.parent / "shared" / "data"
 QUERY_STEMS = ("hat-2", "shoes-2")
 
 
@@ -63,18 +62,19 @@ def test_subset_is_seeded_and_ordered():
         datasets.subset(items, 0)
 
 
-def test_real_dataset_loaders():
-    q, c = datasets.grocery_store("val", root=DATA)
+@pytest.mark.devdata("grocery_store", "clothing_small")
+def test_real_dataset_loaders(dev_data):
+    q, c = datasets.grocery_store("val", root=dev_data)
     assert (len(q), len(c)) == (296, 81)
     assert {x.label for x in q} <= {x.label for x in c}
     assert all(x.path.is_file() for x in c)
-    q_train, _ = datasets.grocery_store("train", root=DATA, limit=400, seed=0)
-    assert len(q_train) == 400 and q_train == datasets.grocery_store("train", root=DATA, limit=400)[0]
-    q, c = datasets.clothing_small(root=DATA)
+    q_train, _ = datasets.grocery_store("train", root=dev_data, limit=400, seed=0)
+    assert len(q_train) == 400 and q_train == datasets.grocery_store("train", root=dev_data, limit=400)[0]
+    q, c = datasets.clothing_small(root=dev_data)
     assert (len(q), len(c)) == (341, 800)
     assert len({x.label for x in c}) == 10
     with pytest.raises(ValueError):
-        datasets.grocery_store("test", root=DATA)
+        datasets.grocery_store("test", root=dev_data)
 
 
 # ---- ranking and statistics (no models) -------------------------------------------------
@@ -231,11 +231,13 @@ def test_evaluate_sample_photos(tmp_path, tmp_path_factory, embedder):
     assert fused.photos[0]["top1_score_fused_raw"] < 1.0  # raw vs fused differ unless cleaning did nothing
 
 
-def test_evaluate_is_exported():
+def test_evaluate_module_is_not_shadowed_by_its_function():
     import search
+    import search.evaluate as m
 
-    assert search.evaluate is evaluate
-    assert "search.evaluate" in sys.modules
+    assert m is sys.modules["search.evaluate"] and search.evaluate is m
+    assert m.evaluate is evaluate and callable(m.evaluate)
+    assert search.EvalConfig is EvalConfig
 
 
 class _CountingEmbedder:

@@ -95,12 +95,10 @@ def test_check_raw_photo_is_not_ready(sample_paths):
     assert not report["checks"]["square"]["passed"]
 
 
-def test_untrusted_mask_gets_the_safe_crop_not_white(shared_data):
+def test_untrusted_mask_gets_the_safe_crop_not_white(shelf_carton_path):
     # A carton held in front of a shelf: u2netp cuts the hand, not the carton
     # (whitened, its rank fell from 1 to 33 in bench.calibrate_gate).
-    path = (shared_data / "grocery_store" / "dataset" / "val" / "Packages" / "Oatghurt"
-            / "Oatly-Natural-Oatghurt" / "Oatly-Natural-Oatghurt_003.jpg")
-    photo = Image.open(path).convert("RGB")
+    photo = Image.open(shelf_carton_path).convert("RGB")
     r = clean(photo, CFG)
     assert r.status == "needs_review"
     assert r.reasons and all("=" in reason for reason in r.reasons)
@@ -114,9 +112,8 @@ def test_untrusted_mask_gets_the_safe_crop_not_white(shared_data):
     assert out.std() > 20
 
 
-def test_trusted_mask_is_whitened(shared_data):
-    path = shared_data / "clothing_small" / "validation" / "t-shirt" / "4a9ce2fd-5ffb-438a-93d6-83463910b87a.jpg"
-    r = clean(Image.open(path), CFG)
+def test_trusted_mask_is_whitened(tshirt_path):
+    r = clean(Image.open(tshirt_path), CFG)
     assert r.status == "cleaned"
     assert r.report["gate"]["passed"] is True
     assert r.report["checks"]["white_background"]["value"] == 1.0

@@ -1,8 +1,9 @@
-"""hygiene.refine on real GrabCut benchmark photos and their ground-truth masks."""
+"""hygiene.refine: mask tidy-up on hand-made masks over a sample photo, and on
+GrabCut benchmark photos with their ground-truth masks (dev data: the benchmark's
+research licence keeps it out of the repository, so those tests skip without it)."""
 from __future__ import annotations
 
-from pathlib import Path
-
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,15 +11,31 @@ from PIL import Image
 from hygiene.refine import RefineConfig, fill_small_holes, keep_main_components, refine_alpha
 
 ON = RefineConfig(enabled=True)
-GRABCUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "iseg_benchmarks" / "GrabCut"
+GRABCUT = "iseg_benchmarks/GrabCut"
+grabcut_test = pytest.mark.devdata(GRABCUT)
 
 
-def load(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rgb, fg bool, scored bool) of a GrabCut benchmark photo."""
-    img = next((GRABCUT / "data_GT").glob(f"{name}.*"))
-    rgb = np.asarray(Image.open(img).convert("RGB"))
-    gt = np.asarray(Image.open(GRABCUT / "boundary_GT" / f"{name}.bmp").convert("L"))
-    return rgb, gt > 200, (gt < 50) | (gt > 200)
+@pytest.fixture(scope="module")
+def load(dev_data):
+    """load(name) -> (rgb, fg bool, scored bool) of a GrabCut benchmark photo."""
+    root = dev_data / GRABCUT
+
+    def _load(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        img = next((root / "data_GT").glob(f"{name}.*"))
+        rgb = np.asarray(Image.open(img).convert("RGB"))
+        gt = np.asarray(Image.open(root / "boundary_GT" / f"{name}.bmp").convert("L"))
+        return rgb, gt > 200, (gt < 50) | (gt > 200)
+    return _load
+
+
+@pytest.fixture(scope="module")
+def photo_and_blob(sample_paths) -> tuple[np.ndarray, np.ndarray]:
+    """A sample photo and a hand-made product mask: a filled ellipse in its middle."""
+    rgb = np.asarray(Image.open(sample_paths[0]).convert("RGB"))
+    h, w = rgb.shape[:2]
+    fg = np.zeros((h, w), np.uint8)
+    cv2.ellipse(fg, (w // 2, h // 2), (w // 3, h // 3), 0, 0, 360, 1, -1)
+    return rgb, fg.astype(bool)
 
 
 def iou(pred: np.ndarray, fg: np.ndarray, scored: np.ndarray) -> float:
@@ -26,7 +43,8 @@ def iou(pred: np.ndarray, fg: np.ndarray, scored: np.ndarray) -> float:
     return np.count_nonzero(p & g) / np.count_nonzero(p | g)
 
 
-def test_ghost_region_is_decided_back_to_product():
+@grabcut_test
+def test_ghost_region_is_decided_back_to_product(load):
     # the failure mode: a patch of the product left half-transparent by the model
     rgb, fg, scored = load("ceramic")
     alpha = np.where(fg, 255, 0).astype(np.uint8)
@@ -44,8 +62,8 @@ def test_ghost_region_is_decided_back_to_product():
     assert np.count_nonzero(refined[ghost] >= 128) > 0.8 * np.count_nonzero(ghost)
 
 
-def test_label_sized_hole_is_filled_but_large_opening_kept():
-    _, fg, _ = load("teddy")
+def test_label_sized_hole_is_filled_but_large_opening_kept(photo_and_blob):
+    _, fg = photo_and_blob
     ys, xs = np.nonzero(fg)
     cy, cx = int(ys.mean()), int(xs.mean())
     holed = fg.copy()
@@ -58,8 +76,8 @@ def test_label_sized_hole_is_filled_but_large_opening_kept():
     assert not fill_small_holes(big, max_share=0.05)[cy, cx]
 
 
-def test_stray_blob_is_dropped_and_the_product_kept():
-    _, fg, _ = load("banana1")
+def test_stray_blob_is_dropped_and_the_product_kept(photo_and_blob):
+    _, fg = photo_and_blob
     noisy = fg.copy()
     noisy[:6, :6] = True  # a speck on the background in the corner
     kept = keep_main_components(noisy, 0.05)
@@ -67,7 +85,8 @@ def test_stray_blob_is_dropped_and_the_product_kept():
     assert np.array_equal(kept, fg)
 
 
-def test_model_edges_are_kept_where_refinement_agrees():
+@grabcut_test
+def test_model_edges_are_kept_where_refinement_agrees(load):
     rgb, fg, _ = load("flower")
     alpha = np.where(fg, 255, 0).astype(np.uint8)
     edge = fg ^ np.roll(fg, 1, axis=1)
@@ -76,8 +95,8 @@ def test_model_edges_are_kept_where_refinement_agrees():
     assert np.count_nonzero(refined[edge & fg] == 200) > 0.9 * np.count_nonzero(edge & fg)
 
 
-def test_disabled_and_empty_masks_are_returned_unchanged():
-    rgb, fg, _ = load("flower")
+def test_disabled_and_empty_masks_are_returned_unchanged(photo_and_blob):
+    rgb, fg = photo_and_blob
     alpha = np.where(fg, 255, 0).astype(np.uint8)
     assert np.array_equal(refine_alpha(rgb, alpha, RefineConfig()), alpha)  # off by default
     empty = np.zeros_like(alpha)
@@ -89,8 +108,8 @@ def test_disabled_and_empty_masks_are_returned_unchanged():
     lambda rgb, a: (rgb, a[1:]),  # size mismatch
     lambda rgb, a: (rgb, a.astype(np.float32)),  # float alpha
 ])
-def test_bad_input_raises_value_error(bad):
-    rgb, fg, _ = load("flower")
+def test_bad_input_raises_value_error(bad, photo_and_blob):
+    rgb, fg = photo_and_blob
     alpha = np.where(fg, 255, 0).astype(np.uint8)
     with pytest.raises(ValueError):
         refine_alpha(*bad(rgb, alpha), ON)
@@ -104,7 +123,8 @@ def test_config_rejects_nonsense():
 
 
 @pytest.mark.slow
-def test_refine_improves_the_u2netp_mask_of_a_grabcut_photo():
+@grabcut_test
+def test_refine_improves_the_u2netp_mask_of_a_grabcut_photo(load):
     # 208001: u2netp leaves part of the object half-transparent (IoU 0.86);
     # GrabCut seeded from the confident pixels recovers it (0.92 in bench.segmentation)
     from hygiene.segment import predict_alpha
