@@ -93,9 +93,9 @@ class Engine:
             raise ValueError(f"catalog path is not a folder: {directory}")
         if (directory / "catalog.json").is_file():
             self.catalog = Catalog.open(directory)
-            self.embedder = create_embedder(self.catalog.embedder_name)
+            self.embedder = create_embedder(self.catalog.embedder_name, runtime=self.settings.runtime)
         else:
-            self.embedder = create_embedder(self.settings.embedder or DEFAULT_EMBEDDER)
+            self.embedder = create_embedder(self.settings.embedder or DEFAULT_EMBEDDER, runtime=self.settings.runtime)
             self.catalog = Catalog.create(directory, self.embedder.name, self.embedder.dim)
             log.info("started an empty catalog in %s (%s)", directory, self.embedder.name)
         self.catalog.check_embedder(self.embedder.name, self.embedder.dim)

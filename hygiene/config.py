@@ -118,23 +118,38 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How models run: threads, spin-waiting, and (later) runtime, precision and device.
+    """How models run: engine, precision, threads, spin-waiting, compiled-model cache.
 
-    Passed down explicitly (``CleanConfig.runtime``), never through environment
-    variables. ``threads`` and ``spin`` change speed, not pixels, so they stay out
-    of the settings fingerprint; anything that can change a mask must not.
+    Passed down explicitly (``CleanConfig.runtime``, ``create_embedder(runtime=...)``),
+    never through environment variables. ``runtime`` and ``precision`` can change
+    pixels, so they are in the settings fingerprint, resolved first (``auto`` is
+    recorded as what really ran, see hygiene/runtime.py); ``threads``, ``spin`` and
+    ``cache_dir`` change speed only and stay out.
     """
 
-    threads: int = 0  # onnxruntime intra-op threads per session; 0 = all cores
+    runtime: str = "auto"  # auto | onnxruntime | openvino (onnxruntime = the model's reference engine)
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 only where the CPU has it natively)
+    threads: int = 0  # intra-op threads per model; 0 = all cores
     spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
+    cache_dir: str | None = None  # OpenVINO compiled/converted models; None = the user cache dir
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
-    def fingerprint_fields(self) -> dict:
-        """The fields that can change results (none of threads/spin)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("threads", "spin")}
+    def fingerprint_fields(self, kind: str = "remover") -> dict:
+        """The fields that can change results, with ``auto`` resolved (none of threads/spin/cache)."""
+        from .runtime import fingerprint_fields
+
+        return fingerprint_fields(self, kind)
+
+
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
