@@ -92,14 +92,14 @@ class Engine:
         try:
             self.catalog = Catalog.open(directory)
         except FileNotFoundError:
-            self.embedder = create_embedder(self.settings.embedder or DEFAULT_EMBEDDER)
+            self.embedder = create_embedder(self.settings.embedder or DEFAULT_EMBEDDER, runtime=self.settings.runtime)
             try:
                 self.catalog = Catalog.create(directory, self.embedder.name, self.embedder.dim)
                 log.info("started an empty catalog in %s (%s)", directory, self.embedder.name)
             except FileExistsError:  # another process created it meanwhile
                 self.catalog = Catalog.open(directory)
         if self.embedder is None or self.embedder.name != self.catalog.embedder_name:
-            self.embedder = create_embedder(self.catalog.embedder_name)
+            self.embedder = create_embedder(self.catalog.embedder_name, runtime=self.settings.runtime)
         self.catalog.check_embedder(self.embedder.name, self.embedder.dim)
 
     def _warm_up(self) -> None:

@@ -40,6 +40,8 @@ class ApiSettings:
     # onnxruntime intra-op threads per call; 0 = all cores, with spinning off (bench/api_load.py,
     # 2 cores: ratio to batch at 1/4/16 clients 0.99/0.94/0.94; cores // workers gave 0.55/1.01/1.00)
     threads: int = 0
+    model_runtime: str = "auto"  # auto | onnxruntime | openvino (hygiene.config.RuntimeConfig.runtime)
+    precision: str = "auto"  # auto | fp32 | bf16
     queue: int = 32  # requests allowed to wait for a worker; more answer 503
     timeout: float = 60.0  # seconds from admission to answer; past it 504
     retry_after: int = 2  # seconds, Retry-After header of a 503
@@ -70,6 +72,7 @@ class ApiSettings:
             raise ValueError("default_k must be between 1 and max_k")
         if self.max_output_size < 64:
             raise ValueError("max_output_size must be >= 64")
+        self.runtime  # noqa: B018 - validates model_runtime / precision
 
     # ---- derived values -------------------------------------------------
     @property
@@ -83,7 +86,8 @@ class ApiSettings:
     @property
     def runtime(self) -> RuntimeConfig:
         """Each call may use every core, with spinning off, so concurrent calls share them."""
-        return RuntimeConfig(threads=self.ort_threads, spin=False)
+        return RuntimeConfig(runtime=self.model_runtime, precision=self.precision,
+                             threads=self.ort_threads, spin=False)
 
     @property
     def capacity(self) -> int:

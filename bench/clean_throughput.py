@@ -41,10 +41,10 @@ _RUSAGE = ("import resource,subprocess,sys;r=subprocess.run(sys.argv[1:]);"
            "print('RUSAGE',r.returncode,u.ru_maxrss,u.ru_utime+u.ru_stime,file=sys.stderr)")
 
 
-def photo_list(n: int) -> list[Path]:
-    photos = sorted((DATA / "clothing_small" / "validation").glob("*/*.jpg"))
+def photo_list(n: int, data: Path = DATA) -> list[Path]:
+    photos = sorted((data / "clothing_small" / "validation").glob("*/*.jpg"))
     if len(photos) < n:
-        raise SystemExit(f"need {n} photos under {DATA / 'clothing_small'}, found {len(photos)}")
+        raise SystemExit(f"need {n} photos under {data / 'clothing_small'}, found {len(photos)}")
     return [photos[int(i * len(photos) / n)] for i in range(n)]
 
 
@@ -91,13 +91,21 @@ def run_timed(cmd: list[str], env: dict) -> dict:
             "tree_rss_mib": peak[0] / 1024}
 
 
-def contenders(models: list[str], workers: list[int]) -> dict[str, tuple[list[str], dict]]:
+def contenders(models: list[str], workers: list[int], runtimes: list[str]) -> dict[str, tuple[list[str], dict]]:
+    """rembg, then shelfready (this checkout's code: ``python -m cli``) per model x workers x runtime.
+
+    A runtime is ``RUNTIME[/PRECISION]`` (e.g. ``auto``, ``openvino/bf16``, ``onnxruntime/fp32``)."""
     env = {k: v for k, v in os.environ.items() if k != "SHELFREADY_THREADS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = {"rembg p -m u2netp": ([str(BIN / "rembg"), "p", "-m", "u2netp"], env)}
     for model in models:
         for w in workers:
-            out[f"shelfready clean --model {model} --workers {w}"] = (
-                [str(BIN / "shelfready"), "clean", "--quiet", "--model", model, "--workers", str(w)], env)
+            for rt in runtimes:
+                engine, _, precision = rt.partition("/")
+                flags = ["--runtime", engine, "--precision", precision or "auto"]
+                out[f"shelfready clean --model {model} --workers {w} {' '.join(flags)}"] = (
+                    [sys.executable, "-m", "cli", "clean", "--quiet", "--model", model, "--workers", str(w),
+                     *flags], env)
     return out
 
 
@@ -119,16 +127,19 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="u2netp", help="comma list of shelfready --model values")
     ap.add_argument("--workers", default="1,2", help="comma list of shelfready --workers values")
+    ap.add_argument("--runtimes", default="auto,openvino/bf16",
+                    help="comma list of RUNTIME[/PRECISION] for shelfready (see --runtime/--precision)")
+    ap.add_argument("--data", type=Path, default=DATA, help="shared data folder [../shared/data]")
     ap.add_argument("--model-limit", action="store_true", help="also run bench/model_speed.py layout")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    runs = contenders(a.models.split(","), [int(w) for w in a.workers.split(",")])
+    runs = contenders(a.models.split(","), [int(w) for w in a.workers.split(",")], a.runtimes.split(","))
     names = list(runs)
     res: dict[str, list[dict]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory(prefix="shelfready-bench-") as tmp:
         src = Path(tmp) / "in"
         src.mkdir()
-        for i, p in enumerate(photo_list(a.n)):
+        for i, p in enumerate(photo_list(a.n, a.data)):
             shutil.copy(p, src / f"{i:03d}_{p.parent.name}.jpg")
         for r in range(a.rounds):
             order = names[r % len(names):] + names[: r % len(names)]
@@ -145,7 +156,9 @@ def main(argv=None) -> int:
     base = statistics.median(m["photos_per_s"] for m in res[names[0]])
     base_cpu = statistics.median(m["cpu"] for m in res[names[0]])
     rows = []
-    print(f"\n{a.n} photos, {a.rounds} rounds, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
+    from profile_clean import cpu_name
+
+    print(f"\n{a.n} photos, {a.rounds} rounds, {cpu_name()}, load avg {os.getloadavg()[0]:.1f}")
     for name in names:
         ms = res[name]
         row = {"contender": name, "photos_per_s": statistics.median(m["photos_per_s"] for m in ms),

@@ -3,6 +3,11 @@
     nice .venv/bin/python bench/embed_speed.py                        # 12 sample_images, x4
     nice .venv/bin/python bench/embed_speed.py --folder ../shared/data/clothing_small/validation --n 256
     nice .venv/bin/python bench/embed_speed.py --threads 0 --batch-sizes 1 8 32
+    nice .venv/bin/python bench/embed_speed.py --runtimes onnxruntime/fp32,openvino/fp32,openvino/bf16
+
+Runtimes (``--runtime``/``--precision`` values; "onnxruntime" is torch eager for the
+embedder) are timed in alternating rounds; cosine is the per-image minimum against
+the first runtime's vectors.
 
 Images are decoded before timing (decoding belongs to io, not the embedder);
 the figure covers preprocessing + forward + normalisation. One warm-up batch
@@ -13,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -38,36 +42,57 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=None, help="embedder name (default: search.config default)")
     ap.add_argument("--folder", type=Path, default=ROOT / "sample_images")
     ap.add_argument("--n", type=int, default=48, help="images per measurement")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 32])
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (0 = all cores; default: torch's)")
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
+    ap.add_argument("--threads", type=int, default=None, help="threads (0 = all cores; default: torch's / all)")
+    ap.add_argument("--runtimes", default="onnxruntime/fp32,openvino/fp32,openvino/bf16",
+                    help="comma list of RUNTIME/PRECISION (onnxruntime = torch for the embedder); "
+                         "the first is the anchor of ratios and cosines")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians reported")
     args = ap.parse_args(argv)
 
+    import statistics
+
+    import numpy as np
     import torch
 
+    from hygiene.config import RuntimeConfig
+    from profile_clean import cpu_name
     from search import create_embedder
 
     images = load_images(args.folder, args.n)
-    emb = create_embedder(args.model, device=args.device, threads=args.threads)
-    env = {"model": emb.name, "device": getattr(emb, "device", "?"), "torch_threads": torch.get_num_threads(),
-           "cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1),
-           "cpu": platform.processor() or platform.machine(), "n_images": len(images),
-           "folder": str(args.folder)}
+    embs = {}
+    for rt in args.runtimes.split(","):
+        engine, _, precision = rt.partition("/")
+        e = create_embedder(args.model, threads=args.threads,
+                            runtime=RuntimeConfig(runtime=engine, precision=precision or "auto"))
+        embs[f"{e.choice.engine}/{e.choice.precision}"] = e
+    env = {"model": args.model or "default", "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
+           "load_avg_1m": round(os.getloadavg()[0], 1), "n_images": len(images), "folder": str(args.folder)}
     print(json.dumps({"env": env}))
-    rows = []
+    names = list(embs)
+    ref = embs[names[0]].embed(images)
+    cos = {k: float((e.embed(images) * ref).sum(1).min()) for k, e in embs.items()}
+    speed = {(k, bs): [] for k in names for bs in args.batch_sizes}
+    for r in range(args.rounds):
+        for bs in args.batch_sizes:
+            for k in names[r % len(names):] + names[: r % len(names)]:
+                e = embs[k]
+                e.batch_size = bs
+                e.embed(images[:bs])  # warm-up
+                t0 = time.perf_counter()
+                e.embed(images)
+                speed[(k, bs)].append(len(images) / (time.perf_counter() - t0))
+                print(json.dumps({"round": r, "runtime": k, "batch_size": bs,
+                                  "images_per_s": round(speed[(k, bs)][-1], 2)}), flush=True)
+    print(f"\n{names[0].split('/')[0]} anchor; {len(images)} images, {args.rounds} alternating rounds, "
+          f"{env['cpu']}, load {env['load_avg_1m']}")
+    print(f"{'runtime':<18} {'batch':>5} {'img/s':>8} {'x anchor':>8} {'min cosine':>10}")
     for bs in args.batch_sizes:
-        emb.batch_size = bs
-        emb.embed(images[:bs])  # warm-up
-        t0 = time.perf_counter()
-        emb.embed(images)
-        dt = time.perf_counter() - t0
-        row = {"batch_size": bs, "images_per_s": round(len(images) / dt, 2), "ms_per_image": round(1000 * dt / len(images), 1)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    print(f"\n{emb.name} on {env['device']}, {env['torch_threads']} torch threads, load {env['load_avg_1m']}")
-    print("batch  images/s  ms/image")
-    for r in rows:
-        print(f"{r['batch_size']:>5}  {r['images_per_s']:>8}  {r['ms_per_image']:>8}")
+        base = statistics.median(speed[(names[0], bs)])
+        for k in names:
+            v = statistics.median(speed[(k, bs)])
+            print(f"{k:<18} {bs:>5} {v:>8.1f} {v / base:>8.2f} {cos[k]:>10.5f}")
+    _ = np
 
 
 if __name__ == "__main__":

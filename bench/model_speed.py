@@ -8,8 +8,8 @@
 Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_int8,
 calibrated on sample_images only; built once into --work), ``fp32@288`` / ``fp32@256``
 (same weights, smaller input: fewer FLOPs, masks differ), ``ov`` (the same fp32 file run by
-OpenVINO instead of onnxruntime, f32 precision; needs ``pip install openvino``, which
-shelfready does not depend on), ``daz`` (fp32 with onnxruntime's denormals-as-zero).
+OpenVINO instead of onnxruntime, f32 precision), ``ovbf16`` (OpenVINO with
+INFERENCE_PRECISION_HINT bf16: native on AMX / AVX512_BF16 CPUs), ``daz`` (fp32 with onnxruntime's denormals-as-zero).
 Every timing is taken interleaved with its anchor (fp32) in the same run; medians
 are printed with the ratio to fp32, wall and CPU time (CPU time is steadier on a
 shared machine).
@@ -76,7 +76,7 @@ def resized_model(work: Path, size: int) -> Path:
 def variant_file(name: str, work: Path) -> tuple[Path, int]:
     base, _, size = name.partition("@")
     size = int(size or 320)
-    if base in ("ov", "daz"):
+    if base in ("ov", "ovbf16", "daz"):
         return models.verify("u2netp"), size
     if base == "int8":
         if size != 320:
@@ -90,12 +90,12 @@ def variant_file(name: str, work: Path) -> tuple[Path, int]:
 class _OpenVinoSession:
     """The two calls of an onnxruntime session this bench uses, run by OpenVINO (f32)."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, precision: str = "f32"):
         try:
             import openvino as ov
         except ImportError:
-            raise SystemExit("the 'ov' variant needs OpenVINO: .venv/bin/pip install openvino") from None
-        cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+            raise SystemExit("the 'ov' variants need OpenVINO: .venv/bin/pip install openvino") from None
+        cfg = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if threads:
             cfg["INFERENCE_NUM_THREADS"] = threads
         model = ov.Core().compile_model(str(path), "CPU", cfg)
@@ -111,7 +111,7 @@ class _OpenVinoSession:
 
 def make_session(path: Path, threads: int, variant: str = "fp32"):
     if variant.startswith("ov"):
-        return _OpenVinoSession(path, threads)
+        return _OpenVinoSession(path, threads, "bf16" if variant.startswith("ovbf16") else "f32")
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -15,7 +15,7 @@ import click
 
 from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
-from .options import clean_options
+from .options import clean_options, runtime_options
 
 
 def _labelled(images: Path, labels: Path | None, from_folders: bool):
@@ -118,7 +118,8 @@ def catalog_group():
 @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
               help="FAISS index; auto picks by catalog size.")
 @_lock_timeout_option
-def build(images, labels, labels_from_folders, out, embedder, index_type, lock_timeout):
+@runtime_options
+def build(images, labels, labels_from_folders, out, embedder, index_type, lock_timeout, runtime_config):
     """Embed every image under IMAGES into a new catalog at --out.
 
     Example: shelfready catalog build products/ --labels-from-folders --out cat/
@@ -128,7 +129,7 @@ def build(images, labels, labels_from_folders, out, embedder, index_type, lock_t
     from search.config import StoreConfig
 
     items = _labelled(images, labels, labels_from_folders)
-    emb = create_embedder(embedder)
+    emb = create_embedder(embedder, runtime=runtime_config)
     try:
         cat = Catalog.create(out, emb.name, emb.dim, index_type, store=StoreConfig(lock_timeout=lock_timeout))
     except FileExistsError as exc:
@@ -237,7 +238,7 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
             catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
     try:
-        ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name), clean_config,
+        ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name, runtime=clean_config.runtime), clean_config,
                       clean_catalog=clean_catalog, config=cfg, progress=not quiet)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

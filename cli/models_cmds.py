@@ -8,6 +8,8 @@ import click
 
 from hygiene import models
 
+from .options import runtime_options
+
 
 @click.group()
 def models_group():
@@ -33,15 +35,27 @@ def fetch(force):
 
 
 @models_group.command("list")
-def list_():
-    """Known models, whether their weights are present, and their licences.
+@runtime_options
+def list_(runtime_config):
+    """Known models, whether their weights are present, their licences, and the engine
+    and precision each would run on here (with --runtime/--precision as given) and why.
 
-    Example: shelfready models list
+    Example: shelfready models list --precision bf16
     """
+    from hygiene import runtime
+
+    caps = runtime.detect()
+    click.echo(f"this CPU: native bf16 {'yes' if caps.native_bf16 else 'no'} ({caps.bf16_source}); "
+               f"OpenVINO {caps.openvino or 'not installed'}")
     for row in models.list_models():
         mark = "present" if row["present"] else "MISSING"
         click.echo(f"{row['name']:<20} {row['kind']:<9} {mark:<8} {row['path']}")
         click.echo(f"{'':<20} licence: {row['licence']}; {row['note']}")
+        try:
+            choice = runtime.resolve(runtime_config, row["kind"], caps)
+            click.echo(f"{'':<20} runs on: {choice.engine} {choice.precision} ({choice.reason})")
+        except models.ModelError as exc:
+            click.echo(f"{'':<20} runs on: error: {exc}")
     for name, licence in models.REMBG_EXTRA_LICENCES.items():
         click.echo(f"{name:<20} remover   optional (rembg downloads it online) licence: {licence}")
 

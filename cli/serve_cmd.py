@@ -5,11 +5,14 @@ defaults in api/settings.py. The app is built here and nowhere else in the CLI.
 """
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
 
 from api.settings import ApiSettings
+
+from .options import runtime_flags
 
 _D = ApiSettings()
 
@@ -36,8 +39,9 @@ _D = ApiSettings()
               help="Allow browser calls from this origin (repeatable) [CORS off].")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default=None, help=f"[{_D.log_level}]")
+@functools.partial(runtime_flags, default=None)
 def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_body_mb, api_keys_file,
-          cors_origins, log_level):
+          cors_origins, log_level, runtime, precision):
     """Serve the HTTP API and the uploader page (http://HOST:PORT/, docs at /docs).
 
     Example: shelfready serve --port 8000 --catalog catalog/ --api-keys-file keys.txt
@@ -48,7 +52,7 @@ def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_bod
         settings = ApiSettings.from_env(
             host=host, port=port, catalog=catalog, embedder=embedder, model=model, workers=workers, queue=queue,
             timeout=timeout, keys_file=api_keys_file, cors_origins=tuple(cors_origins),
-            log_level=log_level,
+            log_level=log_level, model_runtime=runtime, precision=precision,
             max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None)
         settings.all_keys()  # unreadable keys file: fail now, with one line
     except ValueError as exc:

@@ -26,12 +26,18 @@ def _check(value, limit, passed: bool, unit: str = "") -> dict:
 def white_border_share(rgb: np.ndarray, alpha: np.ndarray | None, cfg: CheckConfig) -> float:
     """Share of the border ring that is pure white (or fully transparent)."""
     b = max(1, min(cfg.border_px, min(rgb.shape[:2]) // 4))
-    white = np.all(rgb >= cfg.white_level, axis=2)
-    if alpha is not None:
-        white |= alpha == 0
-    ring = np.ones(white.shape, dtype=bool)
-    ring[b:-b, b:-b] = False
-    return float(white[ring].mean())
+    h = rgb.shape[0]
+    # the ring as four strips (top, bottom, left, right without the corners): only these pixels are read
+    strips = [(slice(0, b), slice(None)), (slice(h - b, h), slice(None)),
+              (slice(b, h - b), slice(0, b)), (slice(b, h - b), slice(-b, None))]
+    white = total = 0
+    for ys, xs in strips:
+        ok = np.all(rgb[ys, xs] >= cfg.white_level, axis=2)
+        if alpha is not None:
+            ok |= alpha[ys, xs] == 0
+        white += int(ok.sum())
+        total += ok.size
+    return white / total
 
 
 def sharpness(rgb: np.ndarray, box, side: int) -> float:
@@ -48,16 +54,19 @@ def sharpness(rgb: np.ndarray, box, side: int) -> float:
 
 def readiness(image: Image.Image, preset: Preset, cfg: CheckConfig,
               alpha: np.ndarray | None = None, mask_threshold: int = 128,
-              detail_source: tuple[np.ndarray, tuple] | None = None, gate: GateConfig = GateConfig()) -> dict:
+              detail_source: tuple[np.ndarray, tuple] | None = None, gate: GateConfig = GateConfig(),
+              rgb: np.ndarray | None = None) -> dict:
     """Readiness report of ``image`` (RGB or RGBA) for ``preset``.
 
     ``detail_source`` = (rgb, box) of the original photo: sharpness is a property
     of the camera shot, so a cleaned (resampled) image is judged by its source.
     ``gate`` holds the alpha bands of "undecided" (the same measure as the gate's).
+    ``rgb``: the image's RGB pixels when the caller has them already (no copy made).
     """
     if image.mode == "RGBA" and alpha is None:
         alpha = np.asarray(image.getchannel("A"))
-    rgb = np.asarray(image.convert("RGB"))
+    if rgb is None:
+        rgb = np.asarray(image.convert("RGB"))
     h, w = rgb.shape[:2]
     if alpha is not None:
         box = product_box(alpha, mask_threshold)

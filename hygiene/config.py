@@ -57,7 +57,7 @@ class CheckConfig:
     min_white_border: float = 0.99  # share of border pixels that must be pure white
     min_sharpness: float = 60.0  # variance of the Laplacian on a 1024 px long side
     max_centre_offset: float = 0.05  # product-box centre vs canvas centre, share of side
-    max_undecided_alpha: float = 0.05  # share of the mask with 0.1 < alpha < 0.9
+    max_undecided_alpha: float = 0.05  # undecided share (hygiene.confidence.undecided_share, the gate's bands)
     sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
 
 
@@ -118,23 +118,38 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """How models run: threads, spin-waiting, and (later) runtime, precision and device.
+    """How models run: engine, precision, threads, spin-waiting, compiled-model cache.
 
-    Passed down explicitly (``CleanConfig.runtime``), never through environment
-    variables. ``threads`` and ``spin`` change speed, not pixels, so they stay out
-    of the settings fingerprint; anything that can change a mask must not.
+    Passed down explicitly (``CleanConfig.runtime``, ``create_embedder(runtime=...)``),
+    never through environment variables. ``runtime`` and ``precision`` can change
+    pixels, so they are in the settings fingerprint, resolved first (``auto`` is
+    recorded as what really ran, see hygiene/runtime.py); ``threads``, ``spin`` and
+    ``cache_dir`` change speed only and stay out.
     """
 
-    threads: int = 0  # onnxruntime intra-op threads per session; 0 = all cores
+    runtime: str = "auto"  # auto | onnxruntime | openvino (onnxruntime = the model's reference engine)
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 only where the CPU has it natively)
+    threads: int = 0  # intra-op threads per model; 0 = all cores
     spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
+    cache_dir: str | None = None  # OpenVINO compiled/converted models; None = the user cache dir
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
-    def fingerprint_fields(self) -> dict:
-        """The fields that can change results (none of threads/spin)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("threads", "spin")}
+    def fingerprint_fields(self, kind: str = "remover") -> dict:
+        """The fields that can change results, with ``auto`` resolved (none of threads/spin/cache)."""
+        from .runtime import fingerprint_fields
+
+        return fingerprint_fields(self, kind)
+
+
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -149,7 +164,7 @@ class CleanConfig:
     transparent: bool = False  # keep a transparent PNG instead of white
     mask_threshold: int = 128  # alpha >= this counts as product for the box
     min_component_share: float = 0.05  # mask blobs smaller than this share of the largest are dropped
-    fg_estimation: bool = True  # pymatting foreground colour estimation at edges
+    fg_estimation: bool = True  # foreground colour estimation at soft edges (blur-fusion, compose.py)
     checks: CheckConfig = field(default_factory=CheckConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     gate: GateConfig = field(default_factory=GateConfig)

@@ -100,24 +100,28 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
     t = time.perf_counter()
     if reasons:
         out = _safe_treatment(rgb, raw_alpha, config)
-        out_alpha, box = None, None
+        out_alpha, box, out_rgb = None, None, None
         status = NEEDS_REVIEW
     else:
         layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
         pw, ph = layout.placed[2] - layout.placed[0], layout.placed[3] - layout.placed[1]
         # foreground colours are estimated at the photo's own resolution (cheaper than
-        # on the upscaled canvas, and upscaling adds no edge information)
+        # on the upscaled canvas, and upscaling adds no edge information), on the box only
         x0, y0, x1, y1 = box
-        fg = rgb[y0:y1, x0:x1]
+        fg, box_a = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
         if config.fg_estimation:
-            fg = compose.estimate_foreground(fg, alpha[y0:y1, x0:x1])
-        region_rgb = frame.resize_region(fg, (0, 0, x1 - x0, y1 - y0), pw, ph)
-        region_a = frame.resize_region(alpha, box, pw, ph)
-        cut = compose.composite(region_rgb, region_a, config.transparent)
-        arr = np.asarray(cut)
-        background = (255, 255, 255, 0) if config.transparent else (255, 255, 255)
-        out = Image.fromarray(frame.place(arr, layout, background), cut.mode)
-        out_alpha = frame.place(region_a, layout, 0)
+            fg = compose.estimate_foreground(fg, box_a)
+        # one resize of colour and alpha together (cv2 filters each channel alike)
+        region = frame.resize_region(np.dstack([fg, box_a]), (0, 0, x1 - x0, y1 - y0), pw, ph)
+        region_rgb, region_a = region[..., :3], region[..., 3]
+        if config.transparent:
+            out_arr = frame.place(region, layout, (255, 255, 255, 0))
+            out = Image.fromarray(out_arr, "RGBA")
+            out_rgb = None
+        else:
+            out_arr = out_rgb = frame.place(compose.on_white(region_rgb, region_a), layout, 255)
+            out = Image.fromarray(out_arr, "RGB")
+        out_alpha = frame.place(np.ascontiguousarray(region_a), layout, 0)
         status = CLEANED
         if layout.upscale_limited:
             reasons.append(f"photo too small: canvas {layout.canvas} px instead of "
@@ -127,7 +131,7 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
     t = time.perf_counter()
     report = checks.readiness(out, config.preset_rules, config.checks, alpha=out_alpha,
                               mask_threshold=config.mask_threshold,
-                              detail_source=(rgb, box) if box else None)
+                              detail_source=(rgb, box) if box else None, gate=config.gate, rgb=out_rgb)
     if gate is not None:
         report["gate"] = {"passed": gate.passed, "score": gate.score, "signals": gate.signals}
     timings["checks"] = time.perf_counter() - t
@@ -140,4 +144,4 @@ def check(image: Image.Image, config: CleanConfig = CleanConfig()) -> dict:
     """Readiness report of a photo as it is (no cleanup, no model)."""
     alpha = _input_alpha(image)
     return checks.readiness(image if alpha is None else image.convert("RGBA"), config.preset_rules,
-                            config.checks, alpha=alpha, mask_threshold=config.mask_threshold)
+                            config.checks, alpha=alpha, mask_threshold=config.mask_threshold, gate=config.gate)

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from . import models
+from . import runtime as runtime_mod
 from .config import RuntimeConfig
 
 INT8 = "u2netp-int8"
@@ -78,21 +79,30 @@ def _options(runtime: RuntimeConfig):
 
     The API server turns spinning off: its concurrent calls share the cores, and a
     spinning thread would burn a core another call needs."""
-    import onnxruntime as ort
+    return runtime_mod.ort_options(runtime.threads, runtime.spin)
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if runtime.threads:
-        opts.intra_op_num_threads = runtime.threads
-        opts.inter_op_num_threads = 1
-    if not runtime.spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
+
+def _openvino_class(base, path: Path | None, choice, runtime: RuntimeConfig):
+    """``base`` whose inner session is an OpenVINO runner instead of onnxruntime's.
+
+    rembg's sessions only call ``inner_session.get_inputs()`` and ``.run()``, which the
+    runner provides, so rembg's pre/post-processing runs unchanged."""
+
+    def __init__(self, model_name, *args, **kwargs):
+        self.model_name = model_name
+        weights = path if path is not None else Path(base.download_models(*args, **kwargs))
+        self.inner_session = runtime_mod.build_runner(weights, choice, runtime)
+
+    return type(f"OpenVino{base.__name__}", (base,), {"__init__": __init__})
 
 
 def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
-    """One session per (model, runtime settings, model folder) per process, created on first use."""
-    key = (name, runtime, str(models.rembg_home()))
+    """One session per (model, runtime settings, model folder) per process, created on first use.
+
+    ``session.inner_session`` is onnxruntime's session or an OpenVINO runner (see
+    hygiene/runtime.py), as ``runtime`` resolves on this machine."""
+    choice = runtime_mod.resolve(runtime, "remover")
+    key = (name, runtime, choice, str(models.rembg_home()))
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is not None:
@@ -100,7 +110,9 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
         base = _session_class(name)
         path = _local_weights(name)
         try:
-            if path is not None:
+            if choice.engine == runtime_mod.OPENVINO:
+                session = _openvino_class(base, path, choice, runtime)(name)
+            elif path is not None:
                 attrs = {"download_models": classmethod(lambda c, *a, **k: str(path))}
                 if name == INT8:
                     attrs["name"] = classmethod(lambda c, *a, **k: INT8)
@@ -110,11 +122,11 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
                 session = base(name, _options(runtime), providers=["CPUExecutionProvider"])
         except models.ModelError:
             raise
-        except Exception as exc:  # onnxruntime / download failure -> one line
+        except Exception as exc:  # onnxruntime / openvino / download failure -> one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = f"; run `{models.FETCH_COMMAND}`" if name in models.MODELS or name == INT8 else (
                 f"; put {name}.onnx in {models.rembg_home() / 'models' / name} or go online")
-            raise models.ModelError(f"cannot load remover {name!r}: {first}{hint}") from None
+            raise models.ModelError(f"cannot load remover {name!r} on {choice.engine}: {first}{hint}") from None
         _SESSIONS[key] = session
         return session
 

@@ -5,7 +5,9 @@ arguments (or falls back to the module-level defaults below).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from hygiene.config import RuntimeConfig
 
 DEFAULT_EMBEDDER = "cnn:efficientnet_lite0"
 
@@ -25,6 +27,9 @@ class EmbedConfig:
     resize_mode: str = "crop"
     image_size: int = 224
     crop_pct: float = 0.875  # timm's value for tf_efficientnet_lite0; only used by "crop"
+    # engine and precision of the CNN (auto: OpenVINO when installed, bf16 where the CPU has
+    # it natively; see hygiene/runtime.py); open_clip models always run on torch
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
@@ -52,6 +53,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from hygiene import runtime as runtime_mod
+from hygiene.config import RuntimeConfig
 from hygiene.models import ModelError
 
 from .config import DEFAULT_EMBED, EmbedConfig
@@ -179,9 +182,6 @@ class _TorchEmbedder:
         self.device = device
         self.batch_size = batch_size
 
-    def _forward_images(self, batch):  # pragma: no cover - overridden
-        raise NotImplementedError
-
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
 
@@ -203,15 +203,15 @@ class _TorchEmbedder:
         raise ValueError(f"{self.name} is an image-only model: it has no text tower")
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} dim={self.dim} device={self.device}>"
+        choice = getattr(self, "choice", None)
+        engine = f" {choice.engine}/{choice.precision}" if choice else ""
+        return f"<{type(self).__name__} {self.name} dim={self.dim} device={self.device}{engine}>"
 
 
 # --------------------------------------------------------------------------- CNN
 
-# arch -> (timm model name, feature dim, hygiene.models weight name)
-CNN_ARCHS: dict[str, tuple[str, int, str]] = {
-    "efficientnet_lite0": ("tf_efficientnet_lite0", 1280, "efficientnet_lite0"),
-}
+# arch -> feature dim (the weights: hygiene.models "efficientnet_lite0", loaded into timm's model)
+CNN_ARCHS: dict[str, int] = {"efficientnet_lite0": 1280}
 
 
 def load_efficientnet_lite0(num_classes: int = 0):
@@ -279,19 +279,73 @@ def cnn_transform(cfg: EmbedConfig = DEFAULT_EMBED):
 
 
 class CnnEmbedder(_TorchEmbedder):
-    """ImageNet CNN, pooled penultimate features."""
+    """ImageNet CNN, pooled penultimate features, on torch or OpenVINO (``runtime``).
 
-    def __init__(self, name: ModelName, device: str, cfg: EmbedConfig) -> None:
+    On OpenVINO the torch module is converted once (``openvino_model``) and the
+    IR is cached on disk; preprocessing is the same torch transform either way.
+    """
+
+    def __init__(self, name: ModelName, device: str, cfg: EmbedConfig,
+                 runtime: RuntimeConfig = RuntimeConfig()) -> None:
         if name.arch not in CNN_ARCHS:
             raise ValueError(f"unknown cnn architecture {name.arch!r}; known: {', '.join(CNN_ARCHS)}")
         if name.tag is not None:
             raise ValueError(f"cnn:{name.arch} takes no tag (its weights ship with a Python package)")
-        _, dim, _ = CNN_ARCHS[name.arch]
-        self.name, self.dim = str(name), dim
+        self.name, self.dim = str(name), CNN_ARCHS[name.arch]
+        self.choice = runtime_mod.resolve(runtime, "embedder") if device == "cpu" else runtime_mod.Choice(
+            runtime_mod.TORCH, runtime_mod.FP32, f"{device}: torch")
         super().__init__(load_efficientnet_lite0(num_classes=0), cnn_transform(cfg), device, cfg.batch_size)
+        self.runner = None
+        if self.choice.engine == runtime_mod.OPENVINO:
+            ir = openvino_model(self.model, self.choice.precision, runtime, cfg.image_size)
+            self.runner = runtime_mod.OpenVinoRunner(
+                runtime_mod.compile_openvino(ir, self.choice.precision, runtime.threads, _cache_dir(runtime)))
 
     def _forward_images(self, batch):
-        return self.model(batch)
+        if self.runner is None:
+            return self.model(batch)
+        import torch
+
+        (feats,) = self.runner.run(None, {self.runner.get_inputs()[0].name: batch.numpy()})
+        return torch.from_numpy(feats)
+
+
+def _cache_dir(runtime: RuntimeConfig) -> Path:
+    return Path(runtime.cache_dir) if runtime.cache_dir else runtime_mod.default_cache_dir()
+
+
+def openvino_model(model, precision: str, runtime: RuntimeConfig, image_size: int) -> Path:
+    """The EfficientNet-Lite0 torch module as OpenVINO IR, converted on first use.
+
+    Cached as ``<cache>/efficientnet_lite0-<weights sha256[:16]>-ov<version>-<precision>-<size>.xml``
+    (weights kept in fp32 in the IR; the precision hint applies at compile time).
+    Written to a temp name and renamed, so a crash never leaves half an IR.
+    """
+    import hashlib
+
+    import openvino as ov
+    import torch
+
+    from hygiene.models import verify
+
+    with open(verify("efficientnet_lite0"), "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
+    version = ov.get_version().split("-")[0]
+    folder = _cache_dir(runtime)
+    target = folder / f"efficientnet_lite0-{digest}-ov{version}-{precision}-{image_size}.xml"
+    if target.is_file() and target.with_suffix(".bin").is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, 3, image_size, image_size)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace deprecation notes from the converter
+        converted = ov.convert_model(model.eval(), example_input=example,
+                                     input=[ov.PartialShape([-1, 3, image_size, image_size])])
+    tmp = folder / f".{target.stem}.{os.getpid()}.xml"
+    ov.save_model(converted, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(tmp, target)
+    return target
 
 
 # --------------------------------------------------------------------------- open_clip
@@ -300,7 +354,8 @@ class CnnEmbedder(_TorchEmbedder):
 class ClipEmbedder(_TorchEmbedder):
     """open_clip model: image and text towers, open_clip's own eval transform."""
 
-    def __init__(self, name: ModelName, device: str, cfg: EmbedConfig) -> None:
+    def __init__(self, name: ModelName, device: str, cfg: EmbedConfig,
+                 runtime: RuntimeConfig = RuntimeConfig()) -> None:
         import open_clip
         import torch
 
@@ -336,6 +391,7 @@ class ClipEmbedder(_TorchEmbedder):
         self.name = str(name)
         self.dim = int(open_clip.get_model_config(name.arch)["embed_dim"])
         self.tokenizer = open_clip.get_tokenizer(name.arch)
+        self.choice = runtime_mod.Choice(runtime_mod.TORCH, runtime_mod.FP32, "open_clip models run on torch")
         super().__init__(model, preprocess, device, cfg.batch_size)
 
     def _forward_images(self, batch):
@@ -368,16 +424,22 @@ def create_embedder(
     threads: int | None = None,
     batch_size: int | None = None,
     config: EmbedConfig | None = None,
+    runtime: RuntimeConfig | None = None,
 ) -> Embedder:
     """Build the embedder called ``name`` (default: the offline CNN).
 
     ``device`` None = CUDA when available, else CPU. ``threads`` None leaves
     torch's thread count alone (the caller owns it), 0 = all cores, n = n.
-    ``batch_size`` overrides ``config.batch_size``.
+    ``batch_size`` overrides ``config.batch_size``. ``runtime`` (engine and precision,
+    see hygiene/runtime.py) defaults to ``config.runtime``; its ``threads`` is used
+    when ``threads`` is None.
     """
     cfg = config or DEFAULT_EMBED
     if batch_size is not None:
         cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    rt = runtime or cfg.runtime
+    if threads is not None:
+        rt = dataclasses.replace(rt, threads=threads)
     parsed = parse_name(name or cfg.embedder)
     _set_threads(threads)
-    return BACKENDS[parsed.source](parsed, _pick_device(device), cfg)
+    return BACKENDS[parsed.source](parsed, _pick_device(device), cfg, rt)

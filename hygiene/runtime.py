@@ -1,0 +1,244 @@
+"""Which engine and precision run a model here, and a runner for an ONNX file.
+
+``resolve(runtime, kind)`` turns a ``RuntimeConfig`` (``runtime`` auto|onnxruntime|openvino,
+``precision`` auto|fp32|bf16) into the concrete ``Choice`` for one kind of model, with
+the reason. The rule for ``auto`` follows the measurements of bench/model_speed.py
+and bench/embed_speed.py (README, "Speed"):
+
+* bf16 only where the CPU computes it natively (AMX or AVX512_BF16), read from
+  OpenVINO's ``OPTIMIZATION_CAPABILITIES`` or, without OpenVINO, the CPU flags
+  ``amx_bf16`` / ``avx512_bf16``; fp32 elsewhere. bf16 needs OpenVINO.
+* removers: fp32 on onnxruntime (rembg's own engine): at fp32 OpenVINO measured no
+  faster, and bf16 (about 2x faster for u2netp) moves masks more than the accuracy
+  guard allows (``AUTO_BF16``), so it is opt-in (``precision="bf16"``, on OpenVINO).
+* the embedder: OpenVINO f32 whenever it is installed (faster than torch eager);
+  its reference engine is torch. bf16 is opt-in here too (``AUTO_BF16``).
+
+``runtime="onnxruntime"`` names each model's reference engine: onnxruntime for the
+ONNX removers, torch for the torch embedder.
+
+``build_runner(path, choice, threads, spin, cache_dir)`` gives an object with
+onnxruntime's calling convention (``get_inputs()``, ``get_outputs()``,
+``run(output_names, feed)``) whichever engine runs, so the removers' pre- and
+post-processing (rembg's, or hygiene.segment's) stays the same code.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import RuntimeConfig
+from .models import ModelError
+
+ONNXRUNTIME, OPENVINO, TORCH = "onnxruntime", "openvino", "torch"
+FP32, BF16 = "fp32", "bf16"
+KINDS = ("remover", "embedder")
+_OV_PRECISION = {FP32: "f32", BF16: "bf16"}
+# Does "auto" use bf16 for this kind (where the CPU has it)? Only if bf16 passes the
+# accuracy guard of tests/test_runtime_accuracy.py. u2netp in bf16 (OpenVINO 2026.4,
+# AVX512_BF16) gave mask IoU 0.973-1.000 vs fp32 on the sample photos, below the 0.99
+# bound on 5 of 12; EfficientNet-Lite0 in bf16 gave cosine 0.998 (bound 0.999). So both
+# stay fp32 unless bf16 is asked for.
+AUTO_BF16 = {"remover": False, "embedder": False}
+
+
+class RuntimeUnavailable(ModelError):
+    """The requested engine is not installed (one-line message naming the fix)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers: OpenVINO's version (None = not installed) and native bf16."""
+
+    openvino: str | None
+    native_bf16: bool
+    bf16_source: str  # where native_bf16 was read from
+
+
+@dataclass(frozen=True)
+class Choice:
+    engine: str  # onnxruntime | openvino | torch
+    precision: str  # fp32 | bf16
+    reason: str
+
+    def fields(self) -> dict:
+        """The part of the choice that can change results (recorded in fingerprints)."""
+        return {"runtime": self.engine, "precision": self.precision}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def detect() -> Capabilities:
+    """This machine's capabilities (cached; importing OpenVINO is the slow part)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        flags = _cpu_flags()
+        native = bool(flags & {"amx_bf16", "avx512_bf16"})
+        return Capabilities(None, native, "/proc/cpuinfo flags amx_bf16/avx512_bf16")
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    version = ov.get_version().split("-")[0]
+    return Capabilities(version, "BF16" in caps, "OpenVINO OPTIMIZATION_CAPABILITIES")
+
+
+def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None) -> Choice:
+    """The concrete engine and precision for a ``kind`` of model ("remover" | "embedder").
+
+    ``caps`` defaults to this machine's (``detect()``); pass one to decide for another.
+    Raises RuntimeUnavailable when OpenVINO is asked for explicitly and is missing.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    caps = caps or detect()
+    reference = ONNXRUNTIME if kind == "remover" else TORCH
+    have_ov = caps.openvino is not None
+    cpu = "native bf16" if caps.native_bf16 else "no native bf16"
+    if runtime.runtime == OPENVINO and not have_ov:
+        raise RuntimeUnavailable("runtime 'openvino' is not installed; run `pip install openvino`")
+
+    # precision first: it decides the engine under "auto"
+    if runtime.precision == BF16 and not caps.native_bf16:
+        precision, why = FP32, f"bf16 asked, but this CPU has {cpu} ({caps.bf16_source}): fp32"
+    elif runtime.precision == BF16 and (runtime.runtime == ONNXRUNTIME or not have_ov):
+        precision, why = FP32, f"bf16 asked, but it needs OpenVINO and {reference} runs: fp32"
+    elif runtime.precision == BF16:
+        precision, why = BF16, f"bf16 asked; CPU has {cpu}"
+    elif runtime.precision == FP32:
+        precision, why = FP32, "fp32 asked"
+    elif not AUTO_BF16[kind]:
+        precision, why = FP32, f"auto: bf16 fails the {kind} accuracy guard (fp32 kept)"
+    elif caps.native_bf16 and have_ov and runtime.runtime != ONNXRUNTIME:
+        precision, why = BF16, f"auto: CPU has {cpu} ({caps.bf16_source})"
+    else:
+        precision = FP32
+        why = (f"auto: CPU has {cpu}" if not caps.native_bf16 else
+               "auto: bf16 needs OpenVINO" + ("" if have_ov else " (not installed)"))
+
+    if runtime.runtime == ONNXRUNTIME:
+        engine, how = reference, f"{reference} asked"
+    elif runtime.runtime == OPENVINO:
+        engine, how = OPENVINO, "openvino asked"
+    elif not have_ov:
+        engine, how = reference, "auto: OpenVINO not installed"
+    elif precision == BF16:
+        engine, how = OPENVINO, f"auto: OpenVINO {caps.openvino} for bf16"
+    elif kind == "embedder":
+        engine, how = OPENVINO, f"auto: OpenVINO {caps.openvino} f32 beats torch eager"
+    else:
+        engine, how = reference, "auto: at fp32 OpenVINO is no faster than onnxruntime"
+    return Choice(engine, precision, f"{how}; {why}")
+
+
+def fingerprint_fields(runtime: RuntimeConfig, kind: str = "remover") -> dict:
+    """What really runs (auto resolved), for manifests: {"runtime": ..., "precision": ...}."""
+    return resolve(runtime, kind).fields()
+
+
+# --------------------------------------------------------------------------- runners
+
+
+@dataclass(frozen=True)
+class _Port:
+    name: str
+    shape: tuple
+
+
+class OpenVinoRunner:
+    """An OpenVINO compiled model with onnxruntime's ``run(output_names, feed)``.
+
+    Thread-safe: each calling thread gets its own infer request.
+    """
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+        self._inputs = [_Port(p.get_any_name(), tuple(p.get_partial_shape())) for p in compiled.inputs]
+        self._outputs = [_Port(p.get_any_name() if p.get_names() else f"out{i}", tuple(p.get_partial_shape()))
+                         for i, p in enumerate(compiled.outputs)]
+        self._local = threading.local()
+
+    def get_inputs(self) -> list[_Port]:
+        return self._inputs
+
+    def get_outputs(self) -> list[_Port]:
+        return self._outputs
+
+    def _request(self):
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.compiled.create_infer_request()
+        return req
+
+    def run(self, output_names, feed: dict) -> list[np.ndarray]:
+        req = self._request()
+        result = req.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+        names = [p.name for p in self._outputs]
+        wanted = output_names or names
+        return [np.array(result[self.compiled.outputs[names.index(n)]]) for n in wanted]
+
+
+def default_cache_dir() -> Path:
+    """Per-user cache of OpenVINO's compiled models and converted IR files."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("shelfready")) / "openvino"
+
+
+def ov_config(precision: str, threads: int, cache_dir: Path | None) -> dict:
+    """OpenVINO CPU properties for one compiled model (latency: one stream)."""
+    cfg = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
+           "NUM_STREAMS": 1}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = threads
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cfg["CACHE_DIR"] = str(cache_dir)
+    return cfg
+
+
+def compile_openvino(model, precision: str, threads: int, cache_dir: Path | None = None):
+    """Compile an ONNX path or an ``ov.Model`` for the CPU."""
+    import openvino as ov
+
+    return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU",
+                                   ov_config(precision, threads, cache_dir))
+
+
+def ort_options(threads: int, spin: bool):
+    """onnxruntime options: ``threads`` (0 = all cores) and intra-op spin-waiting."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def build_runner(path: Path, choice: Choice, runtime: RuntimeConfig = RuntimeConfig()):
+    """A runner for the ONNX file at ``path`` on ``choice``'s engine and precision."""
+    if choice.engine == OPENVINO:
+        cache = Path(runtime.cache_dir) if runtime.cache_dir else default_cache_dir()
+        return OpenVinoRunner(compile_openvino(Path(path), choice.precision, runtime.threads, cache))
+    if choice.engine != ONNXRUNTIME:
+        raise ValueError(f"an ONNX file runs on onnxruntime or openvino, not {choice.engine!r}")
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), ort_options(runtime.threads, runtime.spin),
+                                providers=["CPUExecutionProvider"])

@@ -1,0 +1,95 @@
+"""hygiene.runtime: how auto resolves, with the machine's capabilities injected."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hygiene import runtime
+from hygiene.config import CleanConfig, RuntimeConfig
+from hygiene.models import ModelError
+from hygiene.runtime import BF16, FP32, ONNXRUNTIME, OPENVINO, TORCH, Capabilities
+
+BF16_CPU = Capabilities("2026.4.1", True, "test")
+AVX2_CPU = Capabilities("2026.4.1", False, "test")
+NO_OV = Capabilities(None, True, "test")
+
+
+@pytest.mark.parametrize("cfg, kind, caps, engine, precision", [
+    (RuntimeConfig(), "remover", BF16_CPU, ONNXRUNTIME, FP32),  # auto: bf16 not auto for removers
+    (RuntimeConfig(), "embedder", BF16_CPU, OPENVINO, FP32),
+    (RuntimeConfig(), "embedder", NO_OV, TORCH, FP32),
+    (RuntimeConfig(precision="bf16"), "remover", BF16_CPU, OPENVINO, BF16),
+    (RuntimeConfig(precision="bf16"), "embedder", BF16_CPU, OPENVINO, BF16),
+    (RuntimeConfig(precision="bf16"), "remover", AVX2_CPU, ONNXRUNTIME, FP32),  # no native bf16: fallback
+    (RuntimeConfig(precision="bf16"), "embedder", AVX2_CPU, OPENVINO, FP32),
+    (RuntimeConfig(precision="bf16"), "remover", NO_OV, ONNXRUNTIME, FP32),
+    (RuntimeConfig(runtime="onnxruntime", precision="bf16"), "remover", BF16_CPU, ONNXRUNTIME, FP32),
+    (RuntimeConfig(runtime="onnxruntime"), "embedder", BF16_CPU, TORCH, FP32),
+    (RuntimeConfig(runtime="openvino"), "remover", AVX2_CPU, OPENVINO, FP32),
+])
+def test_resolve(cfg, kind, caps, engine, precision):
+    choice = runtime.resolve(cfg, kind, caps)
+    assert (choice.engine, choice.precision) == (engine, precision), choice.reason
+    assert choice.reason and "\n" not in choice.reason
+
+
+def test_bf16_fallback_says_why():
+    choice = runtime.resolve(RuntimeConfig(precision="bf16"), "remover", AVX2_CPU)
+    assert choice.precision == FP32 and "no native bf16" in choice.reason
+
+
+def test_openvino_missing_is_one_line_model_error():
+    with pytest.raises(ModelError, match="pip install openvino") as info:
+        runtime.resolve(RuntimeConfig(runtime="openvino"), "remover", NO_OV)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        RuntimeConfig(runtime="tensorrt")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RuntimeConfig(precision="fp16")
+
+
+def test_fingerprint_records_what_runs_not_auto():
+    fp = CleanConfig().fingerprint()
+    choice = runtime.resolve(RuntimeConfig(), "remover")
+    assert f'"runtime": "{choice.engine}"' in fp and f'"precision": "{choice.precision}"' in fp
+    assert '"auto"' not in fp
+    # asking explicitly for what auto picks is the same settings
+    same = RuntimeConfig(runtime=choice.engine if choice.engine != TORCH else "onnxruntime",
+                         precision=choice.precision, threads=3, spin=False)
+    assert CleanConfig(runtime=same).fingerprint() == fp
+
+
+def test_detect_reads_this_cpu():
+    caps = runtime.detect()
+    flags = runtime._cpu_flags()
+    if caps.openvino is None:
+        assert caps.native_bf16 == bool(flags & {"amx_bf16", "avx512_bf16"})
+    elif flags & {"amx_bf16", "avx512_bf16"}:
+        assert caps.native_bf16  # OpenVINO sees what the kernel reports
+
+
+def test_openvino_runner_matches_onnxruntime_calling_convention(tmp_path):
+    pytest.importorskip("openvino")
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["x"], ["n"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("n", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    x = np.array([[-1.0, 0.5, -2.0, 3.0]], dtype=np.float32)
+    cfg = RuntimeConfig(threads=1, cache_dir=str(tmp_path / "cache"))
+    ov = runtime.build_runner(path, runtime.Choice(OPENVINO, FP32, "test"), cfg)
+    ort = runtime.build_runner(path, runtime.Choice(ONNXRUNTIME, FP32, "test"), cfg)
+    assert [p.name for p in ov.get_inputs()] == [p.name for p in ort.get_inputs()] == ["x"]
+    for names in (None, ["n"], ["n", "r"]):
+        got, want = ov.run(names, {"x": x}), ort.run(names, {"x": x})
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

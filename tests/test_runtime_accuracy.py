@@ -1,0 +1,133 @@
+"""Accuracy guard: every engine/precision path against fp32 on the reference engine.
+
+Removers: mask IoU (alpha >= 128) >= 0.99 per sample photo vs u2netp fp32 on
+onnxruntime. Embedder: cosine >= 0.999 per photo vs EfficientNet-Lite0 fp32 on torch.
+A bf16 path that ``auto`` may pick (``runtime.AUTO_BF16``) must meet the same bound;
+one it does not pick is opt-in and must stay a working model (looser bound below).
+On a CPU without native bf16, bf16 requests fall back to fp32: tested here too,
+with the capability check injected.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hygiene import runtime, segment
+from hygiene.config import RuntimeConfig
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("openvino")
+
+IOU_MIN, COSINE_MIN = 0.99, 0.999
+OPT_IN_IOU_MIN, OPT_IN_COSINE_MIN = 0.95, 0.995  # bf16 paths auto does not pick
+REF = RuntimeConfig(runtime="onnxruntime", precision="fp32", threads=2)
+CAPS = runtime.detect()
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 128, b >= 128
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+@pytest.fixture(scope="module")
+def photos(sample_paths):
+    return [Image.open(p).convert("RGB") for p in sample_paths]
+
+
+@pytest.fixture(scope="module")
+def reference_masks(photos):
+    return [segment.predict_alpha(im, "u2netp", REF) for im in photos]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("ov-cache"))
+
+
+def _remover_ious(photos, masks, cfg):
+    return [_iou(m, segment.predict_alpha(im, "u2netp", cfg)) for im, m in zip(photos, masks)]
+
+
+def test_remover_openvino_fp32_matches(photos, reference_masks, cache):
+    cfg = RuntimeConfig(runtime="openvino", precision="fp32", threads=2, cache_dir=cache)
+    assert runtime.resolve(cfg, "remover").engine == runtime.OPENVINO
+    ious = _remover_ious(photos, reference_masks, cfg)
+    assert min(ious) >= IOU_MIN, [round(i, 4) for i in ious]
+
+
+def test_remover_bf16(photos, reference_masks, cache):
+    if not CAPS.native_bf16:
+        pytest.skip("this CPU has no native bf16 (no AMX/AVX512_BF16): see the fallback test")
+    cfg = RuntimeConfig(runtime="openvino", precision="bf16", threads=2, cache_dir=cache)
+    assert runtime.resolve(cfg, "remover").precision == runtime.BF16
+    ious = _remover_ious(photos, reference_masks, cfg)
+    bound = IOU_MIN if runtime.AUTO_BF16["remover"] else OPT_IN_IOU_MIN
+    assert min(ious) >= bound, [round(i, 4) for i in ious]
+
+
+def test_remover_bf16_falls_back_to_fp32_without_native_bf16(photos, reference_masks, cache, monkeypatch):
+    no_bf16 = runtime.Capabilities(CAPS.openvino, False, "injected: no bf16")
+    monkeypatch.setattr(runtime, "detect", lambda: no_bf16)
+    cfg = RuntimeConfig(runtime="openvino", precision="bf16", threads=2, cache_dir=cache)
+    choice = runtime.resolve(cfg, "remover")
+    assert choice.precision == runtime.FP32 and "no native bf16" in choice.reason
+    session = segment.get_session("u2netp", cfg)
+    assert session.inner_session.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    assert min(_remover_ious(photos, reference_masks, cfg)) >= IOU_MIN
+
+
+@pytest.fixture(scope="module")
+def reference_vectors(photos):
+    from search import create_embedder
+
+    emb = create_embedder(threads=2, runtime=RuntimeConfig(runtime="onnxruntime"))
+    assert emb.choice.engine == runtime.TORCH
+    return emb.embed(photos)
+
+
+def _cosines(photos, ref, cfg):
+    from search import create_embedder
+
+    emb = create_embedder(threads=2, runtime=cfg)
+    return (emb.embed(photos) * ref).sum(axis=1), emb
+
+
+def test_embedder_openvino_fp32_matches(photos, reference_vectors, cache):
+    cos, emb = _cosines(photos, reference_vectors,
+                        RuntimeConfig(runtime="openvino", precision="fp32", cache_dir=cache))
+    assert emb.choice.engine == runtime.OPENVINO
+    assert cos.min() >= COSINE_MIN, cos.round(5).tolist()
+
+
+def test_embedder_bf16(photos, reference_vectors, cache):
+    if not CAPS.native_bf16:
+        pytest.skip("this CPU has no native bf16 (no AMX/AVX512_BF16): see the fallback test")
+    cos, emb = _cosines(photos, reference_vectors,
+                        RuntimeConfig(runtime="openvino", precision="bf16", cache_dir=cache))
+    assert emb.choice.precision == runtime.BF16
+    bound = COSINE_MIN if runtime.AUTO_BF16["embedder"] else OPT_IN_COSINE_MIN
+    assert cos.min() >= bound, cos.round(5).tolist()
+
+
+def test_embedder_bf16_falls_back_without_native_bf16(photos, reference_vectors, cache, monkeypatch):
+    monkeypatch.setattr(runtime, "detect", lambda: runtime.Capabilities(CAPS.openvino, False, "injected"))
+    cos, emb = _cosines(photos, reference_vectors,
+                        RuntimeConfig(runtime="openvino", precision="bf16", cache_dir=cache))
+    assert emb.choice.precision == runtime.FP32
+    assert cos.min() >= COSINE_MIN, cos.round(5).tolist()
+
+
+def test_ir_cache_is_reused(photos, cache):
+    from search import create_embedder
+
+    cfg = RuntimeConfig(runtime="openvino", precision="fp32", cache_dir=cache)
+    create_embedder(threads=2, runtime=cfg)
+    from pathlib import Path
+
+    irs = sorted(Path(cache).glob("efficientnet_lite0-*-fp32-224.xml"))
+    assert len(irs) == 1 and irs[0].with_suffix(".bin").is_file()
+    stamp = irs[0].stat().st_mtime_ns
+    create_embedder(threads=2, runtime=cfg)
+    assert irs[0].stat().st_mtime_ns == stamp  # not converted again
