@@ -38,10 +38,6 @@ class WorkPool:
         self._refused = 0
         self._timed_out = 0
 
-    @property
-    def admitted(self) -> int:
-        return self._admitted
-
     def stats(self) -> dict:
         with self._lock:
             return {"workers": self.workers, "capacity": self.capacity, "in_flight": self._admitted,
