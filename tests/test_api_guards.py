@@ -215,3 +215,22 @@ def test_no_security_scheme_without_keys(server):
         assert "securitySchemes" not in spec.get("components", {})
         body = c.get("/readyz").json()
         assert body["status"] == "ready" and body["pool"]["workers"] == 1
+
+
+def test_memory_budget_shrinks_big_photos_and_refuses_undecodable_ones():
+    from test_io_budget import _big_jpeg, png16_rgba
+
+    # 64 MiB for one worker: photos are cleaned at <= 64 MiB / 32 B = 2.1 MP
+    with running_server(workers=1, memory_budget_mb=64, warmup=False) as srv, srv.client() as c:
+        r = c.post("/v1/check", files={"photo": ("p", _big_jpeg((3000, 2000)))})
+        assert r.status_code == 200, r.text
+        report = r.json()["report"]
+        assert report["width"] * report["height"] <= 64 * 2**20 // 32 and report["width"] >= 1700
+        r = c.post("/v1/clean", files={"photo": ("p", _big_jpeg((3000, 2000)))})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        # a 16-bit RGBA PNG of 4200x4200 needs 67 MiB just to decode: refused from its header
+        r = c.post("/v1/clean", files={"photo": ("p", png16_rgba(4200, 4200))})
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["error"] == "image_too_large" and "memory" in body["detail"]
+        assert srv.pool()["in_flight"] == 0
