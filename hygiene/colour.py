@@ -70,7 +70,7 @@ def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 
 _PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
-_STRIP_PIXELS = 1 << 22  # ~4 MP of source per strip: a strip's copies stay small
+_STRIP_PIXELS = 1 << 20  # ~1 MP of source per strip: a strip's copies stay small
 
 
 def shrink_to_fit(im: Image.Image, max_pixels: int) -> Image.Image:

@@ -1,6 +1,6 @@
 """Decoding within a memory bound: load_image(fit_pixels=, max_decode_bytes=) on images the tests make.
 
-Peak memory is measured in a fresh process (ru_maxrss), never timed.
+Peak memory is measured in a fresh process (VmHWM), never timed.
 """
 from __future__ import annotations
 
@@ -49,13 +49,19 @@ def _big_jpeg(side: tuple[int, int]) -> bytes:
 
 def _peak_mib(source: Path, **kwargs) -> dict:
     """Load in a fresh interpreter; report the result and the peak RSS growth of the load."""
+    # VmHWM (peak RSS of this process image), not ru_maxrss, which a child inherits from its
+    # parent's peak across fork + exec
     code = f"""
-import json, resource, sys
+import json
 from hygiene.io import load_image
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 data = open({str(source)!r}, "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 im = load_image(data, **{kwargs!r})
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = hwm()
 print(json.dumps({{"size": im.size, "mode": im.mode, "peak_mib": (after - before) / 1024}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -78,8 +84,8 @@ def test_big_16bit_png_is_shrunk_without_a_full_size_copy(tmp_path):
     assert full["size"] == [4000, 4000] and small["size"] == [1000, 1000] and small["mode"] == "RGB"
     # at most the decoded 64 MiB plus a few MiB of strips and the 4 MiB result; the full-size
     # path makes RGB and alpha copies of the whole picture on top of it
-    assert small["peak_mib"] < 64 + 16, small
-    assert small["peak_mib"] < 0.8 * full["peak_mib"], (small, full)
+    assert small["peak_mib"] < 64 + 20, small
+    assert small["peak_mib"] < full["peak_mib"] - 30, (small, full)
     im = load_image(path, fit_pixels=1_000_000)
     arr = np.asarray(im)
     assert tuple(arr[10, 10]) == (234, 234, 234)  # Pillow keeps the high byte: 60000 >> 8
@@ -91,7 +97,7 @@ def test_big_jpeg_decodes_at_reduced_scale(tmp_path):
     path.write_bytes(_big_jpeg((6400, 4800)))  # 30.7 MP, 117 MiB once decoded
     small = _peak_mib(path, fit_pixels=1_000_000)
     assert small["size"][0] * small["size"][1] <= 1_000_000 and small["size"][0] >= 1150
-    assert small["peak_mib"] < 40, small  # decoded at 1/4 scale (1600x1200), never at full size
+    assert small["peak_mib"] < 50, small  # decoded at 1/4 scale (1600x1200), never at full size
     # and it is the same picture as a full decode resized
     got = np.asarray(load_image(path, fit_pixels=1_000_000)).astype(int)
     ref = load_image(path).resize(tuple(small["size"]), Image.Resampling.LANCZOS)
