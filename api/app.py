@@ -13,7 +13,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -24,7 +24,7 @@ from .engine import Engine
 from .limits import WorkPool
 from .routes import build_router
 from .schemas import REPORT_HEADER, Health, Ready, error_responses
-from .security import DOCS_ASSETS, KEY_HEADER, ApiKeyMiddleware, BodyLimitMiddleware
+from .security import DOCS_ASSETS, KEY_HEADER, ApiKeyMiddleware, BodyLimitMiddleware, key_matches
 from .settings import ApiSettings
 
 log = logging.getLogger("shelfready.api")
@@ -32,7 +32,7 @@ PAGE = Path(__file__).with_name("static") / "index.html"
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    settings = settings or ApiSettings.from_env()
+    settings = settings or ApiSettings()
     keys = settings.all_keys()
     engine = Engine(settings)
     pool = WorkPool(settings.pool_size, settings.capacity, settings.timeout)
@@ -62,7 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings, app.state.engine, app.state.pool = settings, engine, pool
     errors.install(app)
-    app.include_router(build_router(settings, engine, pool))
+    app.include_router(build_router(settings, engine, pool, keys_required=bool(keys)))
 
     # added innermost first: the last one added wraps all the others
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -86,11 +86,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return Health(status="ok")
 
     @app.get("/readyz", response_model=Ready, summary="Models loaded; 503 until then",
+             description="Without a valid key on a server that has keys, only the status.",
              responses=error_responses(503))
-    async def readyz():
+    async def readyz(request: Request):
         if not engine.ready:
             detail = engine.error or "models are still loading"
             return errors.error_json(503, "not_ready", detail, {"Retry-After": str(settings.retry_after)})
+        if keys and not key_matches(request.headers.get(KEY_HEADER, "").encode(), keys):
+            return JSONResponse({"status": "ready"})
         return JSONResponse(Ready(
             status="ready", model=settings.model,
             embedder=getattr(engine.embedder, "name", None), catalog_items=engine.catalog_size(),

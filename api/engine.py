@@ -22,6 +22,9 @@ from .settings import ApiSettings
 log = logging.getLogger("shelfready.api")
 
 ITEM_DIR = "items"  # catalog photos added through the API, named by content hash
+# Peak working memory of hygiene.clean per input pixel, decoded image included (28-36 B/px
+# measured on 20 MP photos; bench/api_memory.py checks the resulting bound end to end).
+CLEAN_BYTES_PER_PIXEL = 32
 
 
 class NoCatalog(Exception):
@@ -114,9 +117,16 @@ class Engine:
 
     # ---- per-request work (runs on a pool thread) -------------------------
     def _load(self, data: bytes) -> Image.Image:
+        """Decode within this request's share of the memory budget (settings.memory_budget_mb).
+
+        A photo whose cleaning would need more is decoded at the largest size that fits
+        (a JPEG directly at 1/2..1/8 scale); one whose mere decoding would not fit is a 422.
+        """
         from hygiene.io import load_image
 
-        return load_image(data, self.settings.load_limits)
+        budget = self.settings.request_memory_bytes
+        return load_image(data, self.settings.load_limits, fit_pixels=budget // CLEAN_BYTES_PER_PIXEL,
+                          max_decode_bytes=budget)
 
     def clean(self, data: bytes, config: CleanConfig, output: OutputConfig) -> tuple[bytes, dict]:
         from hygiene import clean

@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 import json
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, Security, UploadFile
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
 
 from hygiene.config import CleanConfig, OutputConfig
 
@@ -19,8 +20,14 @@ from .settings import ApiSettings
 SUPPORTED = "JPEG, PNG, WebP, HEIC/HEIF, BMP, TIFF or GIF"
 
 
-def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+# Declared for the OpenAPI schema (so /docs "Authorize" sends the key); the check itself is
+# security.ApiKeyMiddleware, which refuses before the body is read.
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="one of the server's API keys")
+
+
+def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
+                 keys_required: bool = False) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Security(API_KEY)] if keys_required else [])
     default_preset = Preset(settings.preset)
     busy = {"Retry-After": str(settings.retry_after)}
 
@@ -54,7 +61,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
             raise ApiError(409, "no_catalog", "this server has no catalog; start it with "
                            "`shelfready serve --catalog DIR`") from None
         except ImageLoadError as exc:
-            raise ApiError(_load_status(exc), getattr(exc, "code", "invalid_image"), _line(exc)) from None
+            raise ApiError(exc.http_status, exc.code, _line(exc)) from None
         except TextSearchUnsupported as exc:
             raise ApiError(422, "text_search_unsupported", _line(exc)) from None
         except ModelError as exc:
@@ -189,17 +196,6 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool) -> APIRo
             raise ApiError(503, "catalog_busy", _line(exc), busy) from None
 
     return router
-
-
-def _load_status(exc: Exception) -> int:
-    """415 for formats we do not read, 413 for too many bytes, else 422.
-
-    A pixel bomb or an absurd size is an unusable image (422), whatever its byte size.
-    """
-    status = getattr(exc, "http_status", 422)
-    if status == 413 and getattr(exc, "code", "") != "file_too_large":
-        return 422
-    return status if status in (413, 415) else 422
 
 
 def _wants_json(request: Request, mode: ResponseMode | None) -> bool:

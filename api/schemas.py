@@ -82,10 +82,10 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     status: str
-    model: str
-    embedder: str | None
-    catalog_items: int | None
-    pool: dict[str, int]
+    model: str | None = Field(None, description="only without keys, or with a valid key")
+    embedder: str | None = None
+    catalog_items: int | None = None
+    pool: dict[str, int] | None = None
 
 
 def error_responses(*codes: int) -> dict[int | str, dict]:

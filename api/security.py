@@ -30,6 +30,14 @@ async def send_error(send: Send, status: int, error: str, detail: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def key_matches(given: bytes, keys) -> bool:
+    """True when `given` is one of `keys`; compares against every key in constant time."""
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(given, key if isinstance(key, bytes) else key.encode())
+    return ok
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for k, v in scope.get("headers", ()):
         if k == name:
@@ -50,11 +58,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, KEY_HEADER.encode()) or b""
-        # compare against every key in constant time, no early exit on a match
-        ok = False
-        for key in self.keys:
-            ok |= hmac.compare_digest(given, key)
-        if not ok:
+        if not key_matches(given, self.keys):
             detail = "missing X-API-Key header" if not given else "invalid API key"
             await send_error(send, 401, "unauthorized", detail, {"WWW-Authenticate": "ApiKey"})
             return

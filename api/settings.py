@@ -1,24 +1,27 @@
 """Every default of the HTTP API lives here and nowhere else.
 
-Precedence: explicit keyword (a `shelfready serve` flag) > environment variable
-``SHELFREADY_API_<FIELD>`` > the dataclass default. Image limits default to
-hygiene's LoadLimits so the CLI and the API refuse the same files.
+``ApiSettings`` is a pydantic-settings model. Precedence: an explicit keyword
+(a `shelfready serve` flag) > environment variable ``SHELFREADY_API_<FIELD>`` >
+the default below. Lists (keys, CORS origins) are comma-separated in the
+environment. A bad value is a one-line ``ValueError`` naming the variable.
+Image limits default to hygiene's LoadLimits so the CLI and the API refuse the
+same files.
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Annotated, Any
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hygiene.config import DEFAULT_PRESET, LoadLimits, RuntimeConfig
 
 ENV_PREFIX = "SHELFREADY_API_"
-log = logging.getLogger("shelfready.api")
 
 _LOAD = LoadLimits()
+_KINDS = {int: "int", float: "float", bool: "bool"}
 
 
 def _cores() -> int:
@@ -28,8 +31,10 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class ApiSettings:
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid",
+                                      case_sensitive=False)
+
     host: str = "127.0.0.1"
     port: int = 8000
     catalog: str | None = None  # catalog folder (created empty if it holds none); None = 409s
@@ -51,15 +56,40 @@ class ApiSettings:
     max_output_size: int = 4096  # largest `size` a client may ask for, px
     max_k: int = 100  # largest top-k of /v1/search
     default_k: int = 5
-    keys: tuple[str, ...] = ()  # API keys; empty (and no keys_file) = auth off, with a warning
+    keys: Annotated[tuple[str, ...], NoDecode] = ()  # API keys; empty (and no keys_file) = auth off
     keys_file: str | None = None  # one API key per line, '#' comments
-    cors_origins: tuple[str, ...] = ()  # empty = no CORS headers at all
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # empty = no CORS headers at all
     log_level: str = "info"
+    # slow clients: a request (head and body) must bring at least read_timeout * min_read_rate
+    # bytes in every read_timeout seconds, or finish; else 408 and the connection is closed.
+    # A connection that never sends a request is closed after read_timeout seconds.
+    read_timeout: float = 30.0
+    min_read_rate: int = 512  # bytes per second, averaged over read_timeout
+    max_connections: int = 256  # open connections; the next ones get 503 and are closed
+    # Memory of the image work of all requests that run at once (decoding + cleaning), MiB.
+    # Each running request gets memory_budget_mb / workers; a bigger photo is decoded at a
+    # reduced size that fits (exact for JPEG, which decodes at 1/2, 1/4, 1/8 scale); a photo whose
+    # mere decoding does not fit is refused with 422. Raise it with the worker count.
+    memory_budget_mb: int = 1536
     malloc_arenas: int = 2  # glibc malloc arenas of the server process (0 = glibc default);
     # few arenas keep RSS flat when many threads allocate large image buffers
     warmup: bool = True  # run one inference per model before /readyz says ready
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc, given=set(values))) from None
+
+    @field_validator("keys", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: comma-separated
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ApiSettings":
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1-65535, got {self.port}")
         if self.workers < 0 or self.threads < 0 or self.queue < 0:
@@ -73,6 +103,13 @@ class ApiSettings:
         if self.max_output_size < 64:
             raise ValueError("max_output_size must be >= 64")
         self.runtime  # noqa: B018 - validates model_runtime / precision
+        if self.read_timeout <= 0 or self.min_read_rate < 0:
+            raise ValueError("read_timeout must be > 0 seconds and min_read_rate >= 0")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
+        if self.memory_budget_mb < 64:
+            raise ValueError(f"memory_budget_mb must be >= 64, got {self.memory_budget_mb}")
+        return self
 
     # ---- derived values -------------------------------------------------
     @property
@@ -93,6 +130,11 @@ class ApiSettings:
     def capacity(self) -> int:
         """Requests admitted at once: one per worker plus the waiting queue."""
         return self.pool_size + self.queue
+
+    @property
+    def request_memory_bytes(self) -> int:
+        """Memory budget of one running request: the total shared by the workers."""
+        return self.memory_budget_mb * 2**20 // self.pool_size
 
     @property
     def load_limits(self) -> LoadLimits:
@@ -116,37 +158,25 @@ class ApiSettings:
 
     # ---- construction ---------------------------------------------------
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "ApiSettings":
-        """Defaults < SHELFREADY_API_* environment < overrides (None = not given)."""
-        env = os.environ if env is None else env
-        values: dict = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = _parse(f, raw)
-        for name, value in overrides.items():
-            if name not in {f.name for f in dataclasses.fields(cls)}:
-                raise ValueError(f"unknown API setting {name!r}")
-            if value is not None and value != ():
-                values[name] = value
-        return cls(**values)
+    def from_env(cls, **overrides: Any) -> "ApiSettings":
+        """Defaults < SHELFREADY_API_* environment < overrides (None or () = not given)."""
+        unknown = set(overrides) - set(cls.model_fields)
+        if unknown:
+            raise ValueError(f"unknown API setting {sorted(unknown)[0]!r}")
+        return cls(**{k: v for k, v in overrides.items() if v is not None and v != ()})
 
 
-def _parse(f: dataclasses.Field, raw: str):
-    kind = str(f.type)
-    name = ENV_PREFIX + f.name.upper()
-    try:
-        if kind.startswith("tuple"):
-            return tuple(p.strip() for p in raw.split(",") if p.strip())
-        if kind == "bool":
-            low = raw.strip().lower()
-            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(raw)
-            return low in ("1", "true", "yes", "on")
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a valid {kind}") from None
-    return raw
+def _one_line(exc: ValidationError, given: set[str]) -> str:
+    """The first error of a ValidationError as one line, naming the variable it came from."""
+    err = exc.errors()[0]
+    name = str(err["loc"][0]) if err.get("loc") else ""
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    field = ApiSettings.model_fields.get(name)
+    env = ENV_PREFIX + name.upper()
+    if field is not None and name not in given and env in {k.upper() for k in os.environ}:
+        raw = next(v for k, v in os.environ.items() if k.upper() == env)
+        kind = _KINDS.get(field.annotation, "value")
+        return f"{env}={raw!r} is not a valid {kind}"
+    if err.get("type") == "extra_forbidden":
+        return f"unknown API setting {name!r}"
+    return f"{name}: {msg}" if name else msg

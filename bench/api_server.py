@@ -35,11 +35,16 @@ def rss_bytes(pid: int) -> int:
 
 
 @contextmanager
-def serve(*args: str, ready_timeout: float = 300) -> Iterator[tuple[str, subprocess.Popen]]:
+def serve(*args: str, ready_timeout: float = 300,
+          code: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`shelfready serve ARGS` from this checkout, or from the checkout `code` (another version)."""
     port = free_port()
     cmd = [sys.executable, "-m", "cli.serve_cmd", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL)
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(Path(code).resolve())
+    proc = subprocess.Popen(cmd, cwd=code or ROOT, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + ready_timeout

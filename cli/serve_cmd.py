@@ -14,7 +14,7 @@ from api.settings import ApiSettings
 
 from .options import runtime_flags
 
-_D = ApiSettings()
+_D = ApiSettings.model_construct()  # the defaults, without reading the environment
 
 
 @click.command()
@@ -33,6 +33,14 @@ _D = ApiSettings()
               help=f"Seconds per request before 504 [{_D.timeout:g}].")
 @click.option("--max-body-mb", type=click.FloatRange(0.01, None), default=None,
               help=f"Largest request body in MiB; more answer 413 [{_D.max_body_bytes / 2**20:g}].")
+@click.option("--read-timeout", type=click.FloatRange(0.001, None), default=None,
+              help=f"Seconds a client may send less than {_D.min_read_rate} B/s of a request before "
+                   f"408 [{_D.read_timeout:g}].")
+@click.option("--max-connections", type=click.IntRange(1, None), default=None,
+              help=f"Open connections; more answer 503 [{_D.max_connections}].")
+@click.option("--memory-budget-mb", type=click.IntRange(64, None), default=None,
+              help=f"MiB for the image work of all running requests; bigger photos are decoded "
+                   f"smaller [{_D.memory_budget_mb}].")
 @click.option("--api-keys-file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="File with one API key per line; clients send X-API-Key [auth off without keys].")
 @click.option("--cors-origin", "cors_origins", multiple=True,
@@ -40,8 +48,8 @@ _D = ApiSettings()
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default=None, help=f"[{_D.log_level}]")
 @functools.partial(runtime_flags, default=None)
-def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_body_mb, api_keys_file,
-          cors_origins, log_level, runtime, precision):
+def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_body_mb, read_timeout,
+          max_connections, memory_budget_mb, api_keys_file, cors_origins, log_level, runtime, precision):
     """Serve the HTTP API and the uploader page (http://HOST:PORT/, docs at /docs).
 
     Example: shelfready serve --port 8000 --catalog catalog/ --api-keys-file keys.txt
@@ -51,28 +59,36 @@ def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_bod
     try:
         settings = ApiSettings.from_env(
             host=host, port=port, catalog=catalog, embedder=embedder, model=model, workers=workers, queue=queue,
-            timeout=timeout, keys_file=api_keys_file, cors_origins=tuple(cors_origins),
+            timeout=timeout, read_timeout=read_timeout, max_connections=max_connections,
+            memory_budget_mb=memory_budget_mb, keys_file=api_keys_file, cors_origins=tuple(cors_origins),
             log_level=log_level, model_runtime=runtime, precision=precision,
             max_body_bytes=int(max_body_mb * 2**20) if max_body_mb is not None else None)
         settings.all_keys()  # unreadable keys file: fail now, with one line
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    _limit_malloc_arenas(settings.malloc_arenas)
+    _tune_malloc(settings.malloc_arenas)
     from api.app import create_app
+    from api.server import server_config
 
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                workers=1, access_log=settings.log_level == "debug", timeout_keep_alive=5)
+    uvicorn.Server(server_config(create_app(settings), settings)).run()
 
 
-def _limit_malloc_arenas(arenas: int) -> None:
-    """glibc mallopt(M_ARENA_MAX): bounded per-thread arenas, less fragmentation growth."""
-    if arenas <= 0 or not sys.platform.startswith("linux"):
+def _tune_malloc(arenas: int) -> None:
+    """glibc: few arenas (M_ARENA_MAX), and image-sized buffers always from mmap.
+
+    A fixed M_MMAP_THRESHOLD turns off glibc's sliding threshold, which otherwise
+    rises to the largest buffer freed so far, after which big image buffers come
+    from the heap and their memory is kept by the process after the request.
+    """
+    if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        if arenas > 0:
+            libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        libc.mallopt(-3, 4 * 2**20)  # M_MMAP_THRESHOLD: 4 MiB and up mmapped, returned on free
     except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
         pass
 

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import io
 import logging
+import math
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -30,11 +31,22 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def _finish(im: Image.Image) -> Image.Image:
-    """Loaded first frame -> RGB/RGBA sRGB, upright, detached, no metadata."""
+def _finish(im: Image.Image, fit_pixels: int | None = None) -> Image.Image:
+    """Loaded first frame -> RGB/RGBA sRGB, upright, detached, no metadata.
+
+    With ``fit_pixels``, a bigger picture is shrunk to fit right after its
+    conversion to 8 bits, before any other full-size copy is made, and ``im``
+    is closed (its pixels freed) as soon as it is no longer needed.
+    """
     orientation = _orientation(im)
     icc = im.info.get("icc_profile") or None
     out = _to_8bit(im)
+    if fit_pixels is not None and out.width * out.height > fit_pixels:
+        small = shrink_to_fit(out, fit_pixels)
+        if out is not im:
+            out.close()
+        im.close()  # frees the full-size pixels now, not when the caller lets go
+        out = small
     if out.mode in ("LA", "RGBA") and out.getchannel("A").getextrema()[0] == 255:
         out = out.convert(out.mode[:-1])  # an alpha channel with nothing transparent
     out = _to_srgb(out, icc)
@@ -46,24 +58,113 @@ def _finish(im: Image.Image) -> Image.Image:
     return out
 
 
-def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """16-bit (or 32-bit int / float) samples to 8-bit by scaling, never clipping."""
+def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The largest size of the same aspect ratio with at most ``max_pixels`` pixels."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    w, h = max(1, int(width * scale)), max(1, int(height * scale))
+    while w * h > max_pixels:  # float rounding
+        w, h = max(1, w - 1), max(1, h - 1)
+    return w, h
+
+
+_PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
+_STRIP_PIXELS = 1 << 20  # ~1 MP of source per strip: a strip's copies stay small
+
+
+def shrink_to_fit(im: Image.Image, max_pixels: int) -> Image.Image:
+    """An 8-bit image (L, LA, RGB, RGBA, CMYK, LAB) shrunk to at most ``max_pixels`` pixels.
+
+    Lanczos, with alpha premultiplied like ``Image.resize``, computed strip by
+    strip: each band of output rows is resampled from its own source rows plus
+    the filter's margin, so no full-size copy of the picture is ever made.
+    """
+    tw, th = fit_size(im.width, im.height, max_pixels)
+    if (tw, th) == im.size:
+        return im
+    work = _PREMULTIPLIED.get(im.mode, im.mode)
+    scale = im.height / th
+    margin = math.ceil(3 * scale) + 2  # Lanczos support is 3 output pixels
+    out = Image.new(work, (tw, th))
+    step = max(1, int(_STRIP_PIXELS // (im.width * scale)))
+    for oy in range(0, th, step):
+        oy1 = min(th, oy + step)
+        y0, y1 = oy * scale, oy1 * scale
+        top, bottom = max(0, math.floor(y0) - margin), min(im.height, math.ceil(y1) + margin)
+        part = im.crop((0, top, im.width, bottom))
+        if work != im.mode:
+            part = part.convert(work)
+        part = part.resize((tw, oy1 - oy), Image.Resampling.LANCZOS,
+                           box=(0, y0 - top, im.width, y1 - top))
+        out.paste(part, (0, oy))
+        del part
+    return out.convert(im.mode) if work != im.mode else out
+
+
+def _scale_to_uint8(arr: np.ndarray, top: float) -> np.ndarray:
+    """16-bit (or 32-bit int / float) samples to 8-bit by scaling, never clipping.
+
+    ``top`` is the largest sample of the whole image (so strips scale alike).
+    """
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:
         wide = arr.astype(np.uint32)
-        return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        wide *= 255
+        wide += 32767
+        wide //= 65535
+        return wide.astype(np.uint8)
     if arr.dtype.kind == "f":
         a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(a.max()) if a.size else 0.0
         if top <= 1.0:
-            a = a * 255.0
+            a *= 255.0
         elif top > 255.0:
-            a = a / 257.0
+            a /= 257.0
         return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-    a = arr.astype(np.int64)  # mode "I": 16-bit data held in 32-bit ints
-    a = np.clip(a, 0, None)
-    if a.size and int(a.max()) > 65535:
+    a = np.clip(arr.astype(np.int64), 0, None)  # mode "I": 16-bit data held in 32-bit ints
+    if top > 65535:
         return np.clip(np.rint(a / ((1 << 31) - 1) * 255.0), 0, 255).astype(np.uint8)
-    return ((a * 255 + 32767) // 65535).astype(np.uint8)
+    a *= 255
+    a += 32767
+    a //= 65535
+    return a.astype(np.uint8)
+
+
+def _top(im: Image.Image) -> float:
+    """Largest finite sample of a mode I/I;16/F image, without a full-size copy."""
+    if im.mode.startswith("I;16"):
+        return 65535.0  # scaled by the 16-bit range, whatever the samples
+    if im.mode != "F":
+        return float(im.getextrema()[1])
+    top = 0.0
+    for part in _strips(im):
+        a = np.asarray(part)
+        finite = a[np.isfinite(a)]
+        if finite.size:
+            top = max(top, float(finite.max()))
+    return top
+
+
+def _strips(im: Image.Image):
+    rows = max(1, _STRIP_PIXELS // max(1, im.width))
+    for y in range(0, im.height, rows):
+        yield im.crop((0, y, im.width, min(im.height, y + rows)))
+
+
+def _wide_to_8bit(im: Image.Image, trns) -> Image.Image:
+    """I;16 / I / F -> L (or LA with a transparent grey value), converted strip by strip."""
+    top = _top(im)
+    gray = np.empty((im.height, im.width), np.uint8)
+    alpha = np.empty_like(gray) if isinstance(trns, int) and im.mode != "F" else None
+    y = 0
+    for part in _strips(im):
+        arr = np.asarray(part)
+        gray[y:y + arr.shape[0]] = _scale_to_uint8(arr, top)
+        if alpha is not None:
+            alpha[y:y + arr.shape[0]] = np.where(arr == trns, 0, 255)
+        y += arr.shape[0]
+    if alpha is None:
+        return Image.fromarray(gray)
+    return Image.merge("LA", (Image.fromarray(gray), Image.fromarray(alpha)))
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -79,12 +180,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     if mode == "RGB":
         return im.convert("RGBA") if trns is not None else im
     if mode.startswith("I;16") or mode in ("I", "F"):
-        arr = np.asarray(im)
-        gray = Image.fromarray(_scale_to_uint8(arr))
-        if isinstance(trns, int) and mode != "F":
-            alpha = np.where(arr == trns, 0, 255).astype(np.uint8)
-            return Image.merge("LA", (gray, Image.fromarray(alpha)))
-        return gray
+        return _wide_to_8bit(im, trns)
     if mode == "1":
         return im.convert("L")
     if mode in ("P", "PA"):

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from hygiene.colour import _finish
+from hygiene.colour import _finish, fit_size
 from hygiene.config import LoadLimits
 from hygiene.load_errors import (
     CorruptImageError,
@@ -210,13 +210,26 @@ def _bomb_error(data: bytes, fmt: str, limits: LoadLimits, exc: Exception) -> Im
     return ImageTooLargeError(f"image too large: {exc}")
 
 
-def load_image(source: Source, limits: LoadLimits = _DEFAULT_LIMITS) -> Image.Image:
+def load_image(
+    source: Source,
+    limits: LoadLimits = _DEFAULT_LIMITS,
+    *,
+    fit_pixels: int | None = None,
+    max_decode_bytes: int | None = None,
+) -> Image.Image:
     """Decode ``source`` (path, bytes or binary file) into an 8-bit sRGB image.
 
     The result is mode ``"RGB"``, or ``"RGBA"`` only when some pixel is not
     fully opaque; EXIF orientation is applied; it holds no file handle and no
     metadata (``info`` is empty). Animated files give their first frame.
     Raises ``ImageLoadError`` (one-line message, ``.code``, ``.http_status``).
+
+    Memory bounds (both off by default; the HTTP API sets them per request):
+    ``fit_pixels`` shrinks a bigger picture to at most that many pixels, a JPEG
+    already while decoding (at 1/2, 1/4 or 1/8 scale), other formats right after
+    decoding, strip by strip. ``max_decode_bytes`` refuses, from the header and
+    before any pixel is decoded, a picture whose decoding would need more
+    (``ImageTooLargeError``).
     """
     data = _read_source(source, limits)
     fmt = sniff_format(data)
@@ -231,12 +244,21 @@ def load_image(source: Source, limits: LoadLimits = _DEFAULT_LIMITS) -> Image.Im
         raise _decode_error(e, data, fmt, limits, None) from None
     try:
         _check_size(im.size[0], im.size[1], limits)  # header only: no pixel decoded yet
+        if fit_pixels is not None and fmt == "jpeg" and im.size[0] * im.size[1] > fit_pixels:
+            im.draft(None, fit_size(im.size[0], im.size[1], fit_pixels))  # DCT scaling, >= the size asked
+        if max_decode_bytes is not None:
+            need = decode_bytes(im.mode, im.size)
+            if need > max_decode_bytes:
+                raise ImageTooLargeError(
+                    f"image too large for this server's memory: decoding {_dims(im.size)} {im.mode} "
+                    f"needs {_fmt_bytes(need)}, the limit is {_fmt_bytes(max_decode_bytes)}")
         try:
             im.load()
         except Exception as e:  # noqa: BLE001
             raise _decode_error(e, data, fmt, limits, im.size) from None
+        del data  # the encoded bytes are no longer needed (the caller may still hold them)
         try:
-            return _finish(im)
+            return _finish(im, fit_pixels)
         except MemoryError:
             raise ImageTooLargeError(f"image too large: out of memory converting {_dims(im.size)}") from None
         except Exception as e:  # noqa: BLE001 - a decoded image we cannot convert: say so, log the trace
@@ -244,6 +266,24 @@ def load_image(source: Source, limits: LoadLimits = _DEFAULT_LIMITS) -> Image.Im
             raise CorruptImageError(f"cannot convert {fmt.upper()} {im.mode} image: {e}") from None
     finally:
         im.close()
+
+
+def decode_bytes(mode: str, size: tuple[int, int]) -> int:
+    """Peak bytes of decoding a ``mode`` image of ``size`` and making it 8-bit.
+
+    Pillow keeps 1-byte modes (1, L, P) in 1 byte, I;16 in 2 and every other
+    mode in 4 bytes a pixel; modes that need a full-size conversion (palette,
+    YCbCr, ...) count twice.
+    """
+    pixels = size[0] * size[1]
+    if mode in ("1", "L", "P"):
+        per = 1
+    elif mode.startswith("I;16"):
+        per = 2
+    else:
+        per = 4
+    direct = mode in ("L", "LA", "RGB", "RGBA", "CMYK", "LAB", "I", "F") or mode.startswith("I;16")
+    return pixels * per + (0 if direct else pixels * 4)
 
 
 def _dims(size: tuple[int, int]) -> str:

@@ -5,6 +5,7 @@ Each carries ``.code`` (a stable name for reports and the API) and
 """
 from __future__ import annotations
 
+
 class ImageLoadError(ValueError):
     """An input that cannot become an image. ``str()`` is one line.
 
@@ -19,21 +20,15 @@ class ImageLoadError(ValueError):
     def __init__(self, message: str) -> None:
         super().__init__(_one_line(message))
 
-    @property
-    def reason(self) -> str:
-        return str(self)
-
 
 class UnreadableFileError(ImageLoadError):
     """The path does not exist, is a folder, or cannot be read."""
 
     code = "unreadable_file"
-    http_status = 422
 
 
 class EmptyFileError(ImageLoadError):
     code = "empty_file"
-    http_status = 422
 
 
 class FileTooLargeError(ImageLoadError):
@@ -50,14 +45,12 @@ class ImageTooLargeError(ImageLoadError):
     """
 
     code = "image_too_large"
-    http_status = 422
 
 
 class ImageTooSmallError(ImageLoadError):
     """A side shorter than ``LoadLimits.min_side``."""
 
     code = "image_too_small"
-    http_status = 422
 
 
 class UnsupportedFormatError(ImageLoadError):
@@ -77,7 +70,6 @@ class CorruptImageError(ImageLoadError):
     """The header says image, the data does not decode."""
 
     code = "corrupt_image"
-    http_status = 422
 
 
 class TruncatedImageError(CorruptImageError):

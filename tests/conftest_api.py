@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from api.server import server_config
 from api.settings import ApiSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,8 @@ class RunningServer:
 
 @contextmanager
 def running_server(wait_ready: bool = True, app_hook=None, **settings) -> Iterator[RunningServer]:
-    """Start create_app(ApiSettings(**settings)) under uvicorn; stop it afterwards."""
+    """Start create_app(ApiSettings(**settings)) under uvicorn, configured as `shelfready serve`
+    configures it (api.server.server_config); stop it afterwards."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -49,8 +51,7 @@ def running_server(wait_ready: bool = True, app_hook=None, **settings) -> Iterat
     app = create_app(config)
     if app_hook is not None:
         app_hook(app)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                           timeout_keep_alive=5))
+    server = uvicorn.Server(server_config(app, config, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     running = RunningServer(f"http://127.0.0.1:{port}", config, app)

@@ -338,15 +338,28 @@ def test_readyz_is_503_when_models_fail_to_load():
         assert c.get("/healthz").status_code == 200
 
 
-def test_settings_precedence_and_validation(tmp_path):
+def test_settings_precedence_and_validation(tmp_path, monkeypatch):
     env = {"SHELFREADY_API_WORKERS": "3", "SHELFREADY_API_KEYS": "a, b", "SHELFREADY_API_TIMEOUT": "2.5",
-           "SHELFREADY_API_CORS_ORIGINS": "https://a.example", "SHELFREADY_API_WARMUP": "off"}
-    s = ApiSettings.from_env(env, workers=5, port=9001, catalog=None)
+           "SHELFREADY_API_CORS_ORIGINS": "https://a.example", "SHELFREADY_API_WARMUP": "off",
+           "SHELFREADY_API_MEMORY_BUDGET_MB": "900"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s = ApiSettings.from_env(workers=5, port=9001, catalog=None)  # flag > environment > default
     assert (s.workers, s.port, s.timeout, s.keys, s.warmup) == (5, 9001, 2.5, ("a", "b"), False)
     assert s.cors_origins == ("https://a.example",) and s.capacity == 5 + s.queue
-    assert ApiSettings.from_env({}).all_keys() == frozenset()
-    with pytest.raises(ValueError, match="SHELFREADY_API_PORT"):
-        ApiSettings.from_env({"SHELFREADY_API_PORT": "eighty"})
+    assert s.request_memory_bytes == 900 * 2**20 // 5 and s.read_timeout == 30.0
+    assert ApiSettings(workers=1).workers == 1 and ApiSettings().workers == 3
+    with pytest.raises(ValueError, match="frozen"):
+        s.port = 1
+    for name in env:
+        monkeypatch.delenv(name)
+    assert ApiSettings.from_env().all_keys() == frozenset()
+    monkeypatch.setenv("SHELFREADY_API_PORT", "eighty")
+    with pytest.raises(ValueError, match=r"^SHELFREADY_API_PORT='eighty' is not a valid int$"):
+        ApiSettings.from_env()
+    monkeypatch.delenv("SHELFREADY_API_PORT")
+    with pytest.raises(ValueError, match="unknown API setting 'colour'"):
+        ApiSettings.from_env(colour="red")
     with pytest.raises(ValueError, match="timeout"):
         ApiSettings(timeout=0)
     # onnxruntime threads per call: every core by default (measured best with spinning off)
