@@ -6,7 +6,6 @@ request creates a session, and nothing here caches responses.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from hygiene.config import CleanConfig, OutputConfig
+from hygiene.keys import bytes_sha256, one_line
 
 from .settings import ApiSettings
 
@@ -77,8 +77,7 @@ class Engine:
             if self.settings.warmup:
                 self._warm_up()
         except Exception as exc:  # noqa: BLE001 - reported by /readyz, never raised into the loop
-            msg = str(exc).strip().splitlines()
-            self.error = msg[0] if msg else type(exc).__name__
+            self.error = one_line(exc)
             log.error("start-up failed: %s", self.error)
             return
         self.ready = True
@@ -171,7 +170,7 @@ class Engine:
 
         catalog = self._need_catalog()
         sku, label = check_text("sku", sku), check_text("label", label)
-        digest = hashlib.sha256(data).hexdigest()  # of the bytes sent, as the CLI hashes files
+        digest = bytes_sha256(data)  # of the bytes sent, as the CLI hashes files
         known = catalog.find_hash(digest)
         if known:
             return self._item(catalog, known[0], added=False)

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
 from hygiene.config import CleanConfig, OutputConfig
+from hygiene.keys import one_line
 
 from .engine import Engine, NoCatalog, TextSearchUnsupported
 from .errors import ApiError
@@ -205,6 +206,4 @@ def _wants_json(request: Request, mode: ResponseMode | None) -> bool:
     return "application/json" in accept and "image/" not in accept
 
 
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+_line = one_line

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from hygiene.keys import one_line
 from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
 from .options import clean_options, runtime_options
@@ -43,7 +44,7 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     from hygiene.io import load_image
     from search.config import DEFAULT_EMBED
     from search.items import check_text, printable
-    from search.photo_cache import file_sha256
+    from hygiene.keys import file_sha256
 
     added, skipped, errors = 0, 0, []
     batch = DEFAULT_EMBED.batch_size
@@ -77,7 +78,7 @@ def _adding(catalog, items, embedder) -> tuple[int, int, list[str]]:
     except CatalogBusy as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. a read-only catalog folder
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(one_line(exc)) from None
 
 
 def _lock_timeout_option(func):
@@ -135,7 +136,7 @@ def build(images, labels, labels_from_folders, out, embedder, index_type, lock_t
     except FileExistsError as exc:
         raise click.ClickException(f"{exc}; use `shelfready catalog add`") from None
     except (CatalogBusy, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(one_line(exc)) from None
     _report_add(*_adding(cat, items, emb), cat)
 
 
@@ -164,7 +165,7 @@ def _open(directory: Path, lock_timeout: float | None = None):
     try:
         return Catalog.open(directory, store=store)
     except (FileNotFoundError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(one_line(exc)) from None
 
 
 @click.command("search")

@@ -10,7 +10,7 @@ import click
 
 from hygiene.batch import BatchError, BatchJob, run_batch
 from hygiene.config import BatchConfig
-from hygiene.keys import printable
+from hygiene.keys import utf8_text
 
 from .options import clean_options, output_options
 
@@ -43,8 +43,8 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet):
     if summary.interrupted:
         click.echo(f"stopped by {signal.Signals(summary.interrupted).name}: {c['not_run']} photos not run; "
                    "run the same command again to resume", err=True)
-    click.echo(f"results: {printable(str(out_dir))}  summary: {printable(str(out_dir / job.batch.summary_json))}, "
-               f"{printable(str(out_dir / job.batch.summary_csv))}")
+    click.echo(f"results: {utf8_text(str(out_dir))}  summary: {utf8_text(str(out_dir / job.batch.summary_json))}, "
+               f"{utf8_text(str(out_dir / job.batch.summary_csv))}")
     sys.exit(128 + summary.interrupted if summary.interrupted else 0 if summary.ok else 1)
 
 

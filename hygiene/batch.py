@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import BatchConfig, CleanConfig, LoadLimits, OutputConfig
-from .keys import code_version, file_sha256, one_line, printable
+from .keys import code_version, file_sha256, one_line, utf8_text
 
 OK_STATUSES = ("cleaned", "needs_review")
 WORKER_DIED = "worker died"
@@ -68,7 +68,7 @@ class BatchJob:
 @dataclass(frozen=True)
 class Task:
     src: Path  # the photo to read
-    rel: str  # its name in the manifest and summary (printable)
+    rel: str  # its name in the manifest and summary (utf8_text)
     out: Path  # where its output goes
     digest: str  # sha256 of its bytes
 
@@ -163,16 +163,16 @@ def _check_folders(job: BatchJob) -> None:
     if job.in_dir is None:
         return
     if not job.in_dir.is_dir():
-        raise BatchError(f"input folder not found: {printable(str(job.in_dir))}")
+        raise BatchError(f"input folder not found: {utf8_text(str(job.in_dir))}")
     if os.path.realpath(job.out_dir) == os.path.realpath(job.in_dir):
-        raise BatchError(f"output folder {printable(str(job.out_dir))} is the input folder: refusing to write "
+        raise BatchError(f"output folder {utf8_text(str(job.out_dir))} is the input folder: refusing to write "
                          "over the originals; choose another OUT_DIR")
 
 
 def _tasks_of_folder(job: BatchJob) -> Iterable[tuple[Path, str, Path]]:
     for src in find_images(job.in_dir, job.batch, exclude=job.out_dir):
         rel = src.relative_to(job.in_dir)
-        yield src, printable(str(rel)), job.out_path(rel)
+        yield src, utf8_text(str(rel)), job.out_path(rel)
 
 
 def _tasks_of_files(job: BatchJob, sources: Sequence[Path]) -> Iterable[tuple[Path, str | None, None]]:
@@ -198,15 +198,15 @@ def plan_batch(job: BatchJob, sources: Sequence[Path] | None = None) -> tuple[li
         try:
             digest = file_sha256(src)
         except OSError as exc:
-            summary.add({"rel": rel or printable(str(src)), "status": "failed",
-                         "error": printable(f"cannot read file: {exc.strerror}")})
+            summary.add({"rel": rel or utf8_text(str(src)), "status": "failed",
+                         "error": utf8_text(f"cannot read file: {exc.strerror}")})
             continue
         if rel is None:
             rel = f"{digest[:2]}/{digest}"
             out = job.out_path(Path(rel))
         if os.path.realpath(out) in inputs:
-            raise BatchError(f"output {printable(str(out))} would overwrite the input photo "
-                             f"{printable(str(src))}: choose an OUT_DIR outside the input folder")
+            raise BatchError(f"output {utf8_text(str(out))} would overwrite the input photo "
+                             f"{utf8_text(str(src))}: choose an OUT_DIR outside the input folder")
         task = Task(Path(src), rel, out, digest)
         prev = manifest.get(rel)
         if _finished(prev, task, settings):
@@ -240,18 +240,18 @@ def process_one(job: BatchJob, task: Task) -> dict:
         image = load_image(task.src, job.limits)
         result = clean(image, job.clean)
         save_image_atomic(result.image, task.out, job.output)
-        row.update(status=result.status, output=printable(str(task.out.relative_to(job.out_dir))),
+        row.update(status=result.status, output=utf8_text(str(task.out.relative_to(job.out_dir))),
                    model=result.model, reasons=result.reasons, ready=result.report["ready"],
                    failed_checks=",".join(result.report["failed"]),
                    checks={k: v["value"] for k, v in result.report["checks"].items()},
                    timings=result.timings)
     except (ImageLoadError, ModelError, ValueError) as exc:
-        row["error"] = printable(one_line(exc))
+        row["error"] = utf8_text(one_line(exc))
     except OSError as exc:  # the output folder (full, read-only) or a file vanishing mid-read
         written = str(exc.filename or "").startswith(str(job.out_dir))
-        row["error"] = printable(f"cannot write {task.out.name}: {exc.strerror}" if written else one_line(exc))
+        row["error"] = utf8_text(f"cannot write {task.out.name}: {exc.strerror}" if written else one_line(exc))
     except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
-        row["error"] = printable(f"{type(exc).__name__}: {one_line(exc)}")
+        row["error"] = utf8_text(f"{type(exc).__name__}: {one_line(exc)}")
     row["seconds"] = round(time.perf_counter() - t, 3)
     return row
 
@@ -319,12 +319,12 @@ def _prepare_out(job: BatchJob, wait: bool):
         job.out_dir.mkdir(parents=True, exist_ok=True)
         fh = (job.out_dir / job.batch.manifest_name).open("a", encoding="utf-8")
     except OSError as exc:
-        raise BatchError(f"cannot write to {printable(str(job.out_dir))}: {exc.strerror}") from None
+        raise BatchError(f"cannot write to {utf8_text(str(job.out_dir))}: {exc.strerror}") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        raise BatchError(f"{printable(str(job.out_dir))} is being written by another shelfready run; "
+        raise BatchError(f"{utf8_text(str(job.out_dir))} is being written by another shelfready run; "
                          "wait for it or choose another OUT_DIR") from None
     return fh
 
@@ -374,7 +374,7 @@ def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | No
             try:
                 write_summary(job, summary)
             except OSError as exc:
-                raise BatchError(f"cannot write the summary in {printable(str(job.out_dir))}: {exc.strerror}") from None
+                raise BatchError(f"cannot write the summary in {utf8_text(str(job.out_dir))}: {exc.strerror}") from None
         return summary
     finally:
         lock.close()

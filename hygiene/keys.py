@@ -49,7 +49,7 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def printable(text: str) -> str:
+def utf8_text(text: str) -> str:
     """``text`` safe for UTF-8 files: undecodable bytes of a file name (surrogate
     escapes) become ``\\xNN``, so a name that is not valid UTF-8 is still reported."""
     try:

@@ -79,8 +79,8 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError as e:
         if e.start >= len(head) - 3 and e.reason == "unexpected end of data":
             return True  # a multi-byte character cut by the sample
-    printable = sum(1 for b in head if 32 <= b <= 126 or b in (9, 10, 13))
-    return printable / len(head) >= 0.9
+    utf8_text = sum(1 for b in head if 32 <= b <= 126 or b in (9, 10, 13))
+    return utf8_text / len(head) >= 0.9
 
 
 def _pil_identify(data: bytes) -> str | None:

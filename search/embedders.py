@@ -55,6 +55,7 @@ from PIL import Image
 
 from hygiene import runtime as runtime_mod
 from hygiene.config import RuntimeConfig
+from hygiene.keys import one_line
 from hygiene.models import ModelError
 
 from .config import DEFAULT_EMBED, EmbedConfig
@@ -383,7 +384,7 @@ class ClipEmbedder(_TorchEmbedder):
                     name.arch, pretrained=pretrained, device=device
                 )
         except Exception as exc:  # noqa: BLE001 - hub/download/checkpoint errors -> one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = one_line(exc)
             raise ModelError(
                 f"could not load {name}: {first}. Offline? Put the checkpoint on disk and use "
                 f"clip:{name.arch}//absolute/path/to/checkpoint"

@@ -246,12 +246,13 @@ def _review(ev: Evaluation) -> str:
 def _failed_checks(path: str, config) -> str:
     """The readiness checks a photo file fails as it is (``shelfready check``), as text."""
     from hygiene import check
+    from hygiene.keys import one_line
     from hygiene.io import load_image
 
     try:
         failed = check(load_image(path), config)["failed"]
     except (ValueError, OSError) as exc:
-        return f"unreadable ({_e(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})"
+        return f"unreadable ({_e(one_line(exc))})"
     return "<span class=ok>ready</span>" if not failed else f"fails {_e(', '.join(failed))}"
 
 
