@@ -190,7 +190,7 @@ def test_first_signal_stops_cleanly_and_a_rerun_resumes(photos, sig, code):
     os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole process group
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == code, stderr[-800:]
-    assert time.monotonic() - t < 10
+    assert time.monotonic() - t < 20  # grace 5 s, then the workers are killed
     assert "Traceback" not in stderr and "stopped by" in stderr
     psutil.wait_procs(workers, timeout=5)
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE], "orphan workers"
@@ -200,7 +200,7 @@ def test_first_signal_stops_cleanly_and_a_rerun_resumes(photos, sig, code):
     written = sorted(p.name for p in out.glob("*.jpg"))
     assert set(done) <= set(written) and not list(out.rglob(".*.tmp"))
     # the re-run finishes the rest, each photo exactly once in the manifest
-    r = subprocess.run(_cli(str(photos), str(out)), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(_cli(str(photos), str(out)), capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     rels = _manifest_rels(out)
     assert sorted(rels) == sorted(p.name for p in photos.glob("*.jpg")) and len(rels) == len(set(rels))
