@@ -1,0 +1,45 @@
+"""Joining a Ray cluster, or starting a local Ray for one job and stopping it after."""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+from hygiene.keys import one_line
+
+from . import EngineError, require_ray
+from .config import RayConfig
+
+
+@contextmanager
+def ray_connection(cfg: RayConfig):
+    """Yield the ``ray`` module connected as ``cfg`` says; a Ray this process already
+    joined is reused and left running, as is a cluster given by address."""
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    common = {"include_dashboard": False, "logging_level": logging.WARNING, "configure_logging": True}
+    try:
+        if cfg.address:
+            ray.init(address=cfg.address, **common)
+        else:  # "local": never the RAY_ADDRESS of the environment (the CLI reads that at its edge)
+            ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count() or 1, **common)
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        where = f"the Ray cluster at {cfg.address}" if cfg.address else "a local Ray"
+        raise EngineError(f"cannot start or join {where}: {one_line(exc)}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus(ray) -> float:
+    """CPUs of the alive nodes of the cluster (what an actor pool can be sized from)."""
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def pool_size(cfg: RayConfig, ray, photos: int) -> int:
+    """Actors for a job: ``cfg.actors``, or as many as the cluster's CPUs hold; never more than photos."""
+    size = cfg.actors or int(cluster_cpus(ray) // cfg.actor_cpus)
+    return max(1, min(size, photos))
