@@ -15,7 +15,7 @@ import click
 
 from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
-from .options import clean_options
+from .options import clean_options, engine_options
 
 BATCH = 32
 
@@ -82,17 +82,51 @@ def catalog_group():
 
 
 @catalog_group.command("build")
-@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_label_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Catalog folder.")
 @click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True, help="source:arch[/tag].")
 @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
               help="FAISS index; auto picks by catalog size.")
-def build(images, labels, labels_from_folders, out, embedder, index_type):
+@engine_options
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              help="--engine ray: where the Parquet shards of embeddings go [OUT-shards].")
+@click.option("--from-parquet", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Build from Parquet shards (id, sku, label, path, content_hash, vector) instead of IMAGES.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.pass_context
+def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, engine, ray_config, shards,
+          from_parquet, quiet):
     """Embed every image under IMAGES into a new catalog at --out.
+
+    With --engine ray the photos are embedded by Ray actors into Parquet shards
+    and the index is built from them shard by shard; --from-parquet DIR builds
+    from such shards made elsewhere.
 
     Example: shelfready catalog build products/ --labels-from-folders --out cat/
     """
+    from scale import EngineError
+
+    if (images is None) == (from_parquet is None):
+        raise click.UsageError("give either IMAGES or --from-parquet DIR")
+    if from_parquet is not None or engine == "ray":
+        from scale.embed_engine import build_catalog_ray
+        from scale.shard_index import build_from_parquet
+
+        try:
+            if from_parquet is not None:
+                explicit = ctx.get_parameter_source("embedder") != click.core.ParameterSource.DEFAULT
+                if (out / "catalog.json").exists():
+                    raise EngineError(f"{out} already holds a catalog; use `shelfready catalog add`")
+                done = build_from_parquet(from_parquet, out, embedder if explicit else None, index_type)
+            else:
+                items = _labelled(images, labels, labels_from_folders)
+                done = build_catalog_ray(items, embedder, out, shards or out.with_name(out.name + "-shards"),
+                                         index_type, ray_config, progress=not quiet)
+        except (EngineError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        _report_add(done.added, done.skipped, done.errors, _open(out))
+        return
     from search import Catalog, create_embedder
 
     items = _labelled(images, labels, labels_from_folders)
