@@ -127,14 +127,19 @@ class RuntimeConfig:
 
     threads: int = 0  # onnxruntime intra-op threads per session; 0 = all cores
     spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
+    device: str = "cpu"  # cpu | cuda (onnxruntime's CUDA provider); "auto" is resolved at the edge
 
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
 
     def fingerprint_fields(self) -> dict:
-        """The fields that can change results (none of threads/spin)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("threads", "spin")}
+        """The fields that can change results (none of threads/spin; device only when not cpu,
+        so the settings key of CPU runs is what it was before devices existed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("threads", "spin") and not (k == "device" and v == "cpu")}
 
 
 @dataclass(frozen=True)

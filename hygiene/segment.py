@@ -90,6 +90,18 @@ def _options(runtime: RuntimeConfig):
     return opts
 
 
+def _providers(runtime: RuntimeConfig) -> list[str]:
+    """onnxruntime providers of ``runtime.device``; cuda without the CUDA provider is a one-line error."""
+    if runtime.device != "cuda":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise models.ModelError("device cuda: this onnxruntime has no CUDA provider; "
+                                "pip install shelfready[gpu] on a machine with an NVIDIA GPU")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
     """One session per (model, runtime settings, model folder) per process, created on first use."""
     key = (name, runtime, str(models.rembg_home()))
@@ -105,9 +117,9 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
                 if name == INT8:
                     attrs["name"] = classmethod(lambda c, *a, **k: INT8)
                 cls = type(f"Local{base.__name__}", (base,), attrs)
-                session = cls(name, _options(runtime), providers=["CPUExecutionProvider"])
+                session = cls(name, _options(runtime), providers=_providers(runtime))
             else:
-                session = base(name, _options(runtime), providers=["CPUExecutionProvider"])
+                session = base(name, _options(runtime), providers=_providers(runtime))
         except models.ModelError:
             raise
         except Exception as exc:  # onnxruntime / download failure -> one line
