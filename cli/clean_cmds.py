@@ -1,6 +1,7 @@
 """`shelfready clean` and `shelfready check`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -12,7 +13,7 @@ from hygiene.batch import BatchError, BatchJob, run_batch
 from hygiene.config import BatchConfig
 from hygiene.keys import printable
 
-from .options import clean_options, engine_options, output_options
+from .options import clean_options, device_option, engine_options, onnx_device, output_options
 
 
 @click.command()
@@ -24,7 +25,8 @@ from .options import clean_options, engine_options, output_options
               help="Worker processes (0 = one per core).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, ray_config):
+@device_option
+def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, ray_config, device):
     """Clean every photo under IN_DIR into OUT_DIR (tree mirrored, originals untouched).
 
     Re-running skips photos already done with the same bytes and settings.
@@ -38,6 +40,9 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, 
     """
     from scale import EngineError
 
+    if device != "cpu":
+        runtime = dataclasses.replace(clean_config.runtime, device=onnx_device(device))
+        clean_config = dataclasses.replace(clean_config, runtime=runtime)
     job = BatchJob(in_dir=in_dir, out_dir=out_dir, clean=clean_config, output=output_config,
                    batch=BatchConfig(workers=workers))
     try:

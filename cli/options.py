@@ -70,3 +70,24 @@ def engine_options(func):
         return func(*args, **kwargs)
 
     return wrapper
+
+
+def device_option(func):
+    """--device auto|cpu|cuda -> `device` kwarg (the choice; each command resolves "auto")."""
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                        help="Where models run: cuda needs an NVIDIA GPU and pip install shelfready[gpu]; "
+                             "auto = cuda when onnxruntime/torch see a GPU.")(func)
+
+
+def onnx_device(choice: str) -> str:
+    """cpu or cuda for the remover: ``auto`` is cuda when onnxruntime has its CUDA provider;
+    cuda without it is a one-line error before any photo is read."""
+    if choice == "cpu":
+        return choice
+    import onnxruntime as ort
+
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if choice == "cuda" and not has_cuda:
+        raise click.ClickException("--device cuda: this onnxruntime has no CUDA provider; "
+                                   "pip install shelfready[gpu] on a machine with an NVIDIA GPU")
+    return "cuda" if has_cuda else "cpu"

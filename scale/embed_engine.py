@@ -70,6 +70,9 @@ def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConf
     with ray_connection(cfg) as ray:
         from ray.data import ActorPoolStrategy, DataContext
 
+        if device in (None, "auto"):  # the cluster's nodes decide, not the driver's
+            device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = progress
         ctx.print_on_execution_start = progress
@@ -81,7 +84,7 @@ def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConf
             ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"embedder": embedder,
                                 "threads": max(1, int(cfg.actor_cpus)), "device": device},
                                 batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=size),
-                                num_cpus=cfg.actor_cpus, num_gpus=1 if device == "cuda" else None,
+                                num_cpus=cfg.actor_cpus, num_gpus=cfg.actor_gpus if device == "cuda" else None,
                                 max_restarts=-1, max_task_retries=cfg.task_retries)
         shards.mkdir(parents=True, exist_ok=True)
         ds.write_parquet(str(shards), min_rows_per_file=min(rows_per_shard, len(rows)))

@@ -122,7 +122,7 @@ def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, pr
         return ds.map_batches(
             CleanActor, fn_constructor_kwargs={"job": job, "threads": threads}, batch_size=1,
             batch_format="numpy", compute=ActorPoolStrategy(size=size), num_cpus=cfg.actor_cpus,
-            max_restarts=-1, max_task_retries=cfg.task_retries)
+            num_gpus=cfg.actor_gpus if job.clean.runtime.device == "cuda" else None, max_restarts=-1, max_task_retries=cfg.task_retries)
 
 
 def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = True,
