@@ -15,7 +15,7 @@ import click
 
 from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
-from .options import clean_options, engine_options
+from .options import clean_options, device_option, engine_options
 
 BATCH = 32
 
@@ -94,9 +94,10 @@ def catalog_group():
 @click.option("--from-parquet", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Build from Parquet shards (id, sku, label, path, content_hash, vector) instead of IMAGES.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@device_option
 @click.pass_context
 def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, engine, ray_config, shards,
-          from_parquet, quiet):
+          from_parquet, quiet, device):
     """Embed every image under IMAGES into a new catalog at --out.
 
     With --engine ray the photos are embedded by Ray actors into Parquet shards
@@ -122,7 +123,7 @@ def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, e
             else:
                 items = _labelled(images, labels, labels_from_folders)
                 done = build_catalog_ray(items, embedder, out, shards or out.with_name(out.name + "-shards"),
-                                         index_type, ray_config, progress=not quiet)
+                                         index_type, ray_config, device=device, progress=not quiet)
         except (EngineError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         _report_add(done.added, done.skipped, done.errors, _open(out))
@@ -130,7 +131,7 @@ def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, e
     from search import Catalog, create_embedder
 
     items = _labelled(images, labels, labels_from_folders)
-    emb = create_embedder(embedder)
+    emb = create_embedder(embedder, device=None if device == "auto" else device)
     try:
         cat = Catalog.create(out, emb.name, emb.dim, index_type)
     except FileExistsError as exc:
@@ -207,7 +208,9 @@ def search_cmd(catalog, image, text, k, as_json):
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where cleaned images and embeddings are cached [~/.cache/shelfready].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet):
+@engine_options
+def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet,
+                 engine, ray_config):
     """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
 
     Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
@@ -232,6 +235,20 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
         if it.path and it.label:
             catalog_items.append(datasets.LabelledImage(Path(it.path), it.label, it.sku or ""))
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
+    if engine == "ray":  # the cleanup on Ray, into the cache the evaluation then reads
+        import dataclasses
+
+        from scale import EngineError
+        from scale.eval_engine import clean_cache_on_ray
+        from search.photo_cache import default_cache_dir
+
+        paths = [q.path for q in query_items] + ([c.path for c in catalog_items] if clean_catalog else [])
+        ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
+        try:
+            clean_cache_on_ray(paths, clean_config, cache_dir or default_cache_dir(), cfg=ray_config,
+                               progress=not quiet)
+        except EngineError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name), clean_config,
                       clean_catalog=clean_catalog, config=cfg, progress=not quiet)

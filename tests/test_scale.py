@@ -62,3 +62,35 @@ def test_driver_killed_mid_job_then_rerun_records_every_photo_once(tmp_path, sam
     assert again.returncode == 0, again.stderr
     assert f"{first} already done" in again.stdout, again.stdout
     exactly_once(out, sorted(p.name for p in src.iterdir()))
+
+
+def test_evaluate_with_the_ray_engine_scores_as_the_local_engine(tmp_path, sample_paths):
+    """The cleanup runs on Ray into the evaluation cache; the report equals the local engine's."""
+    import json
+    import shutil
+
+    shop, queries = tmp_path / "shop", tmp_path / "queries"
+    shop.mkdir()
+    stems = ("hat-2", "shoes-2")
+    for p in sample_paths:
+        if p.stem in stems:
+            (queries / p.stem.split("-")[0]).mkdir(parents=True)
+            shutil.copy(p, queries / p.stem.split("-")[0] / p.name)
+        else:
+            shutil.copy(p, shop / p.name)
+    cat = tmp_path / "cat"
+    assert run([sys.executable, "-m", "cli", "catalog", "build", str(shop), "--out", str(cat)]).returncode == 0
+    reports = {}
+    for engine in ("local", "ray"):
+        cache = tmp_path / f"cache-{engine}"
+        proc = run([sys.executable, "-m", "cli", "evaluate", "--catalog", str(cat), "--queries", str(queries),
+                    "--out", str(tmp_path / engine), "--cache-dir", str(cache), "--size", "256", "--quiet",
+                    "--workers", "2", "--engine", engine])
+        assert proc.returncode == 0, proc.stderr
+        reports[engine] = json.loads((tmp_path / engine / "report.json").read_text())
+        manifests = list((cache / "clean").glob("*/" + MANIFEST))
+        assert len(manifests) == 1 and manifests[0].read_text().count("\n") == 2  # both queries, once
+    assert reports["ray"]["metrics"] == reports["local"]["metrics"]
+    strip = ("cleaned_path",)
+    assert ([{k: v for k, v in r.items() if k not in strip} for r in reports["ray"]["photos"]]
+            == [{k: v for k, v in r.items() if k not in strip} for r in reports["local"]["photos"]])
