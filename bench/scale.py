@@ -3,8 +3,8 @@
     python bench/scale.py                      # 120 clothing photos, 3 rounds, then the 2-node run
     python bench/scale.py --n 40 --rounds 2 --no-cluster --commands
 
-Phase 1 (engine overhead): one local Ray (``--workers`` CPUs) is started once, as
-a cluster would already be running; each round cleans the same photos into a
+Phase 1 (engine overhead): one local Ray (``--workers`` CPUs, workers at nice 0 as
+``shelfready clean --engine ray`` starts it) is started once, as a cluster would already be running; each round cleans the same photos into a
 fresh folder with ``run_batch`` (the local pool, ``--workers`` processes) and
 ``run_batch_ray`` (an actor pool of ``--workers`` 1-CPU actors), in an order that
 rotates each round. Each run is timed whole: worker/actor start-up and model
@@ -53,18 +53,16 @@ def _timed(fn) -> tuple[float, object]:
 
 
 def _engine_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
-    import ray
-
     from hygiene.batch import run_batch
+    from scale.cluster import ray_connection
     from scale.config import RayConfig
     from scale.ray_engine import run_batch_ray
 
-    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, logging_level="WARNING")
     runs = {"local": lambda out: run_batch(_job(src, out, args.workers, args.size), progress=False),
             "ray": lambda out: run_batch_ray(_job(src, out, args.workers, args.size), RayConfig(), progress=False)}
     rates: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
-    try:
+    with ray_connection(RayConfig(num_cpus=args.workers)):  # started once, as a cluster would be running
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
@@ -73,8 +71,6 @@ def _engine_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
                 assert summary.cleaned + summary.needs_review == args.n, summary.counts()
                 rates[name].append(args.n / secs)
                 print(f"round {r + 1} {name:<6} {args.n / secs:6.2f} photos/s ({secs:.1f} s)", flush=True)
-    finally:
-        ray.shutdown()
     return rates
 
 
@@ -102,12 +98,14 @@ def _two_nodes(args, src: Path, tmp: Path) -> dict:
     from ray.cluster_utils import Cluster
 
     from hygiene.batch import run_batch
+    from scale.cluster import LOCAL_SYSTEM_CONFIG
     from scale.config import RayConfig
     from scale.ray_engine import run_batch_ray
     from scale_helpers import nodes_of, outcome
 
     per_node = max(1, args.workers // 2)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node,
+                                                            "_system_config": LOCAL_SYSTEM_CONFIG})
     cluster.add_node(num_cpus=per_node)
     cluster.wait_for_nodes()
     try:

@@ -10,6 +10,10 @@ from hygiene.keys import one_line
 from . import EngineError, require_ray
 from .config import RayConfig
 
+# Ray runs its workers at nice 15 by default; a Ray started for one command runs them at
+# the user's priority, as the local engine's pool (on a busy machine nice 15 starves them).
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+
 
 @contextmanager
 def ray_connection(cfg: RayConfig):
@@ -24,7 +28,8 @@ def ray_connection(cfg: RayConfig):
         if cfg.address:
             ray.init(address=cfg.address, **common)
         else:  # "local": never the RAY_ADDRESS of the environment (the CLI reads that at its edge)
-            ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count() or 1, **common)
+            ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count() or 1,
+                     _system_config=LOCAL_SYSTEM_CONFIG, **common)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         where = f"the Ray cluster at {cfg.address}" if cfg.address else "a local Ray"
         raise EngineError(f"cannot start or join {where}: {one_line(exc)}") from None
