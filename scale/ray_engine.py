@@ -15,9 +15,9 @@ manifest and the rest undone (outputs are written atomically, temp files of
 killed writers are removed at the next start); the re-run skips the first and
 does the second. An actor that dies (SIGKILL, OOM, its node removed) is
 restarted by Ray and its photo retried (``RayConfig.task_retries``); a photo
-still lost after that is recorded as ``worker died`` (as in the local engine,
-skipped until its bytes or the settings change), so a photo that kills every
-worker cannot stall the job.
+still lost after that is reported failed in the summary (not in the manifest,
+so the next run tries it again), so a photo that kills every worker cannot
+stall the job.
 
 Which node cleaned each photo is appended to ``OUT/.shelfready-nodes.jsonl``
 (rel, node id, node address, settings), not to the manifest or summary, which
@@ -38,11 +38,12 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from hygiene.batch import (OK_STATUSES, WORKER_DIED, BatchError, BatchJob, BatchSummary, Recorder, Task,
+from hygiene.batch import (OK_STATUSES, BatchError, BatchJob, BatchSummary, Recorder, Task,
                            _check_folders, _prepare_out, init_worker, plan_batch, process_one,
                            remove_stale_temp_files, write_summary)
-from hygiene.keys import printable
+from hygiene.keys import one_line, printable
 
+from . import EngineError
 from .cluster import pool_size, ray_connection
 from .config import RayConfig
 
@@ -73,7 +74,8 @@ class CleanActor:
 
         rows = [pickle.dumps(process_one(self.job, pickle.loads(t))) for t in batch["task"]]
         n = len(rows)
-        return {"row": np.array(rows, dtype=object), "node": np.array([self.node] * n, dtype=object),
+        return {"i": batch["i"], "row": np.array(rows, dtype=object),
+                "node": np.array([self.node] * n, dtype=object),
                 "address": np.array([self.address] * n, dtype=object)}
 
 
@@ -102,9 +104,12 @@ def _stop_on_signals():
 
 
 def _lost_row(job: BatchJob, task: Task, tries: int) -> dict:
+    """A photo whose Ray task failed every try: failed in the summary, not in the manifest (the next
+    run tries it again; Ray does not say whether its actor died or the engine itself failed)."""
     return {"rel": task.rel, "sha256": task.digest, "settings": job.fingerprint(), "output": "",
-            "status": "failed", "error": f"{WORKER_DIED}: its Ray actor was lost {tries} times",
-            "model": job.clean.model, "reasons": [], "ready": False, "failed_checks": "", "seconds": 0.0}
+            "status": "failed", "error": f"lost on Ray: its task failed {tries} times (actor died or engine "
+            "error, see Ray's log); run again to retry", "model": job.clean.model, "reasons": [], "ready": False,
+            "failed_checks": "", "seconds": 0.0}
 
 
 def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, progress: bool):
@@ -116,7 +121,8 @@ def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, pr
     ctx.print_on_execution_start = progress
     threads = job.clean.runtime.threads or max(1, int(cfg.actor_cpus))
     blocks = max(1, min(len(todo), cfg.max_blocks))
-    ds = ray.data.from_items([{"task": pickle.dumps(t)} for t in todo], override_num_blocks=blocks)
+    ds = ray.data.from_items([{"i": i, "task": pickle.dumps(t)} for i, t in enumerate(todo)],
+                             override_num_blocks=blocks)
     with warnings.catch_warnings():  # Ray 2.60 has no named parameter for an actor's task retries yet
         warnings.simplefilter("ignore", DeprecationWarning)
         return ds.map_batches(
@@ -160,22 +166,25 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
             print(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
 
     recorder = Recorder(job, summary, show)
-    pending = {t.rel: t for t in todo}
+    pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
     with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
         ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress)
         try:
             with _stop_on_signals():
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-                    for blob, node, address in zip(batch["row"], batch["node"], batch["address"]):
-                        row = pickle.loads(blob)
-                        if pending.pop(row["rel"], None) is None:
+                    for i, blob, node, address in zip(batch["i"], batch["row"], batch["node"], batch["address"]):
+                        if pending.pop(int(i), None) is None:
                             continue  # already recorded (never expected: a block is delivered once)
+                        row = pickle.loads(blob)
                         recorder.record(row)
                         nodes.write(json.dumps({"rel": row["rel"], "node": node, "address": address,
                                                 "settings": row["settings"]}) + "\n")
                         nodes.flush()
         except (_Stopped, KeyboardInterrupt) as exc:
             return int(exc.signum) if isinstance(exc, _Stopped) else int(signal.SIGINT)
+        except Exception as exc:  # noqa: BLE001 - the cluster went away, Ray gave up: one line, resumable
+            raise EngineError(f"the Ray job stopped: {one_line(exc)}; {len(todo) - len(pending)} photos are "
+                              "recorded, run the same command again to do the rest") from None
         for task in list(pending.values()):  # blocks given up after task_retries: their actor kept dying
             recorder.record(_lost_row(job, task, cfg.task_retries + 1))
         os.fsync(nodes.fileno())
