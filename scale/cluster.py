@@ -10,9 +10,12 @@ from hygiene.keys import one_line
 from . import EngineError, require_ray
 from .config import RayConfig
 
-# Ray runs its workers at nice 15 by default; a Ray started for one command runs them at
-# the user's priority, as the local engine's pool (on a busy machine nice 15 starves them).
-LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+# A Ray started for one command treats its workers as the local engine treats its pool:
+# at the user's priority (Ray's default nice 15 starves them on a busy machine), and
+# without Ray's own memory monitor, which kills workers when the machine (not the job)
+# is above 95 % of RAM: on a shared machine that killed photos other processes crowded
+# out (the kernel's OOM killer still guards the machine).
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0, "memory_monitor_refresh_ms": 0}
 
 
 @contextmanager

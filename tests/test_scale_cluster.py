@@ -25,7 +25,9 @@ ACTOR = "MapWorker(MapBatches(CleanActor))"
 def cluster():
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    from scale.cluster import LOCAL_SYSTEM_CONFIG
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": LOCAL_SYSTEM_CONFIG})
     second = c.add_node(num_cpus=1)
     c.wait_for_nodes()
     try:
