@@ -144,11 +144,12 @@ def build_from_parquet(folder: Path, out: Path, embedder: str | None = None, ind
             result.added += len(cat.add(chunk["vector"][keep], _items(chunk, keep)))
 
     if sample is not None:  # first add = the training sample: the catalog trains its index on it
-        picked = [c for c in _gather(files, counts, sample, chunk_rows)]
+        picked = list(_gather(files, counts, sample, chunk_rows))
         merged = {k: (np.concatenate([c[k] for c in picked]) if isinstance(picked[0][k], np.ndarray)
-                      else sum((c[k] for c in picked), [])) for k in picked[0]}
+                      else [v for c in picked for v in c[k]]) for k in picked[0]}
+        del picked  # one copy of the sample, not two, while the index trains
         add(merged, np.ones(len(merged["valid"]), dtype=bool))
-        del picked, merged
+        del merged
     offset = 0
     for f, n in zip(files, counts):
         pos = 0
