@@ -16,7 +16,7 @@ import click
 from hygiene.keys import one_line
 from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
-from .options import clean_options, runtime_options
+from .options import clean_options, device_option, engine_options, runtime_options
 
 
 def _labelled(images: Path, labels: Path | None, from_folders: bool):
@@ -112,7 +112,7 @@ def catalog_group():
 
 
 @catalog_group.command("build")
-@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_label_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Catalog folder.")
 @click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True, help="source:arch[/tag].")
@@ -120,17 +120,52 @@ def catalog_group():
               help="FAISS index; auto picks by catalog size.")
 @_lock_timeout_option
 @runtime_options
-def build(images, labels, labels_from_folders, out, embedder, index_type, lock_timeout, runtime_config):
+@engine_options
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              help="--engine ray: where the Parquet shards of embeddings go [OUT-shards].")
+@click.option("--from-parquet", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Build from Parquet shards (id, sku, label, path, content_hash, vector) instead of IMAGES.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@device_option
+@click.pass_context
+def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, lock_timeout, runtime_config, engine,
+          ray_config, shards, from_parquet, quiet, device):
     """Embed every image under IMAGES into a new catalog at --out.
+
+    With --engine ray the photos are embedded by Ray actors into Parquet shards
+    and the index is built from them shard by shard; --from-parquet DIR builds
+    from such shards made elsewhere.
 
     Example: shelfready catalog build products/ --labels-from-folders --out cat/
     """
+    from scale import EngineError
+
+    if (images is None) == (from_parquet is None):
+        raise click.UsageError("give either IMAGES or --from-parquet DIR")
+    if from_parquet is not None or engine == "ray":
+        from scale.embed_engine import build_catalog_ray
+        from scale.shard_index import build_from_parquet
+
+        try:
+            if from_parquet is not None:
+                explicit = ctx.get_parameter_source("embedder") != click.core.ParameterSource.DEFAULT
+                if (out / "catalog.json").exists():
+                    raise EngineError(f"{out} already holds a catalog; use `shelfready catalog add`")
+                done = build_from_parquet(from_parquet, out, embedder if explicit else None, index_type)
+            else:
+                items = _labelled(images, labels, labels_from_folders)
+                done = build_catalog_ray(items, embedder, out, shards or out.with_name(out.name + "-shards"),
+                                         index_type, ray_config, device=device, progress=not quiet)
+        except (EngineError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        _report_add(done.added, done.skipped, done.errors, _open(out))
+        return
     from search import Catalog, create_embedder
     from search.catalog import CatalogBusy
     from search.config import StoreConfig
 
     items = _labelled(images, labels, labels_from_folders)
-    emb = create_embedder(embedder, runtime=runtime_config)
+    emb = create_embedder(embedder, device=None if device == "auto" else device, runtime=runtime_config)
     try:
         cat = Catalog.create(out, emb.name, emb.dim, index_type, store=StoreConfig(lock_timeout=lock_timeout))
     except FileExistsError as exc:
@@ -214,7 +249,9 @@ def search_cmd(catalog, image, text, k, as_json):
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where cleaned images and embeddings are cached [~/.cache/shelfready].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet):
+@engine_options
+def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet,
+                 engine, ray_config):
     """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
 
     Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
@@ -238,6 +275,20 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
         if it.path and it.label:
             catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
+    if engine == "ray":  # the cleanup on Ray, into the cache the evaluation then reads
+        import dataclasses
+
+        from scale import EngineError
+        from scale.eval_engine import clean_cache_on_ray
+        from search.photo_cache import default_cache_dir
+
+        paths = [q.path for q in query_items] + ([c.path for c in catalog_items] if clean_catalog else [])
+        ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
+        try:
+            clean_cache_on_ray(paths, clean_config, cache_dir or default_cache_dir(), cfg=ray_config,
+                               progress=not quiet)
+        except EngineError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name, runtime=clean_config.runtime), clean_config,
                       clean_catalog=clean_catalog, config=cfg, progress=not quiet)

@@ -1,6 +1,7 @@
 """`shelfready clean` and `shelfready check`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -12,7 +13,7 @@ from hygiene.batch import BatchError, BatchJob, run_batch
 from hygiene.config import BatchConfig
 from hygiene.keys import utf8_text
 
-from .options import clean_options, output_options
+from .options import clean_options, device_option, engine_options, onnx_device, output_options
 
 
 @click.command()
@@ -23,19 +24,35 @@ from .options import clean_options, output_options
 @click.option("--workers", type=click.IntRange(0, 64), default=BatchConfig().workers, show_default=True,
               help="Worker processes (0 = one per core).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def clean(in_dir, out_dir, clean_config, output_config, workers, quiet):
+@engine_options
+@device_option
+def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, ray_config, device):
     """Clean every photo under IN_DIR into OUT_DIR (tree mirrored, originals untouched).
 
     Re-running skips photos already done with the same bytes and settings.
     Exit code 1 when any photo failed.
 
+    With --engine ray the same per-photo step runs in Ray actors (IN and OUT must be
+    the same paths on every node, e.g. shared storage); which node cleaned each
+    photo is in OUT/.shelfready-nodes.jsonl.
+
     Example: shelfready clean photos/ ready/ --preset amazon --format jpg
     """
+    from scale import EngineError
+
+    if device != "cpu":
+        runtime = dataclasses.replace(clean_config.runtime, device=onnx_device(device))
+        clean_config = dataclasses.replace(clean_config, runtime=runtime)
     job = BatchJob(in_dir=in_dir, out_dir=out_dir, clean=clean_config, output=output_config,
                    batch=BatchConfig(workers=workers))
     try:
-        summary = run_batch(job, progress=not quiet)
-    except BatchError as exc:
+        if engine == "ray":
+            from scale.ray_engine import run_batch_ray
+
+            summary = run_batch_ray(job, ray_config, progress=not quiet)
+        else:
+            summary = run_batch(job, progress=not quiet)
+    except (BatchError, EngineError) as exc:
         raise click.ClickException(str(exc)) from None
     c = summary.counts()
     click.echo(f"{c['total']} photos: {c['cleaned']} cleaned, {c['needs_review']} need review, "

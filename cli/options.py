@@ -75,3 +75,49 @@ def output_options(func):
         return func(*args, **kwargs)
 
     return wrapper
+
+
+def engine_options(func):
+    """--engine --ray-address --ray-actor-cpus -> `engine` and `ray_config` kwargs.
+
+    RAY_ADDRESS (the environment variable Ray's own tools use) is read here, at the
+    edge; with neither it nor --ray-address, the ray engine starts a local Ray for
+    the command and stops it afterwards."""
+    from scale.config import RayConfig
+
+    ray_defaults = RayConfig()
+
+    @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                  help="local: this machine's process pool. ray: Ray Data actors (pip install shelfready[ray]).")
+    @click.option("--ray-address", envvar="RAY_ADDRESS", default=None, show_envvar=True,
+                  help="Ray cluster to run on (host:port or ray://host:port) [RAY_ADDRESS; none: a local Ray].")
+    @click.option("--ray-actor-cpus", type=click.FloatRange(0.05, 256), default=ray_defaults.actor_cpus,
+                  show_default=True, help="CPUs each Ray actor (one model) reserves; fractions pack more per node.")
+    @functools.wraps(func)
+    def wrapper(*args, engine, ray_address, ray_actor_cpus, **kwargs):
+        kwargs["engine"] = engine
+        kwargs["ray_config"] = RayConfig(address=ray_address or None, actor_cpus=ray_actor_cpus)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def device_option(func):
+    """--device auto|cpu|cuda -> `device` kwarg (the choice; each command resolves "auto")."""
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                        help="Where models run: cuda needs an NVIDIA GPU and pip install shelfready[gpu]; "
+                             "auto = cuda when onnxruntime/torch see a GPU.")(func)
+
+
+def onnx_device(choice: str) -> str:
+    """cpu or cuda for the remover: ``auto`` is cuda when onnxruntime has its CUDA provider;
+    cuda without it is a one-line error before any photo is read."""
+    if choice == "cpu":
+        return choice
+    import onnxruntime as ort
+
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if choice == "cuda" and not has_cuda:
+        raise click.ClickException("--device cuda: this onnxruntime has no CUDA provider; "
+                                   "pip install shelfready[gpu] on a machine with an NVIDIA GPU")
+    return "cuda" if has_cuda else "cpu"

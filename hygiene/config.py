@@ -132,6 +132,7 @@ class RuntimeConfig:
     threads: int = 0  # intra-op threads per model; 0 = all cores
     spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
     cache_dir: str | None = None  # OpenVINO compiled/converted models; None = the user cache dir
+    device: str = "cpu"  # cpu | cuda (onnxruntime's CUDA provider); "auto" is resolved at the edge
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -140,12 +141,16 @@ class RuntimeConfig:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
 
     def fingerprint_fields(self, kind: str = "remover") -> dict:
-        """The fields that can change results, with ``auto`` resolved (none of threads/spin/cache)."""
+        """The fields that can change results, with ``auto`` resolved (none of threads/spin/cache;
+        device only when not cpu, so the settings key of CPU runs stays what it was)."""
         from .runtime import fingerprint_fields
 
-        return fingerprint_fields(self, kind)
+        fields = fingerprint_fields(self, kind)
+        return fields if self.device == "cpu" else {**fields, "device": self.device}
 
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")

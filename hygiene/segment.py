@@ -96,6 +96,18 @@ def _openvino_class(base, path: Path | None, choice, runtime: RuntimeConfig):
     return type(f"OpenVino{base.__name__}", (base,), {"__init__": __init__})
 
 
+def _providers(runtime: RuntimeConfig) -> list[str]:
+    """onnxruntime providers of ``runtime.device``; cuda without the CUDA provider is a one-line error."""
+    if runtime.device != "cuda":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise models.ModelError("device cuda: this onnxruntime has no CUDA provider; "
+                                "pip install shelfready[gpu] on a machine with an NVIDIA GPU")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
     """One session per (model, runtime settings, model folder) per process, created on first use.
 
@@ -117,9 +129,9 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
                 if name == INT8:
                     attrs["name"] = classmethod(lambda c, *a, **k: INT8)
                 cls = type(f"Local{base.__name__}", (base,), attrs)
-                session = cls(name, _options(runtime), providers=["CPUExecutionProvider"])
+                session = cls(name, _options(runtime), providers=_providers(runtime))
             else:
-                session = base(name, _options(runtime), providers=["CPUExecutionProvider"])
+                session = base(name, _options(runtime), providers=_providers(runtime))
         except models.ModelError:
             raise
         except Exception as exc:  # onnxruntime / openvino / download failure -> one line

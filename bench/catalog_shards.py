@@ -1,0 +1,163 @@
+"""A catalog built from Parquet shards vs the same vectors built in memory: peak RSS, recall, latency.
+
+    nice .venv/bin/python bench/catalog_shards.py --n 200000             # ~1 GB of vectors
+    nice .venv/bin/python bench/catalog_shards.py --n 2000000 --shard 100000   # 10 GB of shards on disk
+
+Vectors: bench/catalog_speed.py's seeded two-level clustered unit vectors (dim
+1280), generated shard by shard (each shard its own seed), written as Parquet
+shards with the columns ``catalog build --engine ray`` writes. Queries: 200
+vectors of one more shard that is not in the catalog; ground truth: exact
+inner-product top-10, scanned shard by shard.
+
+Each build runs in its own process (peak RSS = that process's ru_maxrss):
+``shards``: ``scale.shard_index.build_from_parquet`` (trains on a sample, adds
+shard by shard); ``memory``: every vector read into one array, then one
+``Catalog.add`` (what ``catalog build`` does without shards). Both with the same
+index type (``--index``, ivfpq by default) and IndexConfig. Reported per build:
+seconds, peak RSS, index file size, recall@10 and p50 latency of one query at a
+time through ``Catalog.search``; the target is peak RSS(shards) < 2 x index
+size + 1 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DIM = 1280
+
+
+def write_shards(folder: Path, n: int, shard: int, seed: int) -> np.ndarray:
+    """Shards of n vectors; returns 200 query vectors from one more shard (not written)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.catalog_speed import synthetic
+
+    folder.mkdir(parents=True)
+    for i, start in enumerate(range(0, n, shard)):
+        m = min(shard, n - start)
+        x = synthetic(m, DIM, clusters=max(1, m // 2000), seed=seed + i)
+        flat = pa.array(x.reshape(-1), type=pa.float32())
+        table = pa.table({"id": np.arange(start, start + m), "sku": [f"s{j}" for j in range(start, start + m)],
+                          "label": [f"c{j % 500}" for j in range(start, start + m)],
+                          "path": [f"/photos/{j}.jpg" for j in range(start, start + m)],
+                          "content_hash": [f"{j:064x}" for j in range(start, start + m)],
+                          "vector": pa.FixedSizeListArray.from_arrays(flat, DIM)})
+        pq.write_table(table, folder / f"part-{i:05d}.parquet")
+        del x, table, flat
+    (folder / "shelfready-shards.json").write_text(json.dumps({"embedder": "bench:synthetic", "dim": DIM}))
+    return synthetic(max(shard, 2000), DIM, clusters=max(1, shard // 2000), seed=seed + 10_000)[:200]
+
+
+def exact_truth(folder: Path, xq: np.ndarray, k: int = 10) -> list[set[str]]:
+    from scale.shard_index import _chunks, shard_files
+
+    best_s = np.full((len(xq), 0), -np.inf, dtype=np.float32)
+    best_p: np.ndarray = np.empty((len(xq), 0), dtype=object)
+    for f in shard_files(folder):
+        for chunk in _chunks(f, 100_000):
+            s = xq @ chunk["vector"].T
+            p = np.array(chunk["path"], dtype=object)
+            cat_s = np.concatenate([best_s, s], axis=1)
+            cat_p = np.concatenate([best_p, np.broadcast_to(p, s.shape)], axis=1)
+            top = np.argsort(-cat_s, axis=1)[:, :k]
+            best_s = np.take_along_axis(cat_s, top, axis=1)
+            best_p = np.take_along_axis(cat_p, top, axis=1)
+    return [set(row) for row in best_p]
+
+
+_BUILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from search import Catalog, IndexConfig
+mode, shards, out, kind = sys.argv[2:6]
+cfg = IndexConfig()
+t = time.perf_counter()
+if mode == "shards":
+    from scale.shard_index import build_from_parquet
+    build_from_parquet(Path(shards), Path(out), index_type=kind, config=cfg)
+else:
+    from scale.shard_index import _chunks, shard_files
+    vecs, items = [], []
+    for f in shard_files(Path(shards)):
+        for c in _chunks(f, 100_000):
+            vecs.append(c["vector"])
+            items += [{"sku": s, "label": l, "path": p, "content_hash": h}
+                      for s, l, p, h in zip(c["sku"], c["label"], c["path"], c["content_hash"])]
+    x = np.concatenate(vecs); del vecs
+    cat = Catalog.create(Path(out), "bench:synthetic", x.shape[1], kind, config=cfg, autosave=False)
+    cat.add(x, items)
+    cat.save()
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"""
+
+
+def build(mode: str, shards: Path, out: Path, kind: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _BUILD, str(ROOT), mode, str(shards), str(out), kind],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{mode} build failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(out: Path, xq: np.ndarray, truth: list[set[str]]) -> dict:
+    from search import Catalog
+
+    cat = Catalog.open(out)
+    gen = out / cat.header()["generation"]
+    index_bytes = sum(p.stat().st_size for p in gen.glob("index.*"))
+    times, found = [], []
+    for q, want in zip(xq, truth):
+        t = time.perf_counter()
+        hits = cat.search(q[None], k=10)[0]
+        times.append(time.perf_counter() - t)
+        found.append(len(want & {h.path for h in hits}) / 10)
+    return {"index_type": cat.index_type, "items": len(cat), "index_bytes": index_bytes,
+            "recall_at_10": round(float(np.mean(found)), 4), "p50_ms": round(statistics.median(times) * 1000, 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--shard", type=int, default=50_000, help="vectors a Parquet shard")
+    p.add_argument("--index", default="ivfpq")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-memory", action="store_true", help="only the shard build (when n vectors exceed RAM)")
+    p.add_argument("--workdir", type=Path, default=None)
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="shelfready-shards-", dir=args.workdir))
+    try:
+        t = time.perf_counter()
+        xq = write_shards(tmp / "shards", args.n, args.shard, args.seed)
+        print(f"{args.n} vectors in shards of {args.shard}: {time.perf_counter() - t:.0f} s", flush=True)
+        truth = exact_truth(tmp / "shards", xq)
+        report = {"n": args.n, "dim": DIM, "index": args.index}
+        for mode in ("shards",) + (() if args.skip_memory else ("memory",)):
+            r = build(mode, tmp / "shards", tmp / f"cat-{mode}", args.index)
+            r.update(measure(tmp / f"cat-{mode}", xq, truth))
+            r["rss_target_bytes"] = 2 * r["index_bytes"] + 2**30
+            report[mode] = r
+            print(mode, json.dumps(r), flush=True)
+            shutil.rmtree(tmp / f"cat-{mode}", ignore_errors=True)
+        print(json.dumps(report, indent=2))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

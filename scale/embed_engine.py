@@ -1,0 +1,106 @@
+"""`catalog build --engine ray`: photos embedded by Ray actors (one embedder each) into Parquet shards.
+
+The driver lists the photos (the same ``search.datasets`` lists as the local
+build); each actor of a ``map_batches`` actor pool loads one embedder, then
+reads, hashes and embeds ``EmbedConfig.batch_size`` photos at a time with the
+same functions as the local build (``hygiene.io.load_image``,
+``Embedder.embed``); the workers write the rows as Parquet shards
+(``scale.shard_index.COLUMNS`` plus ``error``), and ``shard_index`` builds the
+catalog from them shard by shard.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from . import EngineError
+from .cluster import pool_size, ray_connection
+from .config import RayConfig
+from .shard_index import SIDECAR
+
+
+class EmbedActor:
+    """One Ray actor: one embedder, loaded once."""
+
+    def __init__(self, embedder: str, threads: int, device: str | None) -> None:
+        from search import create_embedder
+
+        self.embedder = create_embedder(embedder, device=device, threads=threads)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from hygiene.io import load_image
+        from hygiene.keys import file_sha256, one_line
+
+        images, where, hashes, errors = [], [], [], []
+        for i, path in enumerate(batch["path"]):
+            digest, error = None, None
+            try:
+                digest = file_sha256(path)
+                images.append(load_image(Path(path)))
+                where.append(i)
+            except (ValueError, OSError) as exc:  # as the local build: the photo is reported, not added
+                error = one_line(exc)
+            hashes.append(digest)
+            errors.append(error)
+        vectors = [None] * len(batch["path"])
+        if images:
+            for i, v in zip(where, self.embedder.embed(images)):
+                vectors[i] = v.astype(np.float32).tolist()
+        return {"id": batch["id"], "sku": batch["sku"], "label": batch["label"], "path": batch["path"],
+                "content_hash": np.array(hashes, dtype=object), "vector": np.array(vectors, dtype=object),
+                "error": np.array(errors, dtype=object)}
+
+
+def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConfig(), batch_size: int = 16,
+                    device: str | None = "cpu", progress: bool = True, rows_per_shard: int = 50_000) -> int:
+    """Embed ``items`` (search.datasets.LabelledImage) on Ray into Parquet files under ``shards``; rows written."""
+    shards = Path(shards)
+    if shards.exists() and any(shards.iterdir()):
+        raise EngineError(f"shard folder {shards} is not empty; choose another or remove it")
+    from search import create_embedder  # fail fast on a bad name; its canonical name and dim for the sidecar
+
+    emb = create_embedder(embedder, device="cpu")
+    rows = [{"id": i, "sku": it.sku, "label": it.label, "path": str(Path(it.path).resolve())}
+            for i, it in enumerate(items)]
+    if not rows:
+        raise EngineError("no photos to embed")
+    with ray_connection(cfg) as ray:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        if device in (None, "auto"):  # the cluster's nodes decide, not the driver's
+            device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ctx.print_on_execution_start = progress
+        size = pool_size(cfg, ray, -(-len(rows) // batch_size))
+        blocks = max(1, min(-(-len(rows) // batch_size), cfg.max_blocks))
+        ds = ray.data.from_items(rows, override_num_blocks=blocks)
+        with warnings.catch_warnings():  # Ray 2.60 has no named parameter for an actor's task retries yet
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"embedder": embedder,
+                                "threads": max(1, int(cfg.actor_cpus)), "device": device},
+                                batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=size),
+                                num_cpus=cfg.actor_cpus, num_gpus=cfg.actor_gpus if device == "cuda" else None,
+                                max_restarts=-1, max_task_retries=cfg.task_retries)
+        shards.mkdir(parents=True, exist_ok=True)
+        ds.write_parquet(str(shards), min_rows_per_file=min(rows_per_shard, len(rows)))
+    (shards / SIDECAR).write_text(json.dumps({"embedder": emb.name, "dim": emb.dim, "rows": len(rows)}))
+    return len(rows)
+
+
+def build_catalog_ray(items, embedder: str, out: Path, shards: Path, index_type: str = "auto",
+                      cfg: RayConfig = RayConfig(), batch_size: int = 16, device: str | None = "cpu",
+                      progress: bool = True):
+    """``catalog build --engine ray``: embed on Ray into ``shards``, then build ``out`` from them."""
+    from search.catalog import HEADER
+
+    from .shard_index import build_from_parquet
+
+    if (Path(out) / HEADER).exists():
+        raise EngineError(f"{out} already holds a catalog; use `shelfready catalog add`")
+    embed_to_shards(items, embedder, shards, cfg, batch_size, device, progress)
+    return build_from_parquet(shards, out, index_type=index_type)

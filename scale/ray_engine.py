@@ -1,0 +1,191 @@
+"""`shelfready clean --engine ray`: the local engine's batch, with Ray Data actors instead of the pool.
+
+Everything but the scheduling is hygiene.batch's: the driver locks OUT, removes
+stale temp files and plans (``plan_batch``: the manifest decides what is done);
+each actor of a ``map_batches`` actor pool holds one remover session and runs
+``process_one`` (the per-photo step of the local engine) on one photo at a
+time; the rows stream back to the driver, which alone appends them to the
+manifest (``Recorder``) and writes the summary (``write_summary``). So the
+output files, the manifest and the summary are those of the local engine (the
+rows' ``seconds``/``timings`` are timings of the run, as between any two runs).
+
+Exactly once: only the driver writes the manifest, one fsynced line per photo as
+its row arrives. A driver killed mid-job leaves every recorded photo in the
+manifest and the rest undone (outputs are written atomically, temp files of
+killed writers are removed at the next start); the re-run skips the first and
+does the second. An actor that dies (SIGKILL, OOM, its node removed) is
+restarted by Ray and its photo retried (``RayConfig.task_retries``); a photo
+still lost after that is reported failed in the summary (not in the manifest,
+so the next run tries it again), so a photo that kills every worker cannot
+stall the job.
+
+Which node cleaned each photo is appended to ``OUT/.shelfready-nodes.jsonl``
+(rel, node id, node address, settings), not to the manifest or summary, which
+stay identical to the local engine's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from hygiene.batch import (OK_STATUSES, BatchError, BatchJob, BatchSummary, Recorder, Task,
+                           _check_folders, _prepare_out, init_worker, plan_batch, process_one,
+                           remove_stale_temp_files, write_summary)
+from hygiene.keys import one_line, printable
+
+from . import EngineError
+from .cluster import pool_size, ray_connection
+from .config import RayConfig
+
+NODES_FILE = ".shelfready-nodes.jsonl"
+
+
+class CleanActor:
+    """One Ray actor: a remover session loaded once, then ``process_one`` per photo."""
+
+    def __init__(self, job: BatchJob, threads: int) -> None:
+        import ray
+
+        from hygiene.models import ModelError
+        from hygiene.segment import get_session
+
+        init_worker(threads)
+        self.job = job
+        ctx = ray.get_runtime_context()
+        self.node = ctx.get_node_id()
+        self.address = ray.util.get_node_ip_address()
+        try:  # warm the session; a missing weight becomes each photo's one-line error, as locally
+            get_session(job.clean.model, job.clean.runtime)
+        except ModelError:
+            pass
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        rows = [pickle.dumps(process_one(self.job, pickle.loads(t))) for t in batch["task"]]
+        n = len(rows)
+        return {"i": batch["i"], "row": np.array(rows, dtype=object),
+                "node": np.array([self.node] * n, dtype=object),
+                "address": np.array([self.address] * n, dtype=object)}
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_on_signals():
+    """SIGINT/SIGTERM end the streaming loop (main thread only): recorded photos stay recorded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise _Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _lost_row(job: BatchJob, task: Task, tries: int) -> dict:
+    """A photo whose Ray task failed every try: failed in the summary, not in the manifest (the next
+    run tries it again; Ray does not say whether its actor died or the engine itself failed)."""
+    return {"rel": task.rel, "sha256": task.digest, "settings": job.fingerprint(), "output": "",
+            "status": "failed", "error": f"lost on Ray: its task failed {tries} times (actor died or engine "
+            "error, see Ray's log); run again to retry", "model": job.clean.model, "reasons": [], "ready": False,
+            "failed_checks": "", "seconds": 0.0}
+
+
+def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, progress: bool):
+    from ray.data import ActorPoolStrategy, DataContext
+
+    ctx = DataContext.get_current()
+    ctx.max_errored_blocks = -1  # a block whose actor died task_retries+1 times: recorded as lost, job goes on
+    ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = progress
+    threads = job.clean.runtime.threads or max(1, int(cfg.actor_cpus))
+    blocks = max(1, min(len(todo), cfg.max_blocks))
+    ds = ray.data.from_items([{"i": i, "task": pickle.dumps(t)} for i, t in enumerate(todo)],
+                             override_num_blocks=blocks)
+    with warnings.catch_warnings():  # Ray 2.60 has no named parameter for an actor's task retries yet
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(
+            CleanActor, fn_constructor_kwargs={"job": job, "threads": threads}, batch_size=1,
+            batch_format="numpy", compute=ActorPoolStrategy(size=size), num_cpus=cfg.actor_cpus,
+            num_gpus=cfg.actor_gpus if job.clean.runtime.device == "cuda" else None, max_restarts=-1, max_task_retries=cfg.task_retries)
+
+
+def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = True,
+                  sources: Sequence[Path] | None = None, summary_files: bool = True,
+                  wait_for_folder: bool = False) -> BatchSummary:
+    """``hygiene.batch.run_batch`` on Ray: same arguments and result, same files in OUT."""
+    _check_folders(job)
+    lock = _prepare_out(job, wait_for_folder)
+    try:
+        remove_stale_temp_files(job.out_dir)
+        start = time.perf_counter()
+        todo, summary = plan_batch(job, sources)
+        if job.clean.runtime.threads == 0:
+            runtime = dataclasses.replace(job.clean.runtime, threads=max(1, int(cfg.actor_cpus)))
+            job = dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
+        if todo:
+            cfg = cfg if cfg.address or cfg.num_cpus else dataclasses.replace(cfg, num_cpus=job.batch.workers)
+            summary.interrupted = _run(job, todo, summary, cfg, progress)
+        remove_stale_temp_files(job.out_dir)
+        summary.seconds = time.perf_counter() - start
+        if summary_files:
+            try:
+                write_summary(job, summary)
+            except OSError as exc:
+                raise BatchError(f"cannot write the summary in {printable(str(job.out_dir))}: {exc.strerror}") from None
+        return summary
+    finally:
+        lock.close()
+
+
+def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig, progress: bool) -> int:
+    """Stream the rows of the actors into the manifest; returns the signal that stopped it, or 0."""
+    def show(row: dict) -> None:
+        if progress and row["status"] not in OK_STATUSES:
+            print(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
+
+    recorder = Recorder(job, summary, show)
+    pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
+    with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
+        ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress)
+        try:
+            with _stop_on_signals():
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                    for i, blob, node, address in zip(batch["i"], batch["row"], batch["node"], batch["address"]):
+                        if pending.pop(int(i), None) is None:
+                            continue  # already recorded (never expected: a block is delivered once)
+                        row = pickle.loads(blob)
+                        recorder.record(row)
+                        nodes.write(json.dumps({"rel": row["rel"], "node": node, "address": address,
+                                                "settings": row["settings"]}) + "\n")
+                        nodes.flush()
+        except (_Stopped, KeyboardInterrupt) as exc:
+            return int(exc.signum) if isinstance(exc, _Stopped) else int(signal.SIGINT)
+        except Exception as exc:  # noqa: BLE001 - the cluster went away, Ray gave up: one line, resumable
+            raise EngineError(f"the Ray job stopped: {one_line(exc)}; {len(todo) - len(pending)} photos are "
+                              "recorded, run the same command again to do the rest") from None
+        for task in list(pending.values()):  # blocks given up after task_retries: their actor kept dying
+            recorder.record(_lost_row(job, task, cfg.task_retries + 1))
+        os.fsync(nodes.fileno())
+    return 0

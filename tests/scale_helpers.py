@@ -1,0 +1,85 @@
+"""Helpers of the Ray engine tests: run the CLI, read and compare what a batch left in OUT."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ".shelfready-manifest.jsonl"
+NODES = ".shelfready-nodes.jsonl"
+TIMING = ("seconds", "timings")  # differ between any two runs, of either engine
+SIZE = "256"
+
+
+def photos(sample_paths, dst: Path, n: int) -> Path:
+    dst.mkdir(parents=True)
+    for p in sample_paths[:n]:
+        shutil.copy(p, dst / p.name)
+    return dst
+
+
+def clean_cmd(src: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "clean", str(src), str(out), "--size", SIZE, "--quiet", *extra]
+
+
+def run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def manifest_rels(out: Path) -> list[str]:
+    lines = (out / MANIFEST).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["rel"] for line in lines if line.strip()]
+
+
+def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(encoding="utf-8").count("\n") >= n:
+            return
+        assert proc.poll() is None, f"the run ended before {n} photos were recorded: {proc.returncode}"
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} lines in {path} after {timeout} s")
+
+
+def _strip(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING}
+
+
+def outcome(out: Path) -> dict:
+    """Everything a batch leaves in OUT, less the run's timings: output bytes, manifest,
+    summary.json and summary.csv (rows by name: the order of completion is the scheduler's)."""
+    files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".")
+             and p.name not in ("summary.json", "summary.csv")}
+    manifest = sorted((_strip(json.loads(line)) for line in (out / MANIFEST).read_text().splitlines()),
+                      key=lambda r: r["rel"])
+    summary = json.loads((out / "summary.json").read_text())
+    summary["counts"].pop("seconds")
+    summary["photos"] = sorted((_strip(r) for r in summary["photos"]), key=lambda r: r["rel"])
+    with (out / "summary.csv").open(newline="") as fh:
+        table = sorted((_strip(r) for r in csv.DictReader(fh)), key=lambda r: r["rel"])
+    return {"files": files, "manifest": manifest, "summary": summary, "csv": table}
+
+
+def exactly_once(out: Path, names: list[str]) -> None:
+    """Every photo once in the manifest and in the summary, each with its output file."""
+    counts = Counter(manifest_rels(out))
+    assert counts == Counter(names), f"manifest: {counts}"
+    rows = json.loads((out / "summary.json").read_text())["photos"]
+    assert Counter(r["rel"] for r in rows) == Counter(names)
+    assert all(r["status"] in ("cleaned", "needs_review") for r in rows), rows
+    for name in names:
+        assert (out / name).is_file(), name
+    assert not [p for p in out.rglob(".*.tmp")], "temp files left behind"
+
+
+def nodes_of(out: Path) -> Counter:
+    lines = (out / NODES).read_text(encoding="utf-8").splitlines()
+    return Counter(json.loads(line)["node"] for line in lines)

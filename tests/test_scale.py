@@ -1,0 +1,96 @@
+"""`shelfready clean --engine ray` on a local Ray the command starts: missing Ray, driver killed and re-run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from scale_helpers import MANIFEST, ROOT, clean_cmd, exactly_once, photos, run, wait_for_lines
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def test_ray_engine_without_ray_is_one_line_naming_the_extra(tmp_path, sample_paths):
+    src = photos(sample_paths, tmp_path / "in", 1)
+    no_ray = "import sys; sys.modules['ray'] = None; from cli.main import cli; cli()"
+    proc = run([sys.executable, "-c", no_ray, "clean", str(src), str(tmp_path / "out"), "--engine", "ray"])
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "Error: the ray engine needs Ray Data, which is not installed: pip install shelfready[ray]"]
+    # the local engine does not need Ray
+    proc = run([sys.executable, "-c", no_ray, "clean", str(src), str(tmp_path / "local"), "--size", "128",
+                "--quiet"])
+    assert proc.returncode == 0, proc.stderr
+
+
+def _raylets() -> set[int]:
+    found = set()
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if "raylet" in (p.info["name"] or "") or any("raylet" in c for c in (p.info["cmdline"] or [])[:1]):
+                found.add(p.pid)
+        except (psutil.Error, TypeError):
+            pass
+    return found
+
+
+def test_driver_killed_mid_job_then_rerun_records_every_photo_once(tmp_path, sample_paths):
+    """The command's own local Ray: SIGKILL the driver after two photos, run it again."""
+    src = photos(sample_paths, tmp_path / "in", 6)
+    out = tmp_path / "out"
+    before = _raylets()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(clean_cmd(src, out, "--engine", "ray", "--workers", "2"), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_lines(out / MANIFEST, 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    first = (out / MANIFEST).read_text().count("\n")
+    assert first < 6, "the job finished before the driver was killed: nothing tested"
+    deadline = time.monotonic() + 30  # the local Ray dies with its driver
+    while _raylets() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _raylets() - before, "the killed command's Ray processes outlived it"
+    again = subprocess.run(clean_cmd(src, out, "--engine", "ray", "--workers", "2"), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{first} already done" in again.stdout, again.stdout
+    exactly_once(out, sorted(p.name for p in src.iterdir()))
+
+
+def test_evaluate_with_the_ray_engine_scores_as_the_local_engine(tmp_path, sample_paths):
+    """The cleanup runs on Ray into the evaluation cache; the report equals the local engine's."""
+    import json
+    import shutil
+
+    shop, queries = tmp_path / "shop", tmp_path / "queries"
+    shop.mkdir()
+    stems = ("hat-2", "shoes-2")
+    for p in sample_paths:
+        if p.stem in stems:
+            (queries / p.stem.split("-")[0]).mkdir(parents=True)
+            shutil.copy(p, queries / p.stem.split("-")[0] / p.name)
+        else:
+            shutil.copy(p, shop / p.name)
+    cat = tmp_path / "cat"
+    assert run([sys.executable, "-m", "cli", "catalog", "build", str(shop), "--out", str(cat)]).returncode == 0
+    reports = {}
+    for engine in ("local", "ray"):
+        cache = tmp_path / f"cache-{engine}"
+        proc = run([sys.executable, "-m", "cli", "evaluate", "--catalog", str(cat), "--queries", str(queries),
+                    "--out", str(tmp_path / engine), "--cache-dir", str(cache), "--size", "256", "--quiet",
+                    "--workers", "2", "--engine", engine])
+        assert proc.returncode == 0, proc.stderr
+        reports[engine] = json.loads((tmp_path / engine / "report.json").read_text())
+        manifests = list((cache / "clean").glob("*/" + MANIFEST))
+        assert len(manifests) == 1 and manifests[0].read_text().count("\n") == 2  # both queries, once
+    assert reports["ray"]["metrics"] == reports["local"]["metrics"]
+    strip = ("cleaned_path",)
+    assert ([{k: v for k, v in r.items() if k not in strip} for r in reports["ray"]["photos"]]
+            == [{k: v for k, v in r.items() if k not in strip} for r in reports["local"]["photos"]])

@@ -1,0 +1,138 @@
+"""Catalogs from Parquet shards: `catalog build --engine ray` and `catalog build --from-parquet`."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from scale_helpers import run
+
+pa = pytest.importorskip("pyarrow", reason="Parquet shards need pyarrow (pip install shelfready[ray])")
+pq = pytest.importorskip("pyarrow.parquet", reason="Parquet shards need pyarrow (pip install shelfready[ray])")
+
+from scale.shard_index import SIDECAR, build_from_parquet  # noqa: E402
+from search import Catalog, IndexConfig  # noqa: E402
+
+DIM = 64
+
+
+def _write_shards(folder, vectors, hashes=None, per_file=1000, errors=None):
+    folder.mkdir(parents=True)
+    n = len(vectors)
+    for start in range(0, n, per_file):
+        stop = min(n, start + per_file)
+        vec = [None if errors and errors.get(i) else vectors[i].tolist() for i in range(start, stop)]
+        table = pa.table({
+            "id": list(range(start, stop)),
+            "sku": [f"sku{i}" for i in range(start, stop)],
+            "label": [f"label{i % 50}" for i in range(start, stop)],
+            "path": [f"/photos/{i}.jpg" for i in range(start, stop)],
+            "content_hash": [hashes[i] if hashes else f"h{i}" for i in range(start, stop)],
+            "vector": pa.array(vec, type=pa.list_(pa.float32())),
+            "error": [errors.get(i) if errors else None for i in range(start, stop)],
+        })
+        pq.write_table(table, folder / f"part-{start // per_file:05d}.parquet")
+
+
+def _vectors(n, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, DIM)).astype(np.float32)
+    x = centres[rng.integers(0, 40, n)] + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_ivfpq_from_shards_trains_on_a_sample_and_adds_every_row_once(tmp_path):
+    n = 6000
+    x = _vectors(n)
+    hashes = [f"h{i}" for i in range(n)]
+    hashes[n - 1] = hashes[5]  # the same photo twice: added once
+    _write_shards(tmp_path / "shards", x, hashes, errors={17: "not an image"})
+    cfg = IndexConfig(ivfpq_min_train=1000, train_max=3000, pq_m=16, ivf_nlist_max=16)
+    built = build_from_parquet(tmp_path / "shards", tmp_path / "cat", embedder="test:random", index_type="ivfpq",
+                               config=cfg, chunk_rows=512)
+    assert built.index_type == "ivfpq"
+    assert built.added == n - 2 and built.skipped == 1
+    assert built.errors == ["/photos/17.jpg: not an image"]
+    cat = Catalog.open(tmp_path / "cat", config=cfg)
+    assert len(cat) == n - 2 and cat.index_type == "ivfpq" and cat.embedder_name == "test:random"
+    paths = [cat.get(i).path for i in cat.ids()]
+    assert len(set(paths)) == len(paths) == n - 2  # none twice (sample rows were not re-added)
+    assert "/photos/17.jpg" not in paths
+    assert ("/photos/5.jpg" in paths) != (f"/photos/{n - 1}.jpg" in paths)  # one of the two copies
+    # recall@10 (vs exact neighbours) as good as the same index built in memory from all vectors at once
+    present = set(paths)
+    keep = np.array([i for i in range(n) if f"/photos/{i}.jpg" in present])
+    ref = Catalog.create(tmp_path / "ref", "test:random", DIM, "ivfpq", config=cfg, autosave=False)
+    ref.add(x[keep], [{"path": f"/photos/{i}.jpg"} for i in keep])
+    assert ref.index_type == "ivfpq"
+    probe = keep[::53]
+    true = keep[np.argsort(-(x[probe] @ x[keep].T), axis=1)[:, :10]]
+
+    def recall(c):
+        hits = c.search(x[probe], k=10)
+        return np.mean([len({f"/photos/{j}.jpg" for j in t} & {h.path for h in hs}) / 10
+                        for t, hs in zip(true, hits)])
+
+    assert recall(cat) >= recall(ref) - 0.03 and recall(cat) > 0.2, (recall(cat), recall(ref))
+
+
+def test_small_auto_build_is_exact_and_matches_an_in_memory_catalog(tmp_path):
+    x = _vectors(300, seed=1)
+    _write_shards(tmp_path / "shards", x, per_file=64)
+    (tmp_path / "shards" / SIDECAR).write_text(json.dumps({"embedder": "test:random", "dim": DIM}))
+    build_from_parquet(tmp_path / "shards", tmp_path / "cat")
+    ref = Catalog.create(tmp_path / "ref", "test:random", DIM)
+    ref.add(x, [{"sku": f"sku{i}", "label": f"label{i % 50}", "path": f"/photos/{i}.jpg",
+                 "content_hash": f"h{i}"} for i in range(len(x))])
+    cat = Catalog.open(tmp_path / "cat")
+    assert cat.index_type == ref.index_type == "flat"
+    got = [[(h.path, round(h.score, 5)) for h in hs] for hs in cat.search(x[:20], k=5)]
+    want = [[(h.path, round(h.score, 5)) for h in hs] for hs in ref.search(x[:20], k=5)]
+    assert got == want
+
+
+def test_from_parquet_cli_needs_the_embedder_name(tmp_path):
+    _write_shards(tmp_path / "shards", _vectors(10))
+    proc = run([sys.executable, "-m", "cli", "catalog", "build", "--from-parquet", str(tmp_path / "shards"),
+                "--out", str(tmp_path / "cat")])
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: which embedder made the vectors in {tmp_path / 'shards'}? give --embedder "
+        f"(no {SIDECAR} there)"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_build_equals_the_local_build(tmp_path, sample_paths):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for p in sample_paths[:6]:
+        shutil.copy(p, src / p.name)
+    (src / "broken.jpg").write_bytes(b"not an image")
+    local = run([sys.executable, "-m", "cli", "catalog", "build", str(src), "--out", str(tmp_path / "local")])
+    ray = run([sys.executable, "-m", "cli", "catalog", "build", str(src), "--out", str(tmp_path / "ray"),
+               "--engine", "ray", "--quiet"])
+    assert local.returncode == ray.returncode == 1  # the broken photo, reported the same way
+    assert local.stdout.splitlines()[-1].replace("local", "ray") == ray.stdout.splitlines()[-1]
+    assert [ln for ln in ray.stderr.splitlines() if ln.startswith("error:")] == [
+        ln for ln in local.stderr.splitlines() if ln.startswith("error:")]
+    shards = sorted((tmp_path / "ray-shards").glob("*.parquet"))
+    assert shards and json.loads((tmp_path / "ray-shards" / SIDECAR).read_text())["rows"] == 7
+    table = pq.read_table(shards[0])
+    assert set(table.column_names) >= {"id", "sku", "label", "path", "content_hash", "vector"}
+    a, b = Catalog.open(tmp_path / "local"), Catalog.open(tmp_path / "ray")
+
+    def items(cat):
+        return sorted((it.path, it.sku, it.label, it.content_hash) for it in map(cat.get, cat.ids()))
+
+    assert items(a) == items(b)
+    from hygiene.io import load_image
+    from search import create_embedder
+
+    q = create_embedder(a.embedder_name).embed([load_image(p) for p in sample_paths[:6]])
+    for ha, hb in zip(a.search(q, k=6), b.search(q, k=6)):
+        assert [h.path for h in ha] == [h.path for h in hb]
+        assert np.allclose([h.score for h in ha], [h.score for h in hb], atol=1e-4)

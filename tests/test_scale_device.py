@@ -1,0 +1,62 @@
+"""--device: the CPU path is unchanged, cuda without a GPU is one line, and (on a GPU) cuda masks match cpu's."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from hygiene.config import CleanConfig, RuntimeConfig
+from scale_helpers import run
+
+
+def _ort_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_cpu_device_keeps_the_settings_key_and_cuda_is_keyed():
+    cpu = CleanConfig()
+    assert '"runtime": {}' in cpu.fingerprint()  # the key CPU runs always had: their caches stay valid
+    cuda = CleanConfig(runtime=RuntimeConfig(device="cuda"))
+    assert cuda.fingerprint() != cpu.fingerprint() and '"device": "cuda"' in cuda.fingerprint()
+    with pytest.raises(ValueError, match="device must be cpu or cuda"):
+        RuntimeConfig(device="tpu")
+
+
+@pytest.mark.skipif(_ort_cuda(), reason="a CUDA provider is present: the no-GPU message cannot be shown")
+def test_cuda_without_a_gpu_is_one_line_before_any_photo(tmp_path, sample_paths):
+    out = tmp_path / "out"
+    proc = run([sys.executable, "-m", "cli", "clean", str(sample_paths[0].parent), str(out), "--device", "cuda"])
+    assert proc.returncode == 1 and not out.exists()
+    assert proc.stderr.strip().splitlines() == [
+        "Error: --device cuda: this onnxruntime has no CUDA provider; "
+        "pip install shelfready[gpu] on a machine with an NVIDIA GPU"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _ort_cuda(), reason="no GPU here: onnxruntime has no CUDAExecutionProvider")
+def test_cuda_masks_match_cpu(sample_paths):
+    from hygiene.io import load_image
+    from hygiene.segment import predict_alpha
+
+    for path in sample_paths[:3]:
+        image = load_image(path)
+        a = predict_alpha(image, "u2netp", RuntimeConfig()) >= 128
+        b = predict_alpha(image, "u2netp", RuntimeConfig(device="cuda")) >= 128
+        assert (a & b).sum() / max((a | b).sum(), 1) >= 0.99, path.name
+
+
+@pytest.mark.slow
+def test_cuda_embedder_matches_cpu(sample_paths):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here: torch.cuda.is_available() is False")
+    from hygiene.io import load_image
+    from search import create_embedder
+
+    images = [load_image(p) for p in sample_paths[:4]]
+    cpu = create_embedder(device="cpu").embed(images)
+    gpu = create_embedder(device="cuda").embed(images)
+    assert np.allclose(cpu, gpu, atol=1e-3)
