@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import Evaluation
+from .evaluate import MODES, Evaluation
 
 THUMB_PX = 180
 EXAMPLES = 6  # photos shown for "gained most" and "lost most"
@@ -23,8 +23,8 @@ REVIEW_THUMBS = 24
 GALLERY_MAX = 60  # photos per part (queries, listings) in the before/after gallery, in input order
 GALLERY_PX = 150
 HEADLINE_METRICS = ("R@1", "R@5", "R@10", "P@1", "P@10", "mAP", "MRR")
-VARIANT_TEXT = {"raw/raw": "raw photos vs raw catalog", "clean/raw": "cleaned photos vs raw catalog",
-                "raw/clean": "raw photos vs cleaned catalog", "clean/clean": "cleaned photos vs cleaned catalog"}
+_MODE_TEXT = {"raw": "raw", "clean": "cleaned", "fused": "fused (raw + cleaned)"}
+VARIANT_TEXT = {f"{q}/{c}": f"{_MODE_TEXT[q]} photos vs {_MODE_TEXT[c]} catalog" for q in MODES for c in MODES}
 
 
 def write_report(ev: Evaluation, out_dir: Path, title: str = "Does cleanup help visual search?") -> Path:

@@ -229,6 +229,10 @@ def test_evaluate_sample_photos(tmp_path, tmp_path_factory, embedder):
     assert fused.photos[0]["rank_fused_fused"] == 1  # its own fused vector is in the catalog
     assert fused.photos[0]["top1_score_fused_fused"] == pytest.approx(1.0, abs=1e-4)
     assert fused.photos[0]["top1_score_fused_raw"] < 1.0  # raw vs fused differ unless cleaning did nothing
+    from search.report import render_html
+
+    page = render_html(fused, "fused")  # every variant has its words in the report
+    assert "fused (raw + cleaned) photos vs fused (raw + cleaned) catalog" in page
 
 
 def test_evaluate_module_is_not_shadowed_by_its_function():
