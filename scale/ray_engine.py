@@ -41,7 +41,7 @@ from pathlib import Path
 from hygiene.batch import (OK_STATUSES, BatchError, BatchJob, BatchSummary, Recorder, Task,
                            _check_folders, _prepare_out, init_worker, plan_batch, process_one,
                            remove_stale_temp_files, write_summary)
-from hygiene.keys import one_line, printable
+from hygiene.keys import one_line, utf8_text
 
 from . import EngineError
 from .cluster import pool_size, ray_connection
@@ -153,7 +153,7 @@ def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = 
             try:
                 write_summary(job, summary)
             except OSError as exc:
-                raise BatchError(f"cannot write the summary in {printable(str(job.out_dir))}: {exc.strerror}") from None
+                raise BatchError(f"cannot write the summary in {utf8_text(str(job.out_dir))}: {exc.strerror}") from None
         return summary
     finally:
         lock.close()
