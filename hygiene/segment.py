@@ -12,6 +12,9 @@ gives for the same model file. Two things are ours:
   rembg's own ``remove(..., only_mask=True)`` (IoU >= 0.99 at alpha 128, tested);
   it matters for large photos (a 12 MP photo: ~0.5 s of rembg's pre/post work).
 
+``isnet-imgly`` (opt-in, AGPL-3.0 weights from an npm package) runs through
+hygiene/isnet.py with the pre/post-processing of the package that made it.
+
 ``u2netp-int8`` is u2netp statically quantised to int8 (hygiene/quantize.py),
 built locally by ``shelfready models build-int8 PHOTO_DIR``.
 """
@@ -23,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import models
-from .config import RuntimeConfig
+from . import isnet, models
+from .config import CASCADE, CleanConfig, RuntimeConfig
 
 INT8 = "u2netp-int8"
 _U2NETP_FAMILY = ("u2netp", INT8)
@@ -38,10 +41,10 @@ _LOCK = threading.Lock()
 
 
 def available_removers() -> list[str]:
-    """Every name rembg knows, plus the locally built int8 u2netp."""
+    """Every name rembg knows, the locally built int8 u2netp and the npm-shipped IS-Net."""
     from rembg.sessions import sessions_names
 
-    return list(sessions_names) + [INT8]
+    return list(sessions_names) + [INT8, isnet.NAME]
 
 
 def int8_path() -> Path:
@@ -91,16 +94,25 @@ def _options(runtime: RuntimeConfig):
 
 
 def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
-    """One session per (model, runtime settings, model folder) per process, created on first use."""
+    """One session per (model, runtime settings, model folder) per process, created on first use.
+
+    ``cascade`` loads both of the cascade's removers (so a server checks both
+    weights at start-up) and returns the first one's session."""
+    if name == CASCADE:
+        cascade = CleanConfig(model=CASCADE)
+        get_session(cascade.fallback_model, runtime)
+        return get_session(cascade.model, runtime)
     key = (name, runtime, str(models.rembg_home()))
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is not None:
             return session
-        base = _session_class(name)
+        base = None if name == isnet.NAME else _session_class(name)
         path = _local_weights(name)
         try:
-            if path is not None:
+            if name == isnet.NAME:
+                session = isnet.load_session(path, runtime.isnet_side, _options(runtime))
+            elif path is not None:
                 attrs = {"download_models": classmethod(lambda c, *a, **k: str(path))}
                 if name == INT8:
                     attrs["name"] = classmethod(lambda c, *a, **k: INT8)
@@ -112,7 +124,7 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
             raise
         except Exception as exc:  # onnxruntime / download failure -> one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            hint = f"; run `{models.FETCH_COMMAND}`" if name in models.MODELS or name == INT8 else (
+            hint = f"; run `{models.fetch_command(name)}`" if name in models.MODELS or name == INT8 else (
                 f"; put {name}.onnx in {models.rembg_home() / 'models' / name} or go online")
             raise models.ModelError(f"cannot load remover {name!r}: {first}{hint}") from None
         _SESSIONS[key] = session
@@ -142,6 +154,8 @@ def predict_alpha(image: Image.Image, model: str, runtime: RuntimeConfig = Runti
     rgb = image.convert("RGB")
     if model in _U2NETP_FAMILY:
         return _u2netp_alpha(session, rgb)
+    if model == isnet.NAME:
+        return isnet.predict(session, rgb, runtime.isnet_side)
     masks = session.predict(rgb)
     mask = masks[0]
     for extra in masks[1:]:  # models that return several masks: union
