@@ -18,7 +18,7 @@ from cli.main import cli
 from hygiene import isnet, models, segment
 from hygiene.config import RuntimeConfig
 
-R = RuntimeConfig()
+R = RuntimeConfig(isnet_side=1024)  # the package runs at 1024, whatever the default side
 
 
 def _rgb(path) -> np.ndarray:
