@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     sets = args.sets.split(",")
     table = variants(sides)
     names = list(table)
-    items = []
-    for s in sets:
-        if s == "grabcut":
-            items += [("grabcut", img, gt) for img, gt in grabcut_items()]
-        else:
-            items += [("coco", img, gt) for img, gt in coco_items()[::args.coco_every]]
+    per_set = [[("grabcut", img, gt) for img, gt in grabcut_items()] if s == "grabcut" else
+               [("coco", img, gt) for img, gt in coco_items()[::args.coco_every]] for s in sets]
+    # the sets interleaved, so a run stopped early still covers each of them
+    items = [it for group in zip_longest(*per_set) for it in group if it is not None]
+    args.planned = len(items)
     warm = Image.fromarray(load_rgb(items[0][1]))
     for model, runtime in table.values():  # session start-up, untimed
         segment.predict_alpha(warm, model, runtime)
@@ -95,18 +95,24 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{k + 1}/{len(items)} {s} {img.name} " + " ".join(f"{n}={row[n]['iou']:.3f}" for n in names),
               file=sys.stderr, flush=True)
-    summary = summarise(rows, names, sets, sides, args.tolerance)
-    summary["photos"] = len(rows)
+        summary = _write(args, rows, names, sets, sides, started)  # after every photo: a partial run counts
+    json.dump(summary, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+def _write(args, rows, names, sets, sides, started) -> dict:
+    done = [s for s in sets if any(r["set"] == s for r in rows)]
+    summary = summarise(rows, names, done, sides, args.tolerance)
+    summary["photos"] = f"{len(rows)} of {args.planned}"
     summary["wall_s"] = round(time.perf_counter() - started, 1)
-    summary["command"] = "python -m bench.isnet_size " + " ".join(argv if argv is not None else sys.argv[1:])
+    summary["command"] = "python -m bench.isnet_size " + " ".join(sys.argv[1:])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
         tmp.replace(args.out)
-    json.dump(summary, sys.stdout, indent=1)
-    print()
-    return 0
+    return summary
 
 
 if __name__ == "__main__":
