@@ -15,7 +15,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from cli.main import cli
 from hygiene import clean, models
-from hygiene.config import CASCADE, CleanConfig
+from hygiene.config import CASCADE, CleanConfig, RuntimeConfig
 
 STRONG = CleanConfig().cascade[1]
 
@@ -53,9 +53,9 @@ def _photos(sample_paths) -> dict[str, Image.Image]:
 
 @pytest.mark.slow
 def test_only_untrusted_photos_go_to_the_strong_model(strong_present, sample_paths):
-    size = 256
-    fast, strong = CleanConfig(size=size), CleanConfig(model=STRONG, size=size)
-    cascade = CleanConfig(model=CASCADE, size=size)
+    size, rt = 256, RuntimeConfig(isnet_side=1024)  # the side at which these photos cover all three ways
+    fast, strong = CleanConfig(size=size, runtime=rt), CleanConfig(model=STRONG, size=size, runtime=rt)
+    cascade = CleanConfig(model=CASCADE, size=size, runtime=rt)
     ways = set()
     for name, photo in _photos(sample_paths).items():
         first = clean(photo, fast)
