@@ -333,41 +333,28 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | None = None,
-              summary_files: bool = True, wait_for_folder: bool = False, process=_process) -> BatchSummary:
-    """Clean the photos of ``job`` (or ``sources``) into ``job.out_dir``; see the module docstring.
+def with_threads(job: BatchJob, threads: int) -> BatchJob:
+    """``job`` with ``threads`` model threads per worker, unless the caller chose a number."""
+    if job.clean.runtime.threads:
+        return job
+    runtime = dataclasses.replace(job.clean.runtime, threads=threads)
+    return dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
 
-    ``wait_for_folder``: wait while another run writes the same folder (a shared cache) instead
-    of failing. ``process`` is the picklable per-photo step, ``(job, task) -> row``; only fault-injection
-    tests and benches pass another one (that wraps ``process_one``)."""
-    from tqdm import tqdm
 
-    from .pool import run_pool
-
+def run_with(execute, job: BatchJob, sources: Sequence[Path] | None = None, summary_files: bool = True,
+             wait_for_folder: bool = False) -> BatchSummary:
+    """The frame every engine runs in: OUT checked and locked, stale temp files removed, the plan,
+    then ``execute(job, todo, summary) -> signal or 0`` records the photos it runs (``Recorder``),
+    then the summary files. ``wait_for_folder``: wait while another run writes the same folder (a
+    shared cache) instead of failing."""
     _check_folders(job)
     lock = _prepare_out(job, wait_for_folder)
     try:
         remove_stale_temp_files(job.out_dir)
         start = time.perf_counter()
         todo, summary = plan_batch(job, sources)
-        workers = max(1, min(job.batch.workers or (os.cpu_count() or 1), len(todo) or 1))
-        threads = threads_per_worker(workers)
-        if job.clean.runtime.threads == 0:  # share the cores among the workers
-            runtime = dataclasses.replace(job.clean.runtime, threads=threads)
-            job = dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
-        bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="cleaning")
-        def show(row: dict) -> None:
-            if row["status"] not in OK_STATUSES:
-                bar.write(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
-            bar.update(1)
-
-        recorder = Recorder(job, summary, show)
-        summary.interrupted = run_pool(
-            process, [(job, t) for t in todo], workers,
-            on_result=lambda _task, row: recorder.record(row),
-            on_death=lambda task, signum, code: recorder.died(task[1], signum, code),
-            initializer=init_worker, initargs=(threads,), grace=job.batch.stop_grace)
-        bar.close()
+        if todo:
+            summary.interrupted = execute(job, todo, summary)
         remove_stale_temp_files(job.out_dir)  # of workers killed while stopping
         summary.seconds = time.perf_counter() - start
         if summary_files:
@@ -378,3 +365,37 @@ def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | No
         return summary
     finally:
         lock.close()
+
+
+def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | None = None,
+              summary_files: bool = True, wait_for_folder: bool = False, process=_process) -> BatchSummary:
+    """Clean the photos of ``job`` (or ``sources``) into ``job.out_dir`` on the local process pool;
+    see the module docstring and ``run_with``. ``process`` is the picklable per-photo step,
+    ``(job, task) -> row``; only fault-injection tests and benches pass another one (that wraps
+    ``process_one``)."""
+
+    def execute(job: BatchJob, todo: list[Task], summary: BatchSummary) -> int:
+        from tqdm import tqdm
+
+        from .pool import run_pool
+
+        workers = max(1, min(job.batch.workers or (os.cpu_count() or 1), len(todo)))
+        threads = threads_per_worker(workers)  # the cores shared among the workers
+        job = with_threads(job, threads)
+        bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="cleaning")
+
+        def show(row: dict) -> None:
+            if row["status"] not in OK_STATUSES:
+                bar.write(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
+            bar.update(1)
+
+        recorder = Recorder(job, summary, show)
+        try:
+            return run_pool(process, [(job, t) for t in todo], workers,
+                            on_result=lambda _task, row: recorder.record(row),
+                            on_death=lambda task, signum, code: recorder.died(task[1], signum, code),
+                            initializer=init_worker, initargs=(threads,), grace=job.batch.stop_grace)
+        finally:
+            bar.close()
+
+    return run_with(execute, job, sources, summary_files, wait_for_folder)

@@ -32,16 +32,14 @@ import pickle
 import signal
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from hygiene.batch import (OK_STATUSES, BatchError, BatchJob, BatchSummary, Recorder, Task,
-                           _check_folders, _prepare_out, init_worker, plan_batch, process_one,
-                           remove_stale_temp_files, write_summary)
-from hygiene.keys import one_line, utf8_text
+from hygiene.batch import (OK_STATUSES, BatchJob, BatchSummary, Recorder, Task, init_worker, process_one,
+                           run_with, with_threads)
+from hygiene.keys import one_line
 
 from . import EngineError
 from .cluster import pool_size, ray_connection
@@ -135,28 +133,14 @@ def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = 
                   sources: Sequence[Path] | None = None, summary_files: bool = True,
                   wait_for_folder: bool = False) -> BatchSummary:
     """``hygiene.batch.run_batch`` on Ray: same arguments and result, same files in OUT."""
-    _check_folders(job)
-    lock = _prepare_out(job, wait_for_folder)
-    try:
-        remove_stale_temp_files(job.out_dir)
-        start = time.perf_counter()
-        todo, summary = plan_batch(job, sources)
-        if job.clean.runtime.threads == 0:
-            runtime = dataclasses.replace(job.clean.runtime, threads=max(1, int(cfg.actor_cpus)))
-            job = dataclasses.replace(job, clean=dataclasses.replace(job.clean, runtime=runtime))
-        if todo:
-            cfg = cfg if cfg.address or cfg.num_cpus else dataclasses.replace(cfg, num_cpus=job.batch.workers)
-            summary.interrupted = _run(job, todo, summary, cfg, progress)
-        remove_stale_temp_files(job.out_dir)
-        summary.seconds = time.perf_counter() - start
-        if summary_files:
-            try:
-                write_summary(job, summary)
-            except OSError as exc:
-                raise BatchError(f"cannot write the summary in {utf8_text(str(job.out_dir))}: {exc.strerror}") from None
-        return summary
-    finally:
-        lock.close()
+
+    def execute(job: BatchJob, todo: list[Task], summary: BatchSummary) -> int:
+        nonlocal cfg
+        job = with_threads(job, max(1, int(cfg.actor_cpus)))
+        cfg = cfg if cfg.address or cfg.num_cpus else dataclasses.replace(cfg, num_cpus=job.batch.workers)
+        return _run(job, todo, summary, cfg, progress)
+
+    return run_with(execute, job, sources, summary_files, wait_for_folder)
 
 
 def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig, progress: bool) -> int:
