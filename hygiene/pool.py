@@ -69,7 +69,9 @@ class _Stop:
 
 
 @contextmanager
-def _signals_caught(stop: _Stop, enabled: bool):
+def signals_caught(stop, enabled: bool = True):
+    """SIGINT/SIGTERM go to ``stop(signum, frame)`` while the block runs (main thread only),
+    then the previous handlers come back. Shared by every engine's driver loop."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -122,7 +124,7 @@ def run_pool(fn: Callable, tasks: Iterable, workers: int, on_result: Callable, o
         slots[i].give(task, retry)
 
     try:
-        with _signals_caught(stop, catch_signals):
+        with signals_caught(stop, catch_signals):
             while True:
                 if stop.signum and stop_deadline is None:
                     stop_deadline = time.monotonic() + (grace if stop.count == 1 else 0)

@@ -31,15 +31,14 @@ import os
 import pickle
 import signal
 import sys
-import threading
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 from hygiene.batch import (OK_STATUSES, BatchJob, BatchSummary, Recorder, Task, init_worker, process_one,
                            run_with, with_threads)
 from hygiene.keys import one_line
+from hygiene.pool import signals_caught
 
 from . import EngineError
 from .cluster import pool_size, ray_connection
@@ -83,22 +82,9 @@ class _Stopped(Exception):
         self.signum = signum
 
 
-@contextmanager
-def _stop_on_signals():
-    """SIGINT/SIGTERM end the streaming loop (main thread only): recorded photos stay recorded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, _frame):
-        raise _Stopped(signum)
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+def _raise_stopped(signum, _frame):
+    """SIGINT/SIGTERM end the streaming loop: recorded photos stay recorded."""
+    raise _Stopped(signum)
 
 
 def _lost_row(job: BatchJob, task: Task, tries: int) -> dict:
@@ -154,7 +140,7 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
     with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
         ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress)
         try:
-            with _stop_on_signals():
+            with signals_caught(_raise_stopped):
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
                     for i, blob, node, address in zip(batch["i"], batch["row"], batch["node"], batch["address"]):
                         if pending.pop(int(i), None) is None:
