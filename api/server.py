@@ -15,6 +15,12 @@ dropped. ``GuardedH11Protocol`` (uvicorn's h11 protocol plus a watchdog) adds:
   connection's request is answered with a JSON 503 and the connection closed.
 * a JSON 400 (not uvicorn's plain text) for a request h11 cannot parse, such
   as a malformed Content-Length.
+* a lingering close: when the connection is closed after an answer sent before
+  the client finished sending its body (413 by Content-Length, 401, 503), the
+  server half-closes (sends FIN), then reads and discards the rest for up to
+  ``close_linger`` seconds. Closing a socket with unread bytes makes the kernel
+  send a reset, which can reach the client before it reads the answer: it then
+  sees "connection reset" instead of the 413.
 
 `shelfready serve` and the tests both build their server from ``server_config``.
 """
@@ -43,16 +49,63 @@ def _raw_response(status: int, reason: str, error: str, detail: str,
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+class _LingeringTransport:
+    """The connection's transport, whose close() lingers while the client is mid-body.
+
+    uvicorn closes ``self.transport`` from several places (response complete with
+    Connection: close, errors, shutdown); wrapping it catches every one of them.
+    """
+
+    def __init__(self, transport, protocol: "GuardedH11Protocol") -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.lingering = False
+        self._timer = None
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if not self.lingering:  # after the half-close nothing more may be written
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            self.abandon()
+            return
+        linger = self._protocol.close_linger
+        if (linger > 0 and self._protocol.conn.their_state is h11.SEND_BODY
+                and self._transport.can_write_eof()):
+            self.lingering = True
+            self._transport.write_eof()  # FIN after the answer is flushed; reading goes on
+            self._transport.resume_reading()
+            self._timer = self._protocol.loop.call_later(linger, self.abandon)
+            return
+        self._transport.close()
+
+    def abandon(self) -> None:
+        """Stop lingering and close for good."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport.close()
+
+
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's H11Protocol with a read watchdog, a connection cap and JSON 400s."""
+    """uvicorn's H11Protocol with a read watchdog, a connection cap, JSON 400s and a
+    lingering close."""
 
     read_timeout: float = 30.0
     min_read_bytes: int = 0
     max_connections: int = 256
     retry_after: int = 2
+    close_linger: float = 5.0
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_LingeringTransport(transport, self))
         self._window_bytes = 0
         self._watch = self.loop.call_later(self.read_timeout, self._check_progress)
         if len(self.connections) > self.max_connections:
@@ -61,6 +114,8 @@ class GuardedH11Protocol(H11Protocol):
             self.app = self._over_capacity
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:  # the answer is out: discard the rest of the body
+            return
         self._window_bytes += len(data)
         super().data_received(data)
 
@@ -68,6 +123,7 @@ class GuardedH11Protocol(H11Protocol):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+        self.transport.abandon()  # cancels a linger timer; closing twice is harmless
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -118,6 +174,7 @@ def protocol_class(settings: ApiSettings) -> type[GuardedH11Protocol]:
         "min_read_bytes": int(settings.read_timeout * settings.min_read_rate),
         "max_connections": settings.max_connections,
         "retry_after": settings.retry_after,
+        "close_linger": settings.close_linger,
     })
 
 

@@ -66,6 +66,10 @@ class ApiSettings(BaseSettings):
     read_timeout: float = 30.0
     min_read_rate: int = 512  # bytes per second, averaged over read_timeout
     max_connections: int = 256  # open connections; the next ones get 503 and are closed
+    # After answering before the request body was read (413 by Content-Length, 401, 503), keep
+    # reading and discarding what the client still sends for up to this many seconds, so the
+    # client reads the answer instead of a connection reset (a "lingering close"); 0 = off.
+    close_linger: float = 5.0
     # Memory of the image work of all requests that run at once (decoding + cleaning), MiB.
     # Each running request gets memory_budget_mb / workers; a bigger photo is decoded at a
     # reduced size that fits (exact for JPEG, which decodes at 1/2, 1/4, 1/8 scale); a photo whose
@@ -105,6 +109,8 @@ class ApiSettings(BaseSettings):
         self.runtime  # noqa: B018 - validates model_runtime / precision
         if self.read_timeout <= 0 or self.min_read_rate < 0:
             raise ValueError("read_timeout must be > 0 seconds and min_read_rate >= 0")
+        if self.close_linger < 0:
+            raise ValueError(f"close_linger must be >= 0 seconds, got {self.close_linger}")
         if self.max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {self.max_connections}")
         if self.memory_budget_mb < 64:
