@@ -54,7 +54,8 @@ class BatchJob:
 
     def fingerprint(self) -> str:
         """Settings key: every setting that shapes an output, plus the hygiene code version."""
-        text = (self.clean.fingerprint() + json.dumps([self.output.__dict__, self.limits.__dict__], sort_keys=True)
+        output = {k: v for k, v in self.output.__dict__.items() if k != "save_mask"}  # a file beside, same pixels
+        text = (self.clean.fingerprint() + json.dumps([output, self.limits.__dict__], sort_keys=True)
                 + code_version())
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -63,6 +64,11 @@ class BatchJob:
 
         fmt = "png" if self.clean.transparent and self.output.format == "jpg" else self.output.format
         return self.out_dir / rel.with_suffix(output_suffix(fmt))
+
+
+def mask_path(output: Path) -> Path:
+    """Where ``OutputConfig.save_mask`` puts the mask of the photo whose output is ``output``."""
+    return output.with_name(output.stem + ".mask.png")
 
 
 @dataclass(frozen=True)
@@ -150,12 +156,12 @@ def read_manifest(path: Path) -> dict[str, dict]:
     return done
 
 
-def _finished(prev: dict | None, task: Task, settings: str) -> bool:
+def _finished(prev: dict | None, task: Task, settings: str, masks: bool = False) -> bool:
     """Whether a manifest record already covers this task (same bytes, same settings)."""
     if not prev or prev.get("sha256") != task.digest or prev.get("settings") != settings:
         return False
     if prev.get("status") in OK_STATUSES:
-        return task.out.is_file()
+        return task.out.is_file() and (not masks or mask_path(task.out).is_file())
     return str(prev.get("error", "")).startswith(WORKER_DIED)  # it would kill a worker again
 
 
@@ -209,7 +215,7 @@ def plan_batch(job: BatchJob, sources: Sequence[Path] | None = None) -> tuple[li
                              f"{utf8_text(str(src))}: choose an OUT_DIR outside the input folder")
         task = Task(Path(src), rel, out, digest)
         prev = manifest.get(rel)
-        if _finished(prev, task, settings):
+        if _finished(prev, task, settings, job.output.save_mask):
             summary.add({**prev, "skipped": True})
         else:
             tasks.append(task)
@@ -239,6 +245,10 @@ def process_one(job: BatchJob, task: Task) -> dict:
     try:
         image = load_image(task.src, job.limits)
         result = clean(image, job.clean)
+        if job.output.save_mask:  # first: a present output then implies its mask
+            from PIL import Image
+
+            save_image_atomic(Image.fromarray(result.mask, "L"), mask_path(task.out), "png")
         save_image_atomic(result.image, task.out, job.output)
         row.update(status=result.status, output=utf8_text(str(task.out.relative_to(job.out_dir))),
                    model=result.model, reasons=result.reasons, ready=result.report["ready"],

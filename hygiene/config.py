@@ -228,6 +228,9 @@ class OutputConfig:
     jpeg_quality: int = 92
     webp_quality: int = 90
     webp_lossless: bool = False  # exact pixels (the evaluation cache); webp_quality is then unused
+    # also write the remover's mask of the source photo (grey PNG, ``mask_path(output)``): the
+    # evaluation cache composes its embedding views from it without running the model again
+    save_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in ("jpg", "png", "webp"):

@@ -9,6 +9,7 @@ embeddings are cached beside them keyed by the image key and the embedder name::
     <cache_dir>/clean/<clean_key>/info.json                config, git commit, hygiene code version
     <cache_dir>/clean/<clean_key>/.shelfready-manifest.jsonl   status, reasons, model of each photo
     <cache_dir>/clean/<clean_key>/<sha[:2]>/<sha>.webp     cleaned image
+    <cache_dir>/clean/<clean_key>/<sha[:2]>/<sha>.mask.png the remover's mask of the original photo
     <cache_dir>/emb/<embedder key>/<sha>.npy               one embedding
 
 A photo that cannot be cleaned is reported, not cached, so the next run tries again.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hygiene.batch import BatchJob, run_batch
+from hygiene.batch import BatchJob, mask_path, run_batch
 from hygiene.config import BatchConfig, CleanConfig, OutputConfig
 from hygiene.io import write_text_atomic
 from hygiene.keys import code_version, file_sha256
@@ -40,7 +41,8 @@ def default_cache_dir() -> Path:
 # --------------------------------------------------------------------------- cleaning cache
 
 # cleaned photos are kept losslessly: the embedder sees exactly what clean() made
-CACHE_OUTPUT = OutputConfig(format="webp", webp_lossless=True)
+# with the remover's mask of each photo beside it (search.views composes embedding views from it)
+CACHE_OUTPUT = OutputConfig(format="webp", webp_lossless=True, save_mask=True)
 
 
 def _job(config: CleanConfig, cache_dir: Path, key: str, workers: int = 1) -> BatchJob:
@@ -59,6 +61,7 @@ class Prepared:
     source: Path
     digest: str = ""
     image_path: Path | None = None  # file to embed: the original, or the cached cleaned image
+    mask_path: Path | None = None  # the remover's mask of the original photo (cleaned photos)
     status: str = "raw"  # raw | cleaned | needs_review | failed
     reasons: list[str] = field(default_factory=list)
     model: str = ""
@@ -120,6 +123,7 @@ def clean_photos(paths: Sequence[Path], config: CleanConfig, cache_dir: Path, wo
                      reasons=reasons if isinstance(reasons, list) else reasons.split("; "),
                      error=row.get("error", ""))
         p.image_path = job.out_dir / row["output"] if p.ok else None
+        p.mask_path = mask_path(p.image_path) if p.ok else None
         out.append(p)
     return out
 
