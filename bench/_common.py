@@ -26,7 +26,23 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None,
                    help="comma-separated query/catalog variants of raw, clean, fused (e.g. fused/fused)")
     p.add_argument("--model", default=None, help="remover, e.g. cascade [hygiene default]")
+    p.add_argument("--view", choices=["white", "grey", "blur"], default=None,
+                   help="background the embedder sees of a cleaned photo in clean/fused variants "
+                        "[search.config.ViewConfig]; a variant may name its own, e.g. clean:blur@0.95")
+    p.add_argument("--view-fill", type=float, default=None,
+                   help="product share of the embedder's view of a cleaned photo [the preset's fill]")
     return p
+
+
+def view_config(args):
+    """The evaluation's default view from --view / --view-fill (None = ViewConfig's defaults)."""
+    import dataclasses
+
+    from search.config import DEFAULT_VIEW
+
+    changes = {k: v for k, v in (("background", getattr(args, "view", None)),
+                                 ("fill", getattr(args, "view_fill", None))) if v is not None}
+    return dataclasses.replace(DEFAULT_VIEW, **changes)
 
 
 def git_commit() -> str:
@@ -49,7 +65,8 @@ def run(args, queries, catalog, title: str, clean_catalog: bool, variants=None):
     t = time.perf_counter()
     if getattr(args, "variants", None):
         variants = args.variants.split(",")
-    cfg = EvalConfig(seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, cache_key=args.cache_key)
+    cfg = EvalConfig(seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, cache_key=args.cache_key,
+                     view=view_config(args))
     clean_config = CleanConfig(model=args.model) if getattr(args, "model", None) else CleanConfig()
     ev = evaluate(queries, catalog, create_embedder(args.embedder), clean_config, variants=variants,
                   clean_catalog=clean_catalog, config=cfg)
@@ -81,6 +98,11 @@ def finish(ev, index, verdict_sentence, names) -> None:
     print(table(ev, names))
     for v in ev.variants[1:]:
         print(verdict_sentence(ev, v))
+    print("\nMRR difference vs raw/raw (paired bootstrap CI):")
+    for v in ev.variants[1:]:
+        d = ev.comparisons[v]["diff"]["MRR"]
+        print(f"  {v:<40} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]  "
+              f"Wilcoxon p {ev.comparisons[v]['wilcoxon_p_rr']:.3g}")
     excl = len(ev.excluded)
     print(f"needs_review: {sum(p['status'] == 'needs_review' for p in ev.photos)} of {len(ev.photos)}; "
           f"left out: {excl}; {ev.settings['seconds']} s")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from hygiene.keys import one_line
-from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
+from search.config import DEFAULT_EMBEDDER, DEFAULT_VIEW, INDEX_TYPES, VIEW_BACKGROUNDS
 
 from .options import clean_options, device_option, engine_options, runtime_options
 
@@ -248,10 +248,15 @@ def search_cmd(catalog, image, text, k, as_json):
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Cleaning processes.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where cleaned images and embeddings are cached [~/.cache/shelfready].")
+@click.option("--view", type=click.Choice(VIEW_BACKGROUNDS), default=DEFAULT_VIEW.background, show_default=True,
+              help="Background the embedder sees of a cleaned photo (grey, or the photo's own blurred); "
+                   "the cleaned photos themselves stay white.")
+@click.option("--view-fill", type=click.FloatRange(0.1, 1.0), default=None,
+              help="Product share of the embedder's view of a cleaned photo [the preset's fill].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @engine_options
-def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet,
-                 engine, ray_config):
+def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, view,
+                 view_fill, quiet, engine, ray_config):
     """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
 
     Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
@@ -274,7 +279,11 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
     for it in cat.items():
         if it.path and it.label:
             catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
-    cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
+    from search.config import ViewConfig
+
+    cfg = EvalConfig(workers=workers, cache_dir=cache_dir,
+                     view=ViewConfig(background=view, fill=view_fill, grey=DEFAULT_VIEW.grey,
+                                     blur_sigma=DEFAULT_VIEW.blur_sigma))
     if engine == "ray":  # the cleanup on Ray, into the cache the evaluation then reads
         import dataclasses
 

@@ -108,6 +108,38 @@ class StoreConfig:
             raise ValueError(f"lock_poll must be > 0 seconds, got {self.lock_poll!r}")
 
 
+# --------------------------------------------------------------------------- evaluation
+
+VIEW_BACKGROUNDS = ("white", "grey", "blur")
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """What the embedder sees of a cleaned photo (search/views.py): a view for search only.
+
+    The marketplace output stays pure white at the preset's fill; a view is composed
+    from the original photo, the remover's cached mask and the cleaning's geometry, so
+    it costs no model run. A photo the gate did not trust (needs_review: the safe crop)
+    is the same in every view.
+    """
+
+    background: str = "white"  # white | grey | blur (the photo's own background, blurred)
+    fill: float | None = None  # product's longer side / canvas side; None = the clean preset's
+    grey: int = 230  # level of the "grey" background (R = G = B)
+    blur_sigma: float = 0.05  # "blur": Gaussian sigma as a share of the canvas side
+
+    def __post_init__(self) -> None:
+        if self.background not in VIEW_BACKGROUNDS:
+            raise ValueError(f"view background must be one of {', '.join(VIEW_BACKGROUNDS)}, "
+                             f"got {self.background!r}")
+        if self.fill is not None and not 0.1 <= self.fill <= 1.0:
+            raise ValueError(f"view fill must be between 0.1 and 1.0, got {self.fill}")
+        if not 0 <= self.grey <= 255:
+            raise ValueError(f"grey must be 0..255, got {self.grey}")
+        if not 0 < self.blur_sigma <= 1:
+            raise ValueError(f"blur_sigma must be in (0, 1], got {self.blur_sigma}")
+
+
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq", "binary")
 
 
@@ -124,3 +156,4 @@ def auto_index_type(count: int, cfg: IndexConfig | None = None) -> str:
 DEFAULT_EMBED = EmbedConfig()
 DEFAULT_INDEX = IndexConfig()
 DEFAULT_STORE = StoreConfig()
+DEFAULT_VIEW = ViewConfig()

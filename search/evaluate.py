@@ -9,7 +9,12 @@ the only difference is the cleanup.
 
 Variants are named ``query/catalog``: ``raw/raw`` is the baseline, ``clean/raw``
 cleaned queries against the catalog as given, ``clean/clean`` both cleaned,
-``raw/clean`` raw queries against a cleaned catalog.
+``raw/clean`` raw queries against a cleaned catalog; ``fused`` is the mean of the
+raw and the cleaned photo's embeddings. ``clean`` and ``fused`` show the embedder
+``EvalConfig.view`` of the cleaned photo (``search.views``; default: the marketplace
+output); ``clean:<view>`` / ``fused:<view>`` name another view, e.g.
+``clean:blur/clean:blur`` or ``fused:grey@0.95/fused:grey@0.95``, so views compare
+in one run on the same photos.
 
 Statistics (all seeded): 95 % percentile bootstrap CIs of each metric's mean;
 for each variant against ``raw/raw`` a paired bootstrap of the difference
@@ -34,11 +39,12 @@ import numpy as np
 from hygiene.config import CleanConfig
 
 from . import metrics
-from .config import EmbedConfig
+from .config import DEFAULT_VIEW, EmbedConfig, ViewConfig
 from .datasets import LabelledImage
 from hygiene.keys import code_version
 
 from .photo_cache import cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
+from .views import load_view, parse_view, view_key, view_name
 
 BASELINE = "raw/raw"
 MODES = ("raw", "clean", "fused")  # fused: mean of the raw and the cleaned photo's embeddings, normalised
@@ -59,6 +65,7 @@ class EvalConfig:
     batch_size: int = EmbedConfig().batch_size  # images per embedder call
     cache_dir: Path | None = None  # None = default_cache_dir()
     cache_key: str | None = None  # pin cleaned images to this cache key (default: clean_key(config))
+    view: ViewConfig = DEFAULT_VIEW  # what the embedder sees of a cleaned photo in "clean"/"fused" modes
 
     def __post_init__(self) -> None:
         if self.resamples < 100:
@@ -105,18 +112,40 @@ def fuse(raw: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
     return v / np.where(norm > 0, norm, 1.0)
 
 
+def split_mode(mode: str) -> tuple[str, str | None]:
+    """``"fused:blur@0.95"`` -> ("fused", "blur@0.95"); ``"clean"`` -> ("clean", None)."""
+    base, sep, view = mode.partition(":")
+    if base not in MODES or (sep and (base == "raw" or not view)):
+        raise ValueError(f"unknown mode {mode!r}: raw, clean, fused, or clean:<view> / fused:<view> "
+                         "(view = white|grey|blur[@fill], e.g. clean:blur@0.95)")
+    return base, (view if sep else None)
+
+
 def _needed(modes: set[str]) -> set[str]:
-    """The prepared photo sets a set of modes needs (fused = raw + clean)."""
-    return modes | ({"raw", "clean"} if "fused" in modes else set())
+    """The embedded photo sets a set of modes needs: raw and clean views (fused = raw + its clean view)."""
+    out = set()
+    for m in modes:
+        base, view = split_mode(m)
+        out.add("raw" if base == "raw" else "clean" + (f":{view}" if view else ""))
+        if base == "fused":
+            out.add("raw")
+    return out
 
 
 def _variant_list(variants, clean_catalog: bool) -> list[str]:
     if variants is None:
         variants = [BASELINE, "clean/raw"] + (["clean/clean"] if clean_catalog else [])
-    variants = list(dict.fromkeys(variants))
-    bad = [v for v in variants if v not in VARIANTS]
+    variants = list(dict.fromkeys(v.strip() for v in variants))
+    bad = [v for v in variants if v.count("/") != 1]
     if bad:
-        raise ValueError(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown variant(s) {bad}: query/catalog, each raw, clean or fused "
+                         "(optionally :<view>), e.g. {', '.join(VARIANTS[:3])}, clean:blur/clean:blur")
+    for v in variants:
+        for mode in v.split("/"):
+            try:
+                split_mode(mode)
+            except ValueError as exc:
+                raise ValueError(f"unknown variant {v!r}: {exc}") from None
     if BASELINE not in variants:
         variants.insert(0, BASELINE)
     if len(variants) < 2:
@@ -139,29 +168,50 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     q_modes = _needed({v.split("/")[0] for v in variants})
     c_modes = _needed({v.split("/")[1] for v in variants})
+    views = {m: (config.view if m == "clean" else parse_view(m.partition(":")[2], config.view))
+             for m in q_modes | c_modes if m != "raw"}
 
     prep = {("q", "raw"): raw_photos([q.path for q in queries]),
             ("c", "raw"): raw_photos([c.path for c in catalog])}
     ckey = config.cache_key or clean_key(clean_config)
-    if "clean" in q_modes:
+    if q_modes - {"raw"}:
         prep[("q", "clean")] = clean_photos([q.path for q in queries], clean_config, cache,
                                             config.workers, progress, ckey)
-    if "clean" in c_modes:
+    if c_modes - {"raw"}:
         prep[("c", "clean")] = clean_photos([c.path for c in catalog], clean_config, cache,
                                             config.workers, progress, ckey)
+    composed = [m for m in views if view_key(views[m], clean_config)]
+    if composed and any(p.status == "cleaned" and not (p.mask_path and p.mask_path.is_file())
+                        for side in ("q", "c") for p in prep.get((side, "clean"), [])):
+        raise ValueError(f"the cleaned-photo cache {ckey} holds no masks (made before views), so the "
+                         f"view(s) {', '.join(sorted(composed))} cannot be composed: clean again "
+                         "(without --cache-key)")
     vecs = {}
-    for (side, mode), photos in prep.items():
-        if (side == "q" and mode not in q_modes) or (side == "c" and mode not in c_modes):
-            continue
-        tag = "raw" if mode == "raw" else f"clean-{ckey}"
-        vecs[(side, mode)] = embed_prepared(photos, embedder, cache, tag, config.batch_size, progress)
     for side, modes in (("q", q_modes), ("c", c_modes)):
-        if "fused" in modes:
-            vecs[(side, "fused")] = fuse(vecs[(side, "raw")], vecs[(side, "clean")])
+        for mode in sorted(modes):
+            photos = prep[(side, "raw" if mode == "raw" else "clean")]
+            if mode == "raw":
+                vecs[(side, mode)] = embed_prepared(photos, embedder, cache, "raw", config.batch_size, progress)
+                continue
+            vkey = view_key(views[mode], clean_config)
+            tag = f"clean-{ckey}" + (f"-{vkey}" if vkey else "")
+            loader = None if not vkey else (
+                lambda p, v=views[mode]: load_view(p.source, p.image_path, p.mask_path, p.status, p.model,
+                                                   clean_config, v))
+            vecs[(side, mode)] = embed_prepared(photos, embedder, cache, tag, config.batch_size, progress,
+                                                loader=loader)
+
+    def vectors(side: str, mode: str) -> np.ndarray:
+        base, view = split_mode(mode)
+        if base != "fused":
+            return vecs[(side, mode)]
+        return fuse(vecs[(side, "raw")], vecs[(side, "clean" + (f":{view}" if view else ""))])
 
     # a photo is used only if every variant can use it
-    q_ok = np.array([all(prep[("q", m)][i].ok for m in q_modes - {"fused"}) for i in range(len(queries))])
-    c_ok = np.array([all(prep[("c", m)][i].ok for m in c_modes - {"fused"}) for i in range(len(catalog))])
+    q_sets = {"raw"} | ({"clean"} if q_modes - {"raw"} else set())
+    c_sets = {"raw"} | ({"clean"} if c_modes - {"raw"} else set())
+    q_ok = np.array([all(prep[("q", m)][i].ok for m in q_sets) for i in range(len(queries))])
+    c_ok = np.array([all(prep[("c", m)][i].ok for m in c_sets) for i in range(len(catalog))])
     excluded = [{"path": str(p.source), "side": side, "variant": mode, "error": p.error}
                 for (side, mode), photos in prep.items() for p in photos if not p.ok]
     if not c_ok.any():
@@ -184,7 +234,7 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
     per_variant, tops = {}, {}
     for v in variants:
         qm, cm = v.split("/")
-        order, scores = rank_catalog(vecs[("q", qm)][q_idx], vecs[("c", cm)][c_idx], depth)
+        order, scores = rank_catalog(vectors("q", qm)[q_idx], vectors("c", cm)[c_idx], depth)
         rel = c_labels[order] == q_labels[:, None]
         per_variant[v] = (rel, metrics.per_query(rel, config.ks, config.precision_ks, n_relevant))
         tops[v] = (c_idx[order[:, 0]], scores[:, 0])
@@ -217,6 +267,7 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
     headline = "clean/clean" if "clean/clean" in variants else variants[1]
     settings = {"embedder": embedder.name, "clean_config": json.loads(clean_config.fingerprint()),
                 "clean_key": ckey, "hygiene_code": code_version(),
+                "views": {m: {"name": view_name(v), **asdict(v)} for m, v in sorted(views.items())},
                 "cleaned_with": cache_info(cache, ckey), "eval_config": {
                     k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
                 "n_queries": int(q_idx.size), "n_catalog": int(c_idx.size), "ranking_depth": depth,

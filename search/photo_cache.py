@@ -142,8 +142,12 @@ def raw_photos(paths: Sequence[Path]) -> list[Prepared]:
 
 
 def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None, tag: str,
-                   batch_size: int = EmbedConfig().batch_size, progress: bool = True) -> np.ndarray:
-    """(n, d) float32 vectors of the usable photos (failed ones get a zero row and are marked)."""
+                   batch_size: int = EmbedConfig().batch_size, progress: bool = True,
+                   loader=None) -> np.ndarray:
+    """(n, d) float32 vectors of the usable photos (failed ones get a zero row and are marked).
+
+    ``loader(photo) -> PIL image`` makes what is embedded (default: the file at
+    ``image_path``); ``tag`` must then name what it makes (it keys the cache)."""
     from tqdm import tqdm
 
     from hygiene.io import load_image
@@ -168,7 +172,7 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
         chunk, images = [], []
         for i in todo[start:start + batch_size]:
             try:
-                images.append(load_image(photos[i].image_path))
+                images.append(loader(photos[i]) if loader else load_image(photos[i].image_path))
                 chunk.append(i)
             except ValueError as exc:
                 photos[i].status, photos[i].error = "failed", str(exc)

@@ -24,7 +24,21 @@ GALLERY_MAX = 60  # photos per part (queries, listings) in the before/after gall
 GALLERY_PX = 150
 HEADLINE_METRICS = ("R@1", "R@5", "R@10", "P@1", "P@10", "mAP", "MRR")
 _MODE_TEXT = {"raw": "raw", "clean": "cleaned", "fused": "fused (raw + cleaned)"}
-VARIANT_TEXT = {f"{q}/{c}": f"{_MODE_TEXT[q]} photos vs {_MODE_TEXT[c]} catalog" for q in MODES for c in MODES}
+
+
+def _mode_text(mode: str) -> str:
+    base, _, view = mode.partition(":")
+    return _MODE_TEXT[base] + (f" ({view} view)" if view else "")
+
+
+class _VariantText(dict):
+    def __missing__(self, variant: str) -> str:  # a variant with a view, e.g. clean:blur/clean:blur
+        q, c = variant.split("/")
+        return f"{_mode_text(q)} photos vs {_mode_text(c)} catalog"
+
+
+VARIANT_TEXT = _VariantText(
+    {f"{q}/{c}": f"{_MODE_TEXT[q]} photos vs {_MODE_TEXT[c]} catalog" for q in MODES for c in MODES})
 
 
 def write_report(ev: Evaluation, out_dir: Path, title: str = "Does cleanup help visual search?") -> Path:
