@@ -14,7 +14,9 @@ from pathlib import Path
 import click
 
 from hygiene.keys import one_line
+from hygiene.config import CleanConfig
 from search.config import DEFAULT_EMBEDDER, DEFAULT_VIEW, INDEX_TYPES, VIEW_BACKGROUNDS
+from search.embed_modes import EMBED_MODES
 
 from .options import clean_options, device_option, engine_options, runtime_options
 
@@ -35,7 +37,7 @@ def _labelled(images: Path, labels: Path | None, from_folders: bool):
 
 
 def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
-    """Embed and add items not already in the catalog: (added, skipped, errors).
+    """Embed (the catalog's way: raw, clean or fused) and add items not already in it: (added, skipped, errors).
 
     Known photos (same content hash) are skipped before embedding; ``Catalog.insert``
     applies the same rule under the catalog's write lock, so a photo another process
@@ -46,6 +48,9 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     from search.items import check_text, printable
     from hygiene.keys import file_sha256
 
+    from search.embed_modes import embed_images, settings_of
+
+    mode, clean_config, view = settings_of(catalog.embed)
     added, skipped, errors = 0, 0, []
     batch = DEFAULT_EMBED.batch_size
     for start in range(0, len(items), batch):
@@ -63,7 +68,11 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
                 errors.append(printable(f"{it.path}: {exc}"))
         if images:
             catalog.check_embedder(embedder.name, embedder.dim)
-            done = catalog.insert(embedder.embed(images), rows)
+            try:
+                vectors = embed_images(images, embedder, mode, clean_config, view)
+            except ValueError as exc:  # e.g. the remover's weights are missing: one line for the batch
+                raise click.ClickException(one_line(exc)) from None
+            done = catalog.insert(vectors, rows)
             added += done.n_new
             skipped += len(done.new) - done.n_new
     return added, skipped, errors
@@ -126,10 +135,15 @@ def catalog_group():
 @click.option("--from-parquet", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Build from Parquet shards (id, sku, label, path, content_hash, vector) instead of IMAGES.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--embed", "embed_mode", type=click.Choice(EMBED_MODES), default="raw", show_default=True,
+              help="Each item's vector: the photo as given, the cleaned photo, or fused (the normalised mean "
+                   "of both). Recorded in the catalog: searches and additions embed the same way.")
+@click.option("--clean-model", default=CleanConfig().model, show_default=True,
+              help="Background remover for --embed clean/fused.")
 @device_option
 @click.pass_context
 def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, lock_timeout, runtime_config, engine,
-          ray_config, shards, from_parquet, quiet, device):
+          ray_config, shards, from_parquet, quiet, embed_mode, clean_model, device):
     """Embed every image under IMAGES into a new catalog at --out.
 
     With --engine ray the photos are embedded by Ray actors into Parquet shards
@@ -142,6 +156,9 @@ def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, l
 
     if (images is None) == (from_parquet is None):
         raise click.UsageError("give either IMAGES or --from-parquet DIR")
+    if embed_mode != "raw" and (from_parquet is not None or engine == "ray"):
+        raise click.UsageError(f"--embed {embed_mode} runs on the local engine only (not --engine ray or "
+                               "--from-parquet)")
     if from_parquet is not None or engine == "ray":
         from scale.embed_engine import build_catalog_ray
         from scale.shard_index import build_from_parquet
@@ -163,14 +180,17 @@ def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, l
     from search import Catalog, create_embedder
     from search.catalog import CatalogBusy
     from search.config import StoreConfig
+    from search.embed_modes import embed_header
 
     items = _labelled(images, labels, labels_from_folders)
     emb = create_embedder(embedder, device=None if device == "auto" else device, runtime=runtime_config)
     try:
-        cat = Catalog.create(out, emb.name, emb.dim, index_type, store=StoreConfig(lock_timeout=lock_timeout))
+        clean_config = CleanConfig(model=clean_model, runtime=runtime_config)
+        cat = Catalog.create(out, emb.name, emb.dim, index_type, store=StoreConfig(lock_timeout=lock_timeout),
+                             embed=embed_header(embed_mode, clean_config))
     except FileExistsError as exc:
         raise click.ClickException(f"{exc}; use `shelfready catalog add`") from None
-    except (CatalogBusy, OSError) as exc:
+    except (CatalogBusy, OSError, ValueError) as exc:
         raise click.ClickException(one_line(exc)) from None
     _report_add(*_adding(cat, items, emb), cat)
 
@@ -209,7 +229,9 @@ def _open(directory: Path, lock_timeout: float | None = None):
 @click.option("--text", help="Search by a text description instead (CLIP embedders only).")
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=5, show_default=True, help="Hits to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def search_cmd(catalog, image, text, k, as_json):
+@click.option("--query-embed", type=click.Choice(EMBED_MODES), default=None,
+              help="Embed IMAGE raw, cleaned or fused [the catalog's own --embed].")
+def search_cmd(catalog, image, text, k, as_json, query_embed):
     """The catalog items most similar to IMAGE (or to --text).
 
     Example: shelfready search cat/ photo.jpg -k 5
@@ -223,7 +245,13 @@ def search_cmd(catalog, image, text, k, as_json):
     cat = _open(catalog)
     emb = create_embedder(cat.embedder_name)
     try:
-        vec = emb.embed_text([text]) if text is not None else emb.embed([load_image(image)])
+        if text is not None:
+            vec = emb.embed_text([text])
+        else:
+            from search.embed_modes import embed_images, settings_of
+
+            mode, clean_config, view = settings_of(cat.embed)
+            vec = embed_images([load_image(image)], emb, query_embed or mode, clean_config, view)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     hits = [h.__dict__ for h in cat.search(vec, k)[0]]

@@ -78,8 +78,11 @@ class Catalog:
     @classmethod
     def create(cls, directory: str | os.PathLike, embedder_name: str, dim: int,
                index_type: str = "auto", config: IndexConfig | None = None,
-               autosave: bool = True, store: StoreConfig | None = None) -> "Catalog":
-        """New empty catalog in ``directory`` (created; must not hold a catalog)."""
+               autosave: bool = True, store: StoreConfig | None = None, embed: dict | None = None) -> "Catalog":
+        """New empty catalog in ``directory`` (created; must not hold a catalog).
+
+        ``embed``: how its vectors are made (``search.embed_modes``), kept in the header;
+        None = raw photos."""
         directory = Path(directory)
         if index_type not in INDEX_TYPES:
             raise ValueError(f"unknown index type {index_type!r}; choose from {', '.join(INDEX_TYPES)}")
@@ -93,7 +96,7 @@ class Catalog:
             "format_version": FORMAT_VERSION, "embedder": embedder_name, "dim": int(dim),
             "requested_index_type": index_type, "index_type": "flat", "metric": "inner_product",
             "count": 0, "next_id": 0, "generation": None, "note": "",
-            "created_at": now(), "updated_at": now(),
+            "created_at": now(), "updated_at": now(), "embed": dict(embed or {"mode": "raw"}),
         }
         state = Generation(header, new_float_index("flat", int(dim), cfg, None), None, new_items_db())
         lock = WriteLock(directory, store.lock_timeout, store.lock_poll)
@@ -163,6 +166,11 @@ class Catalog:
     @property
     def metric(self) -> str:
         return self._state.header["metric"]
+
+    @property
+    def embed(self) -> dict:
+        """How the vectors were made: {"mode": raw|clean|fused, ...} (older catalogs: raw)."""
+        return dict(self._state.header.get("embed") or {"mode": "raw"})
 
     @property
     def note(self) -> str:

@@ -41,6 +41,7 @@ from hygiene.config import CleanConfig
 from . import metrics
 from .config import DEFAULT_VIEW, EmbedConfig, ViewConfig
 from .datasets import LabelledImage
+from .embed_modes import fuse
 from hygiene.keys import code_version
 
 from .photo_cache import cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
@@ -103,13 +104,6 @@ class Evaluation:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def fuse(raw: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
-    """Mean of the raw and the cleaned photo's embeddings, L2-normalised (row-wise)."""
-    v = np.asarray(raw, np.float32) + np.asarray(cleaned, np.float32)
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.where(norm > 0, norm, 1.0)
 
 
 def split_mode(mode: str) -> tuple[str, str | None]:
