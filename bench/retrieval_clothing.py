@@ -6,6 +6,14 @@ Queries = clothing-dataset-small validation photos (341), catalog = the 800
 train photos, relevant = same class (10 classes). Variants raw/raw, clean/raw,
 raw/clean and clean/clean; exact search over the full catalog, so P@10 and mAP
 are over the full ranking. Prints P@1/P@10/mAP overall and by class.
+
+Views (what the embedder sees of a cleaned photo; search/views.py) compare in one
+run as variants, composed from the cached masks without a model run, e.g.
+
+    python -m bench.retrieval_clothing --workers 2 --variants \
+        clean/clean,clean:grey/clean:grey,clean:blur/clean:blur,clean:white@0.95/clean:white@0.95,fused:blur/fused:blur
+
+or ``--view blur --view-fill 0.75`` to change what plain ``clean``/``fused`` show.
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ catalog = the 81 iconic images on white (raw; they are already clean), relevant
 = same fine class. Variants raw/raw and clean/raw, exact search, full ranking.
 The train split has 2,640 photos; use --limit (seeded subset) to keep it short.
 Writes a report folder (index.html, report.json, per_photo.csv) and prints a table.
+``--variants`` and ``--view``/``--view-fill`` as in bench/retrieval_clothing.py
+(e.g. ``--variants clean/raw,clean:blur/raw,fused:blur/raw``).
 """
 from __future__ import annotations
 

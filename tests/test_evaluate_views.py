@@ -113,3 +113,16 @@ def test_view_vectors_differ_only_for_trusted_cutouts(cache):
                                                                                          vecs["blur"][i])
         same = np.allclose(vecs["white"][i], vecs["grey"][i]) and np.allclose(vecs["white"][i], vecs["blur"][i])
         assert differs if p.status == "cleaned" else same, p.status
+
+
+def test_evaluate_cli_view_flags(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.catalog_cmds import evaluate_cmd
+
+    res = CliRunner().invoke(evaluate_cmd, ["--help"])
+    assert res.exit_code == 0 and "--view [white|grey|blur]" in res.output and "--view-fill" in res.output
+    for bad in (["--view", "pink"], ["--view-fill", "1.5"]):
+        res = CliRunner().invoke(evaluate_cmd, ["--catalog", str(tmp_path), "--queries", str(tmp_path),
+                                                "--out", str(tmp_path / "r"), *bad])
+        assert res.exit_code == 2, res.output
