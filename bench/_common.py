@@ -94,6 +94,24 @@ def table(ev, names) -> str:
     return "\n".join(lines)
 
 
+def paired_vs(ev, anchor: str, variants) -> dict:
+    """MRR difference of each variant minus ``anchor`` with a seeded paired bootstrap CI (the
+    evaluation's resamples and confidence), from the per-photo reciprocal ranks."""
+    import numpy as np
+
+    cfg = ev.settings["eval_config"]
+    rr = {v: np.array([p["rr_" + v.replace("/", "_")] for p in ev.photos]) for v in [anchor, *variants]}
+    n = rr[anchor].size
+    idx = np.random.default_rng(cfg["seed"]).integers(0, n, size=(cfg["resamples"], n))
+    tail = (1 - cfg["confidence"]) / 2 * 100
+    out = {}
+    for v in variants:
+        boots = (rr[v] - rr[anchor])[idx].mean(axis=1)
+        out[v] = (float((rr[v] - rr[anchor]).mean()), float(np.percentile(boots, tail)),
+                  float(np.percentile(boots, 100 - tail)))
+    return out
+
+
 def finish(ev, index, verdict_sentence, names) -> None:
     print(table(ev, names))
     for v in ev.variants[1:]:
@@ -103,6 +121,12 @@ def finish(ev, index, verdict_sentence, names) -> None:
         d = ev.comparisons[v]["diff"]["MRR"]
         print(f"  {v:<40} {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]  "
               f"Wilcoxon p {ev.comparisons[v]['wilcoxon_p_rr']:.3g}")
+    anchor = ev.headline
+    others = [v for v in ev.variants[1:] if v != anchor]
+    if others:
+        print(f"\nMRR difference vs {anchor} (same photos, paired bootstrap CI):")
+        for v, (mean, low, high) in paired_vs(ev, anchor, others).items():
+            print(f"  {v:<40} {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
     excl = len(ev.excluded)
     print(f"needs_review: {sum(p['status'] == 'needs_review' for p in ev.photos)} of {len(ev.photos)}; "
           f"left out: {excl}; {ev.settings['seconds']} s")
