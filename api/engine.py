@@ -141,12 +141,25 @@ class Engine:
         return finite(check(self._load(data), config))
 
     def _vector(self, data: bytes, config: CleanConfig | None):
-        image = self._load(data)
+        """(the image to keep, its vector). ``config``: the request asked for the photo cleaned.
+
+        A raw catalog gets the embedding of the image kept (cleaned if asked, as before). A
+        catalog built with ``--embed clean|fused`` gets its vectors made the way its header
+        says, from the photo as sent, whatever the request asked, so every vector in it is
+        of one kind (search.embed_modes).
+        """
+        from search.embed_modes import embed_images, settings_of
+
+        photo = self._load(data)
+        image = photo
         if config is not None:
             from hygiene import clean
 
-            image = clean(image, config).image
-        return image, self.embedder.embed([image.convert("RGB")])
+            image = clean(photo, config).image
+        mode, clean_config, view = settings_of(self.catalog.embed, runtime=self.settings.runtime)
+        if mode == "raw":
+            return image, self.embedder.embed([image.convert("RGB")])
+        return image, embed_images([photo.convert("RGB")], self.embedder, mode, clean_config, view)
 
     def search_image(self, data: bytes, k: int, config: CleanConfig | None) -> list[Hit]:
         catalog = self._need_catalog()

@@ -94,3 +94,28 @@ def test_default_catalog_is_raw_and_ray_refuses_fused(shop, tmp_path):
     res = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(tmp_path / "r"), "--embed", "fused",
                                              "--engine", "ray"])
     assert res.exit_code == 2 and "local engine only" in res.output
+
+
+@pytest.mark.slow
+def test_api_adds_and_searches_a_fused_catalog_the_fused_way(shop, tmp_path):
+    from conftest_api import running_server
+
+    out = tmp_path / "cat"
+    res = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(out), "--embed", "fused",
+                                             "--embedder", EMBEDDER, "--quiet"])
+    assert res.exit_code == 0, res.output
+    skirt_bytes = (SAMPLES / "skirt.jpg").read_bytes()
+    with running_server(catalog=str(out), workers=1, timeout=600, warmup=False) as srv, srv.client() as c:
+        # a photo added through the API gets a fused vector, like the CLI's
+        r = c.post("/v1/catalog/items", files={"photo": ("s.jpg", skirt_bytes)}, data={"sku": "skirt"})
+        assert r.status_code in (200, 201), r.text
+        # and a search with the same photo is embedded fused too: it scores 1 against itself
+        r = c.post("/v1/search", files={"photo": ("s.jpg", skirt_bytes)}, data={"k": "1"})
+        assert r.status_code == 200, r.text
+        hit = r.json()["hits"][0]
+        assert hit["sku"] == "skirt" and hit["score"] == pytest.approx(1.0, abs=1e-4)
+    emb = create_embedder(EMBEDDER)
+    with Catalog.open(out) as cat:
+        expected = embed_images([load_image(SAMPLES / "skirt.jpg")], emb, "fused")
+        hit = cat.search(expected, 1)[0][0]
+        assert hit.sku == "skirt" and hit.score == pytest.approx(1.0, abs=1e-4)
