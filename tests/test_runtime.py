@@ -15,7 +15,9 @@ NO_OV = Capabilities(None, True, "test")
 
 
 @pytest.mark.parametrize("cfg, kind, caps, engine, precision", [
-    (RuntimeConfig(), "remover", BF16_CPU, ONNXRUNTIME, FP32),  # auto: bf16 not auto for removers
+    (RuntimeConfig(), "remover", BF16_CPU, OPENVINO, BF16),  # auto: u2netp's mixed bf16 passes the guard
+    (RuntimeConfig(), "remover", AVX2_CPU, ONNXRUNTIME, FP32),
+    (RuntimeConfig(), "remover", NO_OV, ONNXRUNTIME, FP32),
     (RuntimeConfig(), "embedder", BF16_CPU, OPENVINO, FP32),
     (RuntimeConfig(), "embedder", NO_OV, TORCH, FP32),
     (RuntimeConfig(precision="bf16"), "remover", BF16_CPU, OPENVINO, BF16),
@@ -31,6 +33,20 @@ def test_resolve(cfg, kind, caps, engine, precision):
     choice = runtime.resolve(cfg, kind, caps)
     assert (choice.engine, choice.precision) == (engine, precision), choice.reason
     assert choice.reason and "\n" not in choice.reason
+
+
+def test_auto_bf16_only_for_models_with_a_passing_bf16_path():
+    assert runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "u2netp").precision == BF16
+    other = runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "isnet-imgly")
+    assert other.precision == FP32 and "accuracy guard" in other.reason
+    # asked for explicitly, bf16 runs for any remover
+    assert runtime.resolve(RuntimeConfig(precision="bf16"), "remover", BF16_CPU, "isnet-imgly").precision == BF16
+
+
+def test_fingerprint_resolves_for_the_configured_model(monkeypatch):
+    monkeypatch.setattr(runtime, "detect", lambda: BF16_CPU)
+    assert '"precision": "bf16"' in CleanConfig(model="u2netp").fingerprint()
+    assert '"precision": "fp32"' in CleanConfig(model="isnet-imgly").fingerprint()
 
 
 def test_bf16_fallback_says_why():
