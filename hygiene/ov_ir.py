@@ -14,7 +14,8 @@ its MaxPool-8 / Interpolate-11 nodes are rewritten as MaxPool-1 / Interpolate-4
 nodes to keep are marked with OpenVINO's ``precise`` runtime attribute
 (``DisablePrecisionConversion``: the CPU plugin then runs them in fp32 under a
 bf16 hint). OpenVINO's Python API cannot set that typed attribute, so it is
-written into the saved IR's XML, which OpenVINO's IR reader turns into it.
+written into the saved IR's XML (on the layers renamed ``<name>@fp32`` just before
+saving), which OpenVINO's IR reader turns into it.
 Under an f32 hint the marks change nothing; the static graph is also faster.
 
 Cached as ``<cache>/<model>-<weights sha256[:16]>-ov<version>-<recipe hash>.xml``,
@@ -41,6 +42,7 @@ RECIPES = {
     "u2netp": Recipe(320, ("Conv_765/WithoutBiases", "Resize_785", "Concat_786", "Conv_787/WithoutBiases")),
 }
 _PRECISE = '<rt_info><attribute name="precise" version="0" /></rt_info>'
+_TAG = "@fp32"  # suffix given to the kept nodes' names, to find them in the saved XML
 
 
 def _static_model(onnx_path: Path, side: int):
@@ -78,13 +80,13 @@ def _static_model(onnx_path: Path, side: int):
     return model
 
 
-def _mark(xml: str, names: tuple[str, ...]) -> str:
-    for name in names:
-        pattern = re.compile(r'(<layer id="\d+" name="%s" type="[^"]+" version="[^"]+">\s*(?:<data[^>]*/>)?)'
-                             % re.escape(name))
-        xml, found = pattern.subn(lambda m: m.group(1) + _PRECISE, xml, count=1)
-        if not found:
-            raise ValueError(f"node {name!r} not in the model: not the file the recipe was measured on")
+def _mark(xml: str, count: int) -> str:
+    """Add the ``precise`` attribute to the ``count`` layers named with ``_TAG``."""
+    pattern = re.compile(r'(<layer id="\d+" name="[^"]*%s" type="[^"]+" version="[^"]+">\s*(?:<data[^>]*/>)?)'
+                         % re.escape(_TAG))
+    xml, found = pattern.subn(lambda m: m.group(1) + _PRECISE, xml)
+    if found != count:
+        raise ValueError(f"marked {found} of {count} layers in the saved IR")
     return xml
 
 
@@ -100,10 +102,25 @@ def prepared_ir(model_name: str, onnx_path: Path, cache_dir: Path) -> Path:
     target = cache_dir / f"{model_name}-{digest}-ov{version}-{tag}.xml"
     if target.is_file() and target.with_suffix(".bin").is_file():
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{target.stem}.{os.getpid()}.xml"
-    ov.save_model(_static_model(onnx_path, recipe.side), str(tmp), compress_to_fp16=False)
-    tmp.write_text(_mark(tmp.read_text(encoding="utf-8"), recipe.keep_fp32), encoding="utf-8")
+    return write_ir(onnx_path, recipe, target)
+
+
+def write_ir(onnx_path: Path, recipe: Recipe, target: Path) -> Path:
+    """Write the prepared IR of ``onnx_path`` to ``target`` (.xml, .bin beside it) atomically."""
+    import openvino as ov
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.stem}.{os.getpid()}.xml"
+    model = _static_model(onnx_path, recipe.side)
+    wanted = set(recipe.keep_fp32)
+    for node in model.get_ordered_ops():
+        if node.get_friendly_name() in wanted:
+            wanted.discard(node.get_friendly_name())
+            node.set_friendly_name(node.get_friendly_name() + _TAG)
+    if wanted:
+        raise ValueError(f"nodes {sorted(wanted)[:3]} not in {onnx_path.name}: not the file the recipe was measured on")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    tmp.write_text(_mark(tmp.read_text(encoding="utf-8"), len(recipe.keep_fp32)), encoding="utf-8")
     os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
     os.replace(tmp, target)
     return target

@@ -205,6 +205,21 @@ class OpenVinoRunner:
         return [np.array(result[self.compiled.outputs[names.index(n)]]) for n in wanted]
 
 
+def limit_threads(threads: int) -> None:
+    """Cap this process's native thread pools at ``threads`` (>= 1): OpenCV's, and the
+    BLAS/OpenMP pools of the libraries loaded so far (numpy's and OpenCV's OpenBLAS,
+    libgomp when loaded) through threadpoolctl. For worker processes that share the
+    cores (2 workers x 2 threads each on 2 cores would oversubscribe). The models' own
+    threads are ``RuntimeConfig.threads``, given to onnxruntime / OpenVINO directly."""
+    import cv2
+    import numpy  # noqa: F401 - loaded first so that its BLAS is among the pools capped
+    from threadpoolctl import threadpool_limits
+
+    n = max(1, threads)
+    cv2.setNumThreads(n)
+    threadpool_limits(limits=n)
+
+
 def default_cache_dir() -> Path:
     """Per-user cache of OpenVINO's compiled models and converted IR files."""
     import platformdirs

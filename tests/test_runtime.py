@@ -109,3 +109,21 @@ def test_openvino_runner_matches_onnxruntime_calling_convention(tmp_path):
         assert len(got) == len(want)
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+def test_limit_threads_caps_opencv_and_blas_in_a_worker_process():
+    """What the pool's worker initialiser does, in a fresh process (the caps are process-wide)."""
+    import subprocess
+    import sys
+
+    code = ("import json, cv2, numpy\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from hygiene.runtime import limit_threads\n"
+            "limit_threads(1)\n"
+            "print(json.dumps([cv2.getNumThreads(), [p['num_threads'] for p in threadpool_info()]]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    import json
+
+    cv_threads, pools = json.loads(out.strip().splitlines()[-1])
+    assert cv_threads == 1
+    assert pools and all(n == 1 for n in pools), pools  # numpy's OpenBLAS at least
