@@ -105,22 +105,25 @@ def prepared_ir(model_name: str, onnx_path: Path, cache_dir: Path) -> Path:
     return write_ir(onnx_path, recipe, target)
 
 
-def write_ir(onnx_path: Path, recipe: Recipe, target: Path) -> Path:
-    """Write the prepared IR of ``onnx_path`` to ``target`` (.xml, .bin beside it) atomically."""
+def write_ir(onnx_path: Path, recipe: Recipe, target: Path, strict: bool = True) -> Path:
+    """Write the prepared IR of ``onnx_path`` to ``target`` (.xml, .bin beside it) atomically.
+
+    ``strict``: a recipe node missing from the model is an error (else it is skipped)."""
     import openvino as ov
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.stem}.{os.getpid()}.xml"
     model = _static_model(onnx_path, recipe.side)
-    wanted = set(recipe.keep_fp32)
+    wanted, marked = set(recipe.keep_fp32), 0
     for node in model.get_ordered_ops():
         if node.get_friendly_name() in wanted:
             wanted.discard(node.get_friendly_name())
             node.set_friendly_name(node.get_friendly_name() + _TAG)
-    if wanted:
+            marked += 1
+    if wanted and strict:
         raise ValueError(f"nodes {sorted(wanted)[:3]} not in {onnx_path.name}: not the file the recipe was measured on")
     ov.save_model(model, str(tmp), compress_to_fp16=False)
-    tmp.write_text(_mark(tmp.read_text(encoding="utf-8"), len(recipe.keep_fp32)), encoding="utf-8")
+    tmp.write_text(_mark(tmp.read_text(encoding="utf-8"), marked), encoding="utf-8")
     os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
     os.replace(tmp, target)
     return target
