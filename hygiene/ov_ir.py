@@ -42,7 +42,7 @@ RECIPES = {
     "u2netp": Recipe(320, ("Conv_765/WithoutBiases", "Resize_785", "Concat_786", "Conv_787/WithoutBiases")),
 }
 _PRECISE = '<rt_info><attribute name="precise" version="0" /></rt_info>'
-_TAG = "@fp32"  # suffix given to the kept nodes' names, to find them in the saved XML
+FP32_TAG = "@fp32"  # suffix given to the kept nodes' names, to find them in the saved XML
 
 
 def _static_model(onnx_path: Path, side: int):
@@ -81,9 +81,9 @@ def _static_model(onnx_path: Path, side: int):
 
 
 def _mark(xml: str, count: int) -> str:
-    """Add the ``precise`` attribute to the ``count`` layers named with ``_TAG``."""
+    """Add the ``precise`` attribute to the ``count`` layers named with ``FP32_TAG``."""
     pattern = re.compile(r'(<layer id="\d+" name="[^"]*%s" type="[^"]+" version="[^"]+">\s*(?:<data[^>]*/>)?)'
-                         % re.escape(_TAG))
+                         % re.escape(FP32_TAG))
     xml, found = pattern.subn(lambda m: m.group(1) + _PRECISE, xml)
     if found != count:
         raise ValueError(f"marked {found} of {count} layers in the saved IR")
@@ -118,7 +118,7 @@ def write_ir(onnx_path: Path, recipe: Recipe, target: Path, strict: bool = True)
     for node in model.get_ordered_ops():
         if node.get_friendly_name() in wanted:
             wanted.discard(node.get_friendly_name())
-            node.set_friendly_name(node.get_friendly_name() + _TAG)
+            node.set_friendly_name(node.get_friendly_name() + FP32_TAG)
             marked += 1
     if wanted and strict:
         raise ValueError(f"nodes {sorted(wanted)[:3]} not in {onnx_path.name}: not the file the recipe was measured on")

@@ -127,3 +127,23 @@ def test_limit_threads_caps_opencv_and_blas_in_a_worker_process():
     cv_threads, pools = json.loads(out.strip().splitlines()[-1])
     assert cv_threads == 1
     assert pools and all(n == 1 for n in pools), pools  # numpy's OpenBLAS at least
+
+
+def test_prepared_ir_is_cached_and_refuses_a_foreign_recipe(tmp_path):
+    """hygiene/ov_ir.py: u2netp's IR is built once per weights/OpenVINO/recipe and reused;
+    a recipe naming nodes the file lacks is a one-line error, never a silently plain bf16 model."""
+    pytest.importorskip("openvino")
+    from hygiene import models, ov_ir
+
+    try:
+        weights = models.verify("u2netp")
+    except ModelError:
+        pytest.skip("u2netp weights missing: run `shelfready models fetch`")
+    ir = ov_ir.prepared_ir("u2netp", weights, tmp_path)
+    assert ir.read_text().count('name="precise"') == len(ov_ir.RECIPES["u2netp"].keep_fp32)
+    stamp = ir.stat().st_mtime_ns
+    assert ov_ir.prepared_ir("u2netp", weights, tmp_path) == ir and ir.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="not in u2netp.onnx") as info:
+        ov_ir.write_ir(weights, ov_ir.Recipe(320, ("Conv_99999",)), tmp_path / "x.xml")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.xml").exists() and not list(tmp_path.glob(".x.*"))

@@ -74,7 +74,7 @@ def test_remover_mixed_bf16_runs_as_marked(cache):
     (a marking OpenVINO dropped would silently give plain bf16 and its worse masks)."""
     if not CAPS.native_bf16:
         pytest.skip("this CPU has no native bf16 (no AMX/AVX512_BF16): see the fallback test")
-    from hygiene.ov_ir import RECIPES
+    from hygiene.ov_ir import FP32_TAG, RECIPES
 
     cfg = RuntimeConfig(runtime="openvino", precision="bf16", threads=2, cache_dir=cache)
     compiled = segment.get_session("u2netp", cfg).inner_session.compiled
@@ -87,7 +87,7 @@ def test_remover_mixed_bf16_runs_as_marked(cache):
         if kind == "Convolution":
             convs.append(prec)
     for name in RECIPES["u2netp"].keep_fp32:
-        assert precision[name] == "f32", (name, precision[name])
+        assert precision[name + FP32_TAG] == "f32", (name, precision[name + FP32_TAG])
     assert convs.count("bf16") == len(convs) - 2 and convs.count("f32") == 2, convs
 
 
