@@ -2,7 +2,10 @@
 
     python bench/clean_throughput.py                       # 120 clothing photos, 3 rounds
     python bench/clean_throughput.py --n 40 --rounds 2 --workers 1,2 --model u2netp
+    python bench/clean_throughput.py --workers 2 --runtimes auto --baseline /tmp/old-checkout
 
+``--baseline DIR`` adds, per model x workers, the first runtime run from another checkout
+of this project (DIR, e.g. ``git archive`` of an older commit): before/after in one run.
 A fixed list of photos (every k-th of ../shared/data/clothing_small/validation) is
 copied to a temp folder. Each round runs every contender once, in an order that
 rotates from round to round; a contender is timed as the whole command (start-up
@@ -91,15 +94,24 @@ def run_timed(cmd: list[str], env: dict) -> dict:
             "tree_rss_mib": peak[0] / 1024}
 
 
-def contenders(models: list[str], workers: list[int], runtimes: list[str]) -> dict[str, tuple[list[str], dict]]:
-    """rembg, then shelfready (this checkout's code: ``python -m cli``) per model x workers x runtime.
+def contenders(models: list[str], workers: list[int], runtimes: list[str],
+               baseline: Path | None = None) -> dict[str, tuple[list[str], dict]]:
+    """rembg, then shelfready (this checkout's code: ``python -m cli``) per model x workers x runtime,
+    and with ``baseline`` the first runtime from that checkout.
 
     A runtime is ``RUNTIME[/PRECISION]`` (e.g. ``auto``, ``openvino/bf16``, ``onnxruntime/fp32``)."""
-    env = {k: v for k, v in os.environ.items() if k != "SHELFREADY_THREADS"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    base_env = {k: v for k, v in os.environ.items() if k not in ("SHELFREADY_THREADS", "PYTHONPATH")}
+    env = dict(base_env, PYTHONPATH=str(ROOT))
     out = {"rembg p -m u2netp": ([str(BIN / "rembg"), "p", "-m", "u2netp"], env)}
     for model in models:
         for w in workers:
+            if baseline is not None:
+                engine, _, precision = runtimes[0].partition("/")
+                out[f"shelfready clean --model {model} --workers {w} --runtime {engine} "
+                    f"--precision {precision or 'auto'} [baseline {baseline.name}]"] = (
+                    [sys.executable, "-m", "cli", "clean", "--quiet", "--model", model, "--workers", str(w),
+                     "--runtime", engine, "--precision", precision or "auto"],
+                    dict(base_env, PYTHONPATH=str(baseline.resolve())))
             for rt in runtimes:
                 engine, _, precision = rt.partition("/")
                 flags = ["--runtime", engine, "--precision", precision or "auto"]
@@ -130,10 +142,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runtimes", default="auto,openvino/bf16",
                     help="comma list of RUNTIME[/PRECISION] for shelfready (see --runtime/--precision)")
     ap.add_argument("--data", type=Path, default=DATA, help="shared data folder [../shared/data]")
+    ap.add_argument("--baseline", type=Path, help="another checkout: its shelfready runs too (first runtime)")
     ap.add_argument("--model-limit", action="store_true", help="also run bench/model_speed.py layout")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    runs = contenders(a.models.split(","), [int(w) for w in a.workers.split(",")], a.runtimes.split(","))
+    runs = contenders(a.models.split(","), [int(w) for w in a.workers.split(",")], a.runtimes.split(","),
+                      a.baseline)
     names = list(runs)
     res: dict[str, list[dict]] = {k: [] for k in names}
     with tempfile.TemporaryDirectory(prefix="shelfready-bench-") as tmp:

@@ -3,13 +3,19 @@
     python bench/model_speed.py latency --rounds 10        # one session.run, per variant x threads
     python bench/model_speed.py layout --per-proc 8        # photos/s of P processes x T threads
     python bench/model_speed.py iou --clothing 100 --grocery 50
+    python bench/model_speed.py stages --clothing 20 --grocery 10   # where bf16 moves the mask
     python bench/model_speed.py all
 
 Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_int8,
 calibrated on sample_images only; built once into --work), ``fp32@288`` / ``fp32@256``
 (same weights, smaller input: fewer FLOPs, masks differ), ``ov`` (the same fp32 file run by
 OpenVINO instead of onnxruntime, f32 precision), ``ovbf16`` (OpenVINO with
-INFERENCE_PRECISION_HINT bf16: native on AMX / AVX512_BF16 CPUs), ``daz`` (fp32 with onnxruntime's denormals-as-zero).
+INFERENCE_PRECISION_HINT bf16: native on AMX / AVX512_BF16 CPUs), ``ovir`` / ``ovmix`` (the IR of
+hygiene/ov_ir.py that OpenVINO runs in the product: static input, f32 / bf16 with the recipe's
+nodes in fp32; ``ovmix`` is what ``auto`` runs on a native-bf16 CPU), ``daz`` (fp32 with
+onnxruntime's denormals-as-zero). ``stages`` measures, per U^2-Net stage, the mask IoU when only
+that stage runs in bf16 (the rest fp32), then none in fp32, then the shipped recipe: how the
+recipe was found.
 Every timing is taken interleaved with its anchor (fp32) in the same run; medians
 are printed with the ratio to fp32, wall and CPU time (CPU time is steadier on a
 shared machine).
@@ -33,7 +39,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygiene import models, quantize  # noqa: E402
+from hygiene import models, ov_ir, quantize  # noqa: E402
+from hygiene.config import RuntimeConfig  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SAMPLES = ROOT / "sample_images"
@@ -78,6 +85,8 @@ def variant_file(name: str, work: Path) -> tuple[Path, int]:
     size = int(size or 320)
     if base in ("ov", "ovbf16", "daz"):
         return models.verify("u2netp"), size
+    if base in ("ovir", "ovmix"):
+        return ov_ir.prepared_ir("u2netp", models.verify("u2netp"), work / "ov"), 320
     if base == "int8":
         if size != 320:
             raise ValueError("int8 is built for 320x320 only")
@@ -111,7 +120,8 @@ class _OpenVinoSession:
 
 def make_session(path: Path, threads: int, variant: str = "fp32"):
     if variant.startswith("ov"):
-        return _OpenVinoSession(path, threads, "bf16" if variant.startswith("ovbf16") else "f32")
+        bf16 = variant.startswith(("ovbf16", "ovmix"))
+        return _OpenVinoSession(path, threads, "bf16" if bf16 else "f32")
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -240,7 +250,7 @@ def iou_table(variants: list[str], clothing: int, grocery: int, work: Path) -> l
     from hygiene import segment
 
     photos = dev_photos(clothing, grocery)
-    ref_session = segment.get_session("u2netp")
+    ref_session = segment.get_session("u2netp", RuntimeConfig(runtime="onnxruntime", precision="fp32"))
     sessions = {v: (make_session(variant_file(v, work)[0], 0, v), variant_file(v, work)[1]) for v in variants}
     scores = {v: {"clothing": [], "grocery": []} for v in variants}
     for path in photos:
@@ -259,6 +269,57 @@ def iou_table(variants: list[str], clothing: int, grocery: int, work: Path) -> l
     return rows
 
 
+_STAGES = [("en1", 0), ("en2", 14), ("en3", 26), ("en4", 36), ("en5", 44), ("en6", 52), ("de5", 60),
+           ("de4", 68), ("de3", 76), ("de2", 86), ("de1", 98), ("side", 112)]  # first conv of each, in order
+
+
+def stage_map(model) -> dict[str, str]:
+    """Every compute node of u2netp's static model -> its U^2-Net stage (by the conv it follows)."""
+    import re
+
+    layers = [(o.get_friendly_name(), o.get_type_name()) for o in model.get_ordered_ops()
+              if o.get_type_name() not in ("Parameter", "Constant", "Result")]
+    convs = sorted((n for n, t in layers if t == "Convolution"), key=lambda n: int(re.findall(r"\d+", n)[0]))
+    assert len(convs) == 119, len(convs)
+    stage_of = {c: [s for s, first in _STAGES if i >= first][-1] for i, c in enumerate(convs)}
+    out, cur = {}, "en1"
+    for n, _ in layers:
+        cur = stage_of.get(n, cur)
+        out[n] = cur
+    return out
+
+
+def stages(clothing: int, grocery: int, work: Path) -> list[dict]:
+    """Mask IoU vs fp32 when only one stage runs in bf16; then all in bf16; then the shipped recipe."""
+    from hygiene import segment
+
+    src = models.verify("u2netp")
+    where = stage_map(ov_ir._static_model(src, 320))
+    recipe = ov_ir.RECIPES["u2netp"]
+    sets = {f"only {s} in bf16": tuple(n for n, st in where.items() if st != s) for s, _ in _STAGES}
+    sets["all in bf16"] = ()
+    sets["recipe (4 nodes fp32)"] = recipe.keep_fp32
+    photos = [(p, "sample") for p in sorted(SAMPLES.glob("*.jpg"))] + [
+        (p, "clothing" if "clothing_small" in str(p) else "grocery") for p in dev_photos(clothing, grocery)]
+    ref_session = segment.get_session("u2netp", RuntimeConfig(runtime="onnxruntime", precision="fp32"))
+    images, refs = [], []
+    for path, group in photos:
+        with Image.open(path) as im:
+            image = ImageOps.exif_transpose(im).convert("RGB")
+        images.append((image, group))
+        refs.append(np.asarray(ref_session.predict(image)[0]))
+    rows = []
+    for i, (label, keep) in enumerate(sets.items()):
+        ir = ov_ir.write_ir(src, ov_ir.Recipe(320, keep), work / "ov" / f"u2netp-stages-{i}.xml", strict=False)
+        session = _OpenVinoSession(ir, 0, "bf16")
+        scores: dict[str, list[float]] = {}
+        for (image, group), ref in zip(images, refs):
+            scores.setdefault(group, []).append(iou(ref, mask_from(session, image, 320)))
+        rows.append({"bf16": label, **{f"{g}_min": float(np.min(v)) for g, v in scores.items()},
+                     **{f"{g}_mean": float(np.mean(v)) for g, v in scores.items()}})
+    return rows
+
+
 def show(title: str, rows: list[dict]) -> None:
     print(f"\n== {title}")
     for r in rows:
@@ -267,7 +328,7 @@ def show(title: str, rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["latency", "layout", "iou", "all"])
+    ap.add_argument("what", choices=["latency", "layout", "iou", "stages", "all"])
     ap.add_argument("--variants", default="fp32,int8,fp32@288,fp32@256")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=8)
@@ -289,6 +350,9 @@ def main(argv=None) -> int:
     if a.what in ("iou", "all"):
         out["iou"] = iou_table([v for v in variants if v != "fp32"], a.clothing, a.grocery, a.work)
         show("mask IoU vs rembg fp32 at alpha>=128", out["iou"])
+    if a.what == "stages":
+        out["stages"] = stages(a.clothing, a.grocery, a.work)
+        show("mask IoU vs rembg fp32 at alpha>=128, u2netp on OpenVINO, bf16 where named", out["stages"])
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

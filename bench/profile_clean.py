@@ -3,6 +3,7 @@
     python bench/profile_clean.py                          # 24 clothing photos, old = main, 3 rounds
     python bench/profile_clean.py --old-rev 6a25ff4 --n 12 --rounds 2
     python bench/profile_clean.py --halo --n 40            # foreground estimation halo metric only
+    python bench/profile_clean.py --overlap --n 40 --rounds 3   # decode/encode overlapped with the model?
 
 Profile: the masks are computed once (u2netp) and fed to both versions, so the
 model is excluded. The ``hygiene`` package of ``--old-rev`` is extracted with
@@ -12,6 +13,13 @@ process CPU time (``time.process_time``, all threads) of decode (``load_image``)
 the pipeline's own stages (``mask``: refine/gate/tidy/box; ``compose``: foreground
 estimation, resize, white, place; ``checks``) and JPEG encode (``encode_image``,
 amazon preset 1600 px, quality from OutputConfig). Medians over rounds.
+
+Overlap (``--overlap``): the whole per-photo job (decode, clean with the model at the
+default runtime, JPEG write) in P processes x T model threads (2x1, the default layout
+on 2 cores, and 1x2), serial vs overlapped: a 2-thread pool decodes the next photo and
+encodes/writes the previous result while the model runs (Pillow, OpenCV and the model
+runtimes release the GIL). Photos/s of the timed loop (model loaded and warmed up
+first, processes started together), alternating rounds, medians.
 
 Halo metric (``--halo``): on each dev photo with its u2netp mask a, a synthetic
 photo is composed with a known foreground F (the photo) and a known background B
@@ -190,7 +198,82 @@ def halo(args) -> None:
     _ = cv2  # cv2 is imported for its thread setting side effects in compose
 
 
+def overlap_worker(threads: int, mode: str, out_dir: Path, sync: Path, paths: list[Path]) -> dict:
+    """One process of the overlap bench: warm up, wait for the go file, time the loop."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hygiene import pipeline
+    from hygiene.config import CleanConfig, OutputConfig, RuntimeConfig
+    from hygiene.io import load_image, save_image_atomic
+    from hygiene.runtime import limit_threads
+
+    limit_threads(threads)
+    cfg, out_cfg = CleanConfig(runtime=RuntimeConfig(threads=threads)), OutputConfig()
+    pipeline.clean(load_image(paths[0]), cfg)  # model load and warm-up, untimed
+    (sync / f"ready-{os.getpid()}").touch()
+    while not (sync / "go").exists():
+        time.sleep(0.01)
+    t = time.perf_counter()
+    if mode == "serial":
+        for i, p in enumerate(paths):
+            save_image_atomic(pipeline.clean(load_image(p), cfg).image, out_dir / f"{i}.jpg", out_cfg)
+    else:
+        with ThreadPoolExecutor(2) as pool:
+            nxt = pool.submit(load_image, paths[0])
+            writes = []
+            for i in range(len(paths)):
+                image = nxt.result()
+                if i + 1 < len(paths):
+                    nxt = pool.submit(load_image, paths[i + 1])
+                result = pipeline.clean(image, cfg)
+                writes.append(pool.submit(save_image_atomic, result.image, out_dir / f"{i}.jpg", out_cfg))
+                if len(writes) > 2:
+                    writes.pop(0).result()
+            for w in writes:
+                w.result()
+    return {"wall": time.perf_counter() - t, "n": len(paths)}
+
+
+def overlap(args) -> None:
+    import time
+
+    paths = photo_list(args.n, args.data)
+    shapes = [(2, 1), (1, 2)]
+    res: dict = {}
+    print(json.dumps({"cpu": cpu_name(), "n": len(paths), "rounds": args.rounds,
+                      "load_avg_1m": round(os.getloadavg()[0], 1)}), flush=True)
+    for r in range(args.rounds):
+        for procs, threads in shapes:
+            for mode in (("serial", "overlap") if r % 2 == 0 else ("overlap", "serial")):
+                with tempfile.TemporaryDirectory(prefix="overlap-") as tmp:
+                    tmp = Path(tmp)
+                    share = [paths[i::procs] for i in range(procs)]
+                    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                    ps = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--overlap-worker",
+                                            str(threads), mode, str(tmp), str(tmp), *map(str, part)],
+                                           env=env, stdout=subprocess.PIPE, text=True) for part in share]
+                    while len(list(tmp.glob("ready-*"))) < procs and all(p.poll() is None for p in ps):
+                        time.sleep(0.05)
+                    (tmp / "go").touch()
+                    outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in ps]
+                rate = sum(o["n"] for o in outs) / max(o["wall"] for o in outs)
+                res.setdefault((procs, threads, mode), []).append(rate)
+                print(json.dumps({"round": r, "procs": procs, "threads": threads, "mode": mode,
+                                  "photos_per_s": round(rate, 3)}), flush=True)
+    print(f"\nwhole job photos/s (median of {args.rounds} rounds), {len(paths)} photos; {cpu_name()}; "
+          f"load avg {os.getloadavg()[0]:.1f}")
+    for procs, threads in shapes:
+        ser = statistics.median(res[(procs, threads, "serial")])
+        ovl = statistics.median(res[(procs, threads, "overlap")])
+        print(f"{procs} proc x {threads} threads: serial {ser:.3f}, overlapped {ovl:.3f} (x{ovl / ser:.2f})")
+
+
 def main(argv=None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--overlap-worker":
+        threads, mode, out_dir, sync, *paths = sys.argv[2:]
+        print(json.dumps(overlap_worker(int(threads), mode, Path(out_dir), Path(sync), [Path(p) for p in paths])))
+        return
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
         mask_file, *paths = sys.argv[2:]
         print(json.dumps(worker([Path(p) for p in paths], Path(mask_file))))
@@ -201,8 +284,12 @@ def main(argv=None) -> None:
     ap.add_argument("--old-rev", default="main", help="git revision of the old code")
     ap.add_argument("--data", type=Path, default=DATA, help="shared data folder [../shared/data]")
     ap.add_argument("--halo", action="store_true", help="halo metric of the foreground estimators only")
+    ap.add_argument("--overlap", action="store_true", help="serial vs decode/encode overlapped with the model")
     args = ap.parse_args(argv)
-    halo(args) if args.halo else profile(args)
+    if args.overlap:
+        overlap(args)
+    else:
+        halo(args) if args.halo else profile(args)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def list_(runtime_config):
         optin = "" if row["default"] else "opt-in; "
         click.echo(f"{'':<20} {optin}licence: {row['licence']}; {row['note']}")
         try:
-            choice = runtime.resolve(runtime_config, row["kind"], caps)
+            choice = runtime.resolve(runtime_config, row["kind"], caps, row["name"])
             click.echo(f"{'':<20} runs on: {choice.engine} {choice.precision} ({choice.reason})")
         except models.ModelError as exc:
             click.echo(f"{'':<20} runs on: error: {exc}")

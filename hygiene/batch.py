@@ -226,10 +226,11 @@ def plan_batch(job: BatchJob, sources: Sequence[Path] | None = None) -> tuple[li
 
 
 def init_worker(threads: int) -> None:
-    """The one worker set-up of every cleaning process: native thread pools sized explicitly."""
-    import cv2
+    """The one worker set-up of every cleaning process: native thread pools sized explicitly
+    (OpenCV, BLAS, OpenMP: hygiene.runtime.limit_threads)."""
+    from .runtime import limit_threads
 
-    cv2.setNumThreads(max(1, threads))
+    limit_threads(threads)
 
 
 def process_one(job: BatchJob, task: Task) -> dict:

@@ -151,12 +151,13 @@ class RuntimeConfig:
         if not (256 <= self.isnet_side <= 2048 and self.isnet_side % 32 == 0):
             raise ValueError(f"isnet_side must be a multiple of 32 in 256..2048, got {self.isnet_side}")
 
-    def fingerprint_fields(self, kind: str = "remover") -> dict:
-        """The fields that can change results, with ``auto`` resolved (none of threads/spin/cache;
-        device only when not cpu, so the settings key of CPU runs stays what it was)."""
+    def fingerprint_fields(self, kind: str = "remover", model: str | None = None) -> dict:
+        """The fields that can change results, with ``auto`` resolved for ``model`` (none of
+        threads/spin/cache; device only when not cpu, so the settings key of CPU runs stays
+        what it was)."""
         from .runtime import fingerprint_fields
 
-        fields = {**fingerprint_fields(self, kind), "isnet_side": self.isnet_side}
+        fields = {**fingerprint_fields(self, kind, model), "isnet_side": self.isnet_side}
         return fields if self.device == "cpu" else {**fields, "device": self.device}
 
 
@@ -216,7 +217,7 @@ class CleanConfig:
     def fingerprint(self) -> str:
         """Stable text of every setting that can change the output (the batch manifest's key)."""
         d = dataclasses.asdict(self)
-        d["runtime"] = self.runtime.fingerprint_fields()
+        d["runtime"] = self.runtime.fingerprint_fields(model=self.model)
         return json.dumps(d, sort_keys=True)
 
 

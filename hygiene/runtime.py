@@ -8,9 +8,11 @@ and bench/embed_speed.py (README, "Speed"):
 * bf16 only where the CPU computes it natively (AMX or AVX512_BF16), read from
   OpenVINO's ``OPTIMIZATION_CAPABILITIES`` or, without OpenVINO, the CPU flags
   ``amx_bf16`` / ``avx512_bf16``; fp32 elsewhere. bf16 needs OpenVINO.
-* removers: fp32 on onnxruntime (rembg's own engine): at fp32 OpenVINO measured no
-  faster, and bf16 (about 2x faster for u2netp) moves masks more than the accuracy
-  guard allows (``AUTO_BF16``), so it is opt-in (``precision="bf16"``, on OpenVINO).
+* removers: on a native-bf16 CPU, the removers with a mixed-precision recipe
+  (``AUTO_BF16``: u2netp, hygiene/ov_ir.py) run on OpenVINO in bf16 with the few
+  nodes that move the mask kept in fp32; they pass the accuracy guard at about
+  2.5x onnxruntime's speed. Elsewhere, and for the other removers, fp32 on
+  onnxruntime (rembg's own engine). Plain bf16 for another remover is opt-in.
 * the embedder: OpenVINO f32 whenever it is installed (faster than torch eager);
   its reference engine is torch. bf16 is opt-in here too (``AUTO_BF16``).
 
@@ -38,12 +40,14 @@ ONNXRUNTIME, OPENVINO, TORCH = "onnxruntime", "openvino", "torch"
 FP32, BF16 = "fp32", "bf16"
 KINDS = ("remover", "embedder")
 _OV_PRECISION = {FP32: "f32", BF16: "bf16"}
-# Does "auto" use bf16 for this kind (where the CPU has it)? Only if bf16 passes the
-# accuracy guard of tests/test_runtime_accuracy.py. u2netp in bf16 (OpenVINO 2026.4,
-# AVX512_BF16) gave mask IoU 0.973-1.000 vs fp32 on the sample photos, below the 0.99
-# bound on 5 of 12; EfficientNet-Lite0 in bf16 gave cosine 0.998 (bound 0.999). So both
-# stay fp32 unless bf16 is asked for.
-AUTO_BF16 = {"remover": False, "embedder": False}
+# Which models "auto" runs in bf16 (where the CPU has it): only those whose bf16 path
+# passes the accuracy guard of tests/test_runtime_accuracy.py. u2netp in plain bf16
+# (OpenVINO 2026.4, AVX512_BF16) gave mask IoU 0.973-1.000 vs fp32 on the sample
+# photos, below the 0.99 bound on 4 of 12; with hygiene/ov_ir.py's mixed recipe
+# (4 nodes in fp32) 0.998-1.000. EfficientNet-Lite0 in bf16 gave cosine 0.998
+# (bound 0.999), so the embedder stays fp32 unless bf16 is asked for.
+AUTO_BF16 = {"remover": frozenset({"u2netp"}), "embedder": frozenset()}
+DEFAULT_MODEL = {"remover": "u2netp", "embedder": "efficientnet_lite0"}
 
 
 class RuntimeUnavailable(ModelError):
@@ -95,15 +99,19 @@ def detect() -> Capabilities:
     return Capabilities(version, "BF16" in caps, "OpenVINO OPTIMIZATION_CAPABILITIES")
 
 
-def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None) -> Choice:
+def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None,
+            model: str | None = None) -> Choice:
     """The concrete engine and precision for a ``kind`` of model ("remover" | "embedder").
 
-    ``caps`` defaults to this machine's (``detect()``); pass one to decide for another.
+    ``model`` names the model (default: the kind's default model); ``auto`` picks bf16
+    only for the models in ``AUTO_BF16``. ``caps`` defaults to this machine's
+    (``detect()``); pass one to decide for another.
     Raises RuntimeUnavailable when OpenVINO is asked for explicitly and is missing.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     caps = caps or detect()
+    model = model or DEFAULT_MODEL[kind]
     reference = ONNXRUNTIME if kind == "remover" else TORCH
     have_ov = caps.openvino is not None
     cpu = "native bf16" if caps.native_bf16 else "no native bf16"
@@ -119,8 +127,8 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None)
         precision, why = BF16, f"bf16 asked; CPU has {cpu}"
     elif runtime.precision == FP32:
         precision, why = FP32, "fp32 asked"
-    elif not AUTO_BF16[kind]:
-        precision, why = FP32, f"auto: bf16 fails the {kind} accuracy guard (fp32 kept)"
+    elif model not in AUTO_BF16[kind]:
+        precision, why = FP32, f"auto: {model} has no bf16 path that passes the accuracy guard (fp32 kept)"
     elif caps.native_bf16 and have_ov and runtime.runtime != ONNXRUNTIME:
         precision, why = BF16, f"auto: CPU has {cpu} ({caps.bf16_source})"
     else:
@@ -135,7 +143,8 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None)
     elif not have_ov:
         engine, how = reference, "auto: OpenVINO not installed"
     elif precision == BF16:
-        engine, how = OPENVINO, f"auto: OpenVINO {caps.openvino} for bf16"
+        mixed = " (mixed: the mask-moving nodes in fp32)" if model in _recipes() else ""
+        engine, how = OPENVINO, f"auto: OpenVINO {caps.openvino} for bf16{mixed}"
     elif kind == "embedder":
         engine, how = OPENVINO, f"auto: OpenVINO {caps.openvino} f32 beats torch eager"
     else:
@@ -143,9 +152,15 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None)
     return Choice(engine, precision, f"{how}; {why}")
 
 
-def fingerprint_fields(runtime: RuntimeConfig, kind: str = "remover") -> dict:
+def fingerprint_fields(runtime: RuntimeConfig, kind: str = "remover", model: str | None = None) -> dict:
     """What really runs (auto resolved), for manifests: {"runtime": ..., "precision": ...}."""
-    return resolve(runtime, kind).fields()
+    return resolve(runtime, kind, model=model).fields()
+
+
+def _recipes() -> dict:
+    from .ov_ir import RECIPES
+
+    return RECIPES
 
 
 # --------------------------------------------------------------------------- runners
@@ -190,6 +205,21 @@ class OpenVinoRunner:
         return [np.array(result[self.compiled.outputs[names.index(n)]]) for n in wanted]
 
 
+def limit_threads(threads: int) -> None:
+    """Cap this process's native thread pools at ``threads`` (>= 1): OpenCV's, and the
+    BLAS/OpenMP pools of the libraries loaded so far (numpy's and OpenCV's OpenBLAS,
+    libgomp when loaded) through threadpoolctl. For worker processes that share the
+    cores (2 workers x 2 threads each on 2 cores would oversubscribe). The models' own
+    threads are ``RuntimeConfig.threads``, given to onnxruntime / OpenVINO directly."""
+    import cv2
+    import numpy  # noqa: F401 - loaded first so that its BLAS is among the pools capped
+    from threadpoolctl import threadpool_limits
+
+    n = max(1, threads)
+    cv2.setNumThreads(n)
+    threadpool_limits(limits=n)
+
+
 def default_cache_dir() -> Path:
     """Per-user cache of OpenVINO's compiled models and converted IR files."""
     import platformdirs
@@ -231,11 +261,19 @@ def ort_options(threads: int, spin: bool):
     return opts
 
 
-def build_runner(path: Path, choice: Choice, runtime: RuntimeConfig = RuntimeConfig()):
-    """A runner for the ONNX file at ``path`` on ``choice``'s engine and precision."""
+def build_runner(path: Path, choice: Choice, runtime: RuntimeConfig = RuntimeConfig(), model: str | None = None):
+    """A runner for the ONNX file at ``path`` on ``choice``'s engine and precision.
+
+    On OpenVINO, a ``model`` with a recipe in hygiene/ov_ir.py runs from its prepared
+    IR (static input; under bf16 the recipe's nodes stay fp32)."""
     if choice.engine == OPENVINO:
         cache = Path(runtime.cache_dir) if runtime.cache_dir else default_cache_dir()
-        return OpenVinoRunner(compile_openvino(Path(path), choice.precision, runtime.threads, cache))
+        source = Path(path)
+        if model in _recipes():
+            from .ov_ir import prepared_ir
+
+            source = prepared_ir(model, source, cache)
+        return OpenVinoRunner(compile_openvino(source, choice.precision, runtime.threads, cache))
     if choice.engine != ONNXRUNTIME:
         raise ValueError(f"an ONNX file runs on onnxruntime or openvino, not {choice.engine!r}")
     import onnxruntime as ort

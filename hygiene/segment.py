@@ -95,7 +95,7 @@ def _openvino_class(base, path: Path | None, choice, runtime: RuntimeConfig):
     def __init__(self, model_name, *args, **kwargs):
         self.model_name = model_name
         weights = path if path is not None else Path(base.download_models(*args, **kwargs))
-        self.inner_session = runtime_mod.build_runner(weights, choice, runtime)
+        self.inner_session = runtime_mod.build_runner(weights, choice, runtime, model_name)
 
     return type(f"OpenVino{base.__name__}", (base,), {"__init__": __init__})
 
@@ -123,7 +123,7 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
         cascade = CleanConfig(model=CASCADE)
         get_session(cascade.fallback_model, runtime)
         return get_session(cascade.model, runtime)
-    choice = runtime_mod.resolve(runtime, "remover")
+    choice = runtime_mod.resolve(runtime, "remover", model=name)
     key = (name, runtime, choice, str(models.rembg_home()))
     with _LOCK:
         session = _SESSIONS.get(key)

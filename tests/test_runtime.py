@@ -15,7 +15,9 @@ NO_OV = Capabilities(None, True, "test")
 
 
 @pytest.mark.parametrize("cfg, kind, caps, engine, precision", [
-    (RuntimeConfig(), "remover", BF16_CPU, ONNXRUNTIME, FP32),  # auto: bf16 not auto for removers
+    (RuntimeConfig(), "remover", BF16_CPU, OPENVINO, BF16),  # auto: u2netp's mixed bf16 passes the guard
+    (RuntimeConfig(), "remover", AVX2_CPU, ONNXRUNTIME, FP32),
+    (RuntimeConfig(), "remover", NO_OV, ONNXRUNTIME, FP32),
     (RuntimeConfig(), "embedder", BF16_CPU, OPENVINO, FP32),
     (RuntimeConfig(), "embedder", NO_OV, TORCH, FP32),
     (RuntimeConfig(precision="bf16"), "remover", BF16_CPU, OPENVINO, BF16),
@@ -31,6 +33,20 @@ def test_resolve(cfg, kind, caps, engine, precision):
     choice = runtime.resolve(cfg, kind, caps)
     assert (choice.engine, choice.precision) == (engine, precision), choice.reason
     assert choice.reason and "\n" not in choice.reason
+
+
+def test_auto_bf16_only_for_models_with_a_passing_bf16_path():
+    assert runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "u2netp").precision == BF16
+    other = runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "isnet-imgly")
+    assert other.precision == FP32 and "accuracy guard" in other.reason
+    # asked for explicitly, bf16 runs for any remover
+    assert runtime.resolve(RuntimeConfig(precision="bf16"), "remover", BF16_CPU, "isnet-imgly").precision == BF16
+
+
+def test_fingerprint_resolves_for_the_configured_model(monkeypatch):
+    monkeypatch.setattr(runtime, "detect", lambda: BF16_CPU)
+    assert '"precision": "bf16"' in CleanConfig(model="u2netp").fingerprint()
+    assert '"precision": "fp32"' in CleanConfig(model="isnet-imgly").fingerprint()
 
 
 def test_bf16_fallback_says_why():
@@ -93,3 +109,41 @@ def test_openvino_runner_matches_onnxruntime_calling_convention(tmp_path):
         assert len(got) == len(want)
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+def test_limit_threads_caps_opencv_and_blas_in_a_worker_process():
+    """What the pool's worker initialiser does, in a fresh process (the caps are process-wide)."""
+    import subprocess
+    import sys
+
+    code = ("import json, cv2, numpy\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from hygiene.runtime import limit_threads\n"
+            "limit_threads(1)\n"
+            "print(json.dumps([cv2.getNumThreads(), [p['num_threads'] for p in threadpool_info()]]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    import json
+
+    cv_threads, pools = json.loads(out.strip().splitlines()[-1])
+    assert cv_threads == 1
+    assert pools and all(n == 1 for n in pools), pools  # numpy's OpenBLAS at least
+
+
+def test_prepared_ir_is_cached_and_refuses_a_foreign_recipe(tmp_path):
+    """hygiene/ov_ir.py: u2netp's IR is built once per weights/OpenVINO/recipe and reused;
+    a recipe naming nodes the file lacks is a one-line error, never a silently plain bf16 model."""
+    pytest.importorskip("openvino")
+    from hygiene import models, ov_ir
+
+    try:
+        weights = models.verify("u2netp")
+    except ModelError:
+        pytest.skip("u2netp weights missing: run `shelfready models fetch`")
+    ir = ov_ir.prepared_ir("u2netp", weights, tmp_path)
+    assert ir.read_text().count('name="precise"') == len(ov_ir.RECIPES["u2netp"].keep_fp32)
+    stamp = ir.stat().st_mtime_ns
+    assert ov_ir.prepared_ir("u2netp", weights, tmp_path) == ir and ir.stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="not in u2netp.onnx") as info:
+        ov_ir.write_ir(weights, ov_ir.Recipe(320, ("Conv_99999",)), tmp_path / "x.xml")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "x.xml").exists() and not list(tmp_path.glob(".x.*"))

@@ -2,10 +2,10 @@
 
 Removers: mask IoU (alpha >= 128) >= 0.99 per sample photo vs u2netp fp32 on
 onnxruntime. Embedder: cosine >= 0.999 per photo vs EfficientNet-Lite0 fp32 on torch.
-A bf16 path that ``auto`` may pick (``runtime.AUTO_BF16``) must meet the same bound;
-one it does not pick is opt-in and must stay a working model (looser bound below).
-On a CPU without native bf16, bf16 requests fall back to fp32: tested here too,
-with the capability check injected.
+A bf16 path that ``auto`` may pick (``runtime.AUTO_BF16``: u2netp's mixed bf16 of
+hygiene/ov_ir.py) must meet the same bound; one it does not pick is opt-in and must
+stay a working model (looser bound below). On a CPU without native bf16 the bf16
+tests say so and the fallback to fp32 is tested, with the capability check injected.
 """
 from __future__ import annotations
 
@@ -58,13 +58,37 @@ def test_remover_openvino_fp32_matches(photos, reference_masks, cache):
 
 
 def test_remover_bf16(photos, reference_masks, cache):
+    """The path auto takes on this CPU: u2netp on OpenVINO in bf16, the recipe's nodes in fp32."""
     if not CAPS.native_bf16:
         pytest.skip("this CPU has no native bf16 (no AMX/AVX512_BF16): see the fallback test")
-    cfg = RuntimeConfig(runtime="openvino", precision="bf16", threads=2, cache_dir=cache)
-    assert runtime.resolve(cfg, "remover").precision == runtime.BF16
+    cfg = RuntimeConfig(threads=2, cache_dir=cache)  # auto | auto
+    choice = runtime.resolve(cfg, "remover", model="u2netp")
+    assert (choice.engine, choice.precision) == (runtime.OPENVINO, runtime.BF16), choice.reason
     ious = _remover_ious(photos, reference_masks, cfg)
-    bound = IOU_MIN if runtime.AUTO_BF16["remover"] else OPT_IN_IOU_MIN
+    bound = IOU_MIN if "u2netp" in runtime.AUTO_BF16["remover"] else OPT_IN_IOU_MIN
     assert min(ious) >= bound, [round(i, 4) for i in ious]
+
+
+def test_remover_mixed_bf16_runs_as_marked(cache):
+    """The recipe's nodes really run in fp32 and the convolutions around them in bf16
+    (a marking OpenVINO dropped would silently give plain bf16 and its worse masks)."""
+    if not CAPS.native_bf16:
+        pytest.skip("this CPU has no native bf16 (no AMX/AVX512_BF16): see the fallback test")
+    from hygiene.ov_ir import FP32_TAG, RECIPES
+
+    cfg = RuntimeConfig(runtime="openvino", precision="bf16", threads=2, cache_dir=cache)
+    compiled = segment.get_session("u2netp", cfg).inner_session.compiled
+    precision, convs = {}, []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        kind, prec = rt["layerType"].astype(str), rt["runtimePrecision"].astype(str)
+        for name in rt["originalLayersNames"].astype(str).split(","):
+            precision[name] = prec
+        if kind == "Convolution":
+            convs.append(prec)
+    for name in RECIPES["u2netp"].keep_fp32:
+        assert precision[name + FP32_TAG] == "f32", (name, precision[name + FP32_TAG])
+    assert convs.count("bf16") == len(convs) - 2 and convs.count("f32") == 2, convs
 
 
 def test_remover_bf16_falls_back_to_fp32_without_native_bf16(photos, reference_masks, cache, monkeypatch):
