@@ -16,7 +16,7 @@ import click
 from hygiene.keys import one_line
 from search.config import DEFAULT_EMBEDDER, INDEX_TYPES
 
-from .options import clean_options, device_option, engine_options, runtime_options
+from .options import clean_options, device_option, engine_options, onnx_device, runtime_options
 
 
 def _labelled(images: Path, labels: Path | None, from_folders: bool):
@@ -250,8 +250,9 @@ def search_cmd(catalog, image, text, k, as_json):
               help="Where cleaned images and embeddings are cached [~/.cache/shelfready].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @engine_options
+@device_option
 def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, quiet,
-                 engine, ray_config):
+                 engine, ray_config, device):
     """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
 
     Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
@@ -274,24 +275,28 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
     for it in cat.items():
         if it.path and it.label:
             catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
+    import dataclasses
+
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
-    if engine == "ray":  # the cleanup on Ray, into the cache the evaluation then reads
-        import dataclasses
-
-        from scale import EngineError
-        from scale.eval_engine import clean_cache_on_ray
-        from search.photo_cache import default_cache_dir
-
-        paths = [q.path for q in query_items] + ([c.path for c in catalog_items] if clean_catalog else [])
-        ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
-        try:
-            clean_cache_on_ray(paths, clean_config, cache_dir or default_cache_dir(), cfg=ray_config,
-                               progress=not quiet)
-        except EngineError as exc:
-            raise click.ClickException(str(exc)) from None
+    if device != "cpu":
+        clean_config = dataclasses.replace(clean_config, runtime=dataclasses.replace(
+            clean_config.runtime, device=onnx_device(device)))
+    embedder = create_embedder(cat.embedder_name, device=None if device == "auto" else device,
+                               runtime=clean_config.runtime)
     try:
-        ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name, runtime=clean_config.runtime), clean_config,
-                      clean_catalog=clean_catalog, config=cfg, progress=not quiet)
+        if engine == "ray":  # cleanup and embedding on Ray actors, into the cache; the scoring here
+            from scale import EngineError
+            from scale.eval_engine import evaluate_on_ray
+
+            ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
+            try:
+                ev = evaluate_on_ray(query_items, catalog_items, embedder, clean_config, clean_catalog, cfg,
+                                     ray_config, device=device, progress=not quiet)
+            except EngineError as exc:
+                raise click.ClickException(str(exc)) from None
+        else:
+            ev = evaluate(query_items, catalog_items, embedder, clean_config, clean_catalog=clean_catalog,
+                          config=cfg, progress=not quiet)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     index = write_report(ev, out)
