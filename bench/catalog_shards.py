@@ -90,8 +90,16 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from search import Catalog, IndexConfig
-mode, shards, out, kind = sys.argv[2:6]
+mode, shards, out, kind, iters = sys.argv[2:7]
 cfg = IndexConfig()
+if int(iters):  # memory-only runs: fewer k-means iterations, the same arrays (recall not comparable)
+    import faiss
+    _ivfpq = faiss.IndexIVFPQ
+    def _fewer(*a):
+        ix = _ivfpq(*a)
+        ix.cp.niter = ix.pq.cp.niter = int(iters)
+        return ix
+    faiss.IndexIVFPQ = _fewer
 t = time.perf_counter()
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -122,8 +130,8 @@ print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_bytes": peak()})
 """
 
 
-def build(mode: str, shards: Path, out: Path, kind: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _BUILD, str(ROOT), mode, str(shards), str(out), kind],
+def build(mode: str, shards: Path, out: Path, kind: str, iters: int = 0) -> dict:
+    proc = subprocess.run([sys.executable, "-c", _BUILD, str(ROOT), mode, str(shards), str(out), kind, str(iters)],
                           stdout=subprocess.PIPE, text=True)  # progress lines go to our stderr as they come
     if proc.returncode:
         raise SystemExit(f"{mode} build failed (exit {proc.returncode})")
@@ -157,6 +165,9 @@ def main() -> None:
     p.add_argument("--keep", type=Path, default=None,
                    help="keep the shards and queries in this folder and reuse them when there (builds in separate runs)")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--kmeans-iters", type=int, default=0,
+                   help="memory-only runs: k-means iterations of the IVF and PQ training (0 = faiss' 25); "
+                        "peak RSS is that of the full training (same arrays), recall is not comparable")
     args = p.parse_args()
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="shelfready-shards-", dir=args.workdir))
     try:
@@ -171,7 +182,7 @@ def main() -> None:
         report = {"n": args.n, "dim": DIM, "index": args.index}
         for mode in args.builds.split(","):
             shutil.rmtree(tmp / f"cat-{mode}", ignore_errors=True)
-            r = build(mode, tmp / "shards", tmp / f"cat-{mode}", args.index)
+            r = build(mode, tmp / "shards", tmp / f"cat-{mode}", args.index, args.kmeans_iters)
             r.update(measure(tmp / f"cat-{mode}", xq, truth))
             r["rss_target_bytes"] = 2 * r["index_bytes"] + 2**30
             r["peak_rss_over_target"] = round(r["peak_rss_bytes"] / r["rss_target_bytes"], 3)

@@ -260,12 +260,17 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
 
     Example: shelfready evaluate --catalog cat/ --queries shots/ --clean-catalog --out report/
     """
+    import dataclasses
+
     from search import create_embedder, datasets
     from search.evaluate import EvalConfig, evaluate
     from search.report import verdict_sentence, write_report
 
     if (queries is None) == (queries_csv is None):
         raise click.UsageError("give either --queries DIR or --queries-csv CSV")
+    if device != "cpu":  # before any photo is read: cuda without a GPU is one line
+        clean_config = dataclasses.replace(clean_config, runtime=dataclasses.replace(
+            clean_config.runtime, device=onnx_device(device)))
     try:
         query_items = datasets.from_folders(queries) if queries else datasets.from_csv(queries_csv)
     except ValueError as exc:
@@ -275,15 +280,10 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
     for it in cat.items():
         if it.path and it.label:
             catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
-    import dataclasses
-
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir)
-    if device != "cpu":
-        clean_config = dataclasses.replace(clean_config, runtime=dataclasses.replace(
-            clean_config.runtime, device=onnx_device(device)))
-    embedder = create_embedder(cat.embedder_name, device=None if device == "auto" else device,
-                               runtime=clean_config.runtime)
     try:
+        embedder = create_embedder(cat.embedder_name, device=None if device == "auto" else device,
+                                   runtime=clean_config.runtime)
         if engine == "ray":  # cleanup and embedding on Ray actors, into the cache; the scoring here
             from scale import EngineError
             from scale.eval_engine import evaluate_on_ray

@@ -116,7 +116,7 @@ def _items(chunk: dict, keep: np.ndarray) -> list[dict]:
 
 
 def build_from_parquet(folder: Path, out: Path, embedder: str | None = None, index_type: str = "auto",
-                       config=None, chunk_rows: int = 8192, on_chunk: Callable[[int], None] | None = None) -> ShardBuild:
+                       config=None, chunk_rows: int = 4096, on_chunk: Callable[[int], None] | None = None) -> ShardBuild:
     """Create the catalog ``out`` from the shards under ``folder``; see the module docstring."""
     from search import Catalog, IndexConfig
     from search.indexes import target_index_type
@@ -200,4 +200,7 @@ def _gather(files: list[Path], counts: list[int], rows: np.ndarray, dim: int, ch
         offset += n
     if not got:
         raise EngineError("no row of the training sample has a vector")
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # Arrow's decoding buffers back to the OS before training
     return out[:got]
