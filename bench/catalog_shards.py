@@ -12,7 +12,7 @@ shards with the columns ``catalog build --engine ray`` writes. Queries: 200
 more photos of the first shard's products, not in the catalog; ground truth:
 exact inner-product top-10, scanned shard by shard.
 
-Each build runs in its own process (peak RSS = that process's ru_maxrss):
+Each build runs in its own process (peak RSS = that process's VmHWM; Linux only):
 ``shards``: ``scale.shard_index.build_from_parquet`` (trains on a sample, adds
 shard by shard); ``memory``: every vector read into one array, then one
 ``Catalog.add`` (what ``catalog build`` does without shards). Both with the same
@@ -85,7 +85,7 @@ def exact_truth(folder: Path, xq: np.ndarray, k: int = 10) -> list[set[str]]:
 
 
 _BUILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, sys.argv[1])
@@ -101,8 +101,9 @@ if int(iters):  # memory-only runs: fewer k-means iterations, the same arrays (r
         return ix
     faiss.IndexIVFPQ = _fewer
 t = time.perf_counter()
-def peak():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def peak():  # this process's own high-water mark: ru_maxrss would also count the parent's (vfork + exec)
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
 if mode == "shards":
     from scale.shard_index import build_from_parquet
     done = [0, 0]

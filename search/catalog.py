@@ -395,7 +395,9 @@ class Catalog:
 def _trained_ivfpq(x: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
     """An empty IVF-PQ index (as ``new_float_index`` makes) trained on ``x`` with no copy of it:
     faiss' own steps (k-means of the coarse centroids on all of ``x``, then the PQ on the residuals
-    of a sample of ``pq.cp.max_points_per_centroid * ksub`` rows), the residuals written over ``x``."""
+    of a sample of ``pq.cp.max_points_per_centroid * ksub`` rows), the residuals written over ``x``.
+    Its search tables are not precomputed (adding does not use them; faiss builds them when the
+    saved index is read), so filling it holds no nlist x pq_m x 256 table either."""
     import faiss
 
     nlist = ivf_nlist(n_total, len(x), cfg)
