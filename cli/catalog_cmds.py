@@ -18,7 +18,7 @@ from hygiene.config import CleanConfig
 from search.config import DEFAULT_EMBEDDER, DEFAULT_VIEW, INDEX_TYPES, VIEW_BACKGROUNDS
 from search.embed_modes import EMBED_MODES
 
-from .options import clean_options, device_option, engine_options, runtime_options
+from .options import clean_options, device_option, engine_options, onnx_device, runtime_options
 
 
 def _labelled(images: Path, labels: Path | None, from_folders: bool):
@@ -283,8 +283,9 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
               help="Product share of the embedder's view of a cleaned photo [the preset's fill].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @engine_options
+@device_option
 def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, view,
-                 view_fill, quiet, engine, ray_config):
+                 view_fill, quiet, engine, ray_config, device):
     """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
 
     Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
@@ -292,12 +293,17 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
 
     Example: shelfready evaluate --catalog cat/ --queries shots/ --clean-catalog --out report/
     """
+    import dataclasses
+
     from search import create_embedder, datasets
     from search.evaluate import EvalConfig, evaluate
     from search.report import verdict_sentence, write_report
 
     if (queries is None) == (queries_csv is None):
         raise click.UsageError("give either --queries DIR or --queries-csv CSV")
+    if device != "cpu":  # before any photo is read: cuda without a GPU is one line
+        clean_config = dataclasses.replace(clean_config, runtime=dataclasses.replace(
+            clean_config.runtime, device=onnx_device(device)))
     try:
         query_items = datasets.from_folders(queries) if queries else datasets.from_csv(queries_csv)
     except ValueError as exc:
@@ -312,23 +318,22 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir,
                      view=ViewConfig(background=view, fill=view_fill, grey=DEFAULT_VIEW.grey,
                                      blur_sigma=DEFAULT_VIEW.blur_sigma))
-    if engine == "ray":  # the cleanup on Ray, into the cache the evaluation then reads
-        import dataclasses
-
-        from scale import EngineError
-        from scale.eval_engine import clean_cache_on_ray
-        from search.photo_cache import default_cache_dir
-
-        paths = [q.path for q in query_items] + ([c.path for c in catalog_items] if clean_catalog else [])
-        ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
-        try:
-            clean_cache_on_ray(paths, clean_config, cache_dir or default_cache_dir(), cfg=ray_config,
-                               progress=not quiet)
-        except EngineError as exc:
-            raise click.ClickException(str(exc)) from None
     try:
-        ev = evaluate(query_items, catalog_items, create_embedder(cat.embedder_name, runtime=clean_config.runtime), clean_config,
-                      clean_catalog=clean_catalog, config=cfg, progress=not quiet)
+        embedder = create_embedder(cat.embedder_name, device=None if device == "auto" else device,
+                                   runtime=clean_config.runtime)
+        if engine == "ray":  # cleanup and embedding on Ray actors, into the cache; the scoring here
+            from scale import EngineError
+            from scale.eval_engine import evaluate_on_ray
+
+            ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
+            try:
+                ev = evaluate_on_ray(query_items, catalog_items, embedder, clean_config, clean_catalog, cfg,
+                                     ray_config, device=device, progress=not quiet)
+            except EngineError as exc:
+                raise click.ClickException(str(exc)) from None
+        else:
+            ev = evaluate(query_items, catalog_items, embedder, clean_config, clean_catalog=clean_catalog,
+                          config=cfg, progress=not quiet)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     index = write_report(ev, out)

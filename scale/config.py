@@ -18,7 +18,7 @@ class RayConfig:
     actor_cpus: float = 1.0  # CPUs each actor (one remover / embedder) reserves; fractions spread them
     actor_gpus: float = 1.0  # GPUs each actor asks for when its device is cuda
     actors: int = 0  # actor pool size; 0 = the cluster's CPUs // actor_cpus (at most one per photo)
-    task_retries: int = 2  # a photo whose actor died is retried this often, then recorded as "worker died"
+    task_retries: int = 2  # a photo whose actor died is retried this often, then recorded as lost (scale.attempts)
     max_blocks: int = 20_000  # photos are split into at most this many blocks (one photo a block below)
 
     def __post_init__(self) -> None:

@@ -11,10 +11,10 @@ catalog from them shard by shard.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 from . import EngineError
+from .attempts import attempts_counter, started
 from .cluster import pool_size, ray_connection
 from .config import RayConfig
 from .shard_index import SIDECAR
@@ -23,10 +23,11 @@ from .shard_index import SIDECAR
 class EmbedActor:
     """One Ray actor: one embedder, loaded once."""
 
-    def __init__(self, embedder: str, threads: int, device: str | None) -> None:
+    def __init__(self, embedder: str, threads: int, device: str | None, attempts, tries: int) -> None:
         from search import create_embedder
 
         self.embedder = create_embedder(embedder, device=device, threads=threads)
+        self.attempts, self.tries = attempts, tries
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -34,6 +35,12 @@ class EmbedActor:
         from hygiene.io import load_image
         from hygiene.keys import file_sha256, one_line
 
+        n = len(batch["path"])
+        if started(self.attempts, str(batch["id"][0])) > self.tries:  # its actor died every time: give up
+            lost = f"lost on Ray: its batch failed {self.tries} times (actor died, see Ray's log); run again"
+            return {"id": batch["id"], "sku": batch["sku"], "label": batch["label"], "path": batch["path"],
+                    "content_hash": np.array([None] * n, dtype=object), "vector": np.array([None] * n, dtype=object),
+                    "error": np.array([lost] * n, dtype=object)}
         images, where, hashes, errors = [], [], [], []
         for i, path in enumerate(batch["path"]):
             digest, error = None, None
@@ -44,7 +51,7 @@ class EmbedActor:
             except (ValueError, OSError) as exc:  # as the local build: the photo is reported, not added
                 error = one_line(exc)
             hashes.append(digest)
-            errors.append(error)
+            errors.append(error or "")  # "" not None: a column of all None would reach Parquet as floats
         vectors = [None] * len(batch["path"])
         if images:
             for i, v in zip(where, self.embedder.embed(images)):
@@ -52,6 +59,45 @@ class EmbedActor:
         return {"id": batch["id"], "sku": batch["sku"], "label": batch["label"], "path": batch["path"],
                 "content_hash": np.array(hashes, dtype=object), "vector": np.array(vectors, dtype=object),
                 "error": np.array(errors, dtype=object)}
+
+
+def _embedded(ray, rows: list[dict], embedder: str, cfg: RayConfig, batch_size: int, device: str | None,
+              progress: bool):
+    """The Ray Dataset of ``rows`` (id, sku, label, path) embedded by an actor pool: EmbedActor's columns."""
+    from ray.data import ActorPoolStrategy, DataContext
+
+    if device in (None, "auto"):  # the cluster's nodes decide, not the driver's
+        device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.print_on_execution_start = progress
+    size = pool_size(cfg, ray, -(-len(rows) // batch_size))
+    blocks = max(1, min(-(-len(rows) // batch_size), cfg.max_blocks))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    # Ray Data restarts dead actors and retries their batches by default; scale.attempts caps the retries
+    return ds.map_batches(EmbedActor, fn_constructor_kwargs={
+        "embedder": embedder, "threads": max(1, int(cfg.actor_cpus)), "device": device,
+        "attempts": attempts_counter(ray), "tries": cfg.task_retries + 1},
+        batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=size),
+        num_cpus=cfg.actor_cpus, num_gpus=cfg.actor_gpus if device == "cuda" else None)
+
+
+def embed_paths(paths, embedder: str, cfg: RayConfig = RayConfig(), batch_size: int = 16,
+                device: str | None = "cpu", progress: bool = True) -> list:
+    """Embed the image files ``paths`` on Ray actors; per path its float32 vector, or its one-line error."""
+    import numpy as np
+
+    rows = [{"id": i, "sku": "", "label": "", "path": str(p)} for i, p in enumerate(paths)]
+    out: list = [None] * len(rows)
+    if not rows:
+        return out
+    with ray_connection(cfg) as ray:
+        ds = _embedded(ray, rows, embedder, cfg, batch_size, device, progress)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            for i, vec, err in zip(batch["id"], batch["vector"], batch["error"]):
+                failed = isinstance(err, str) and err  # Ray makes a column of all-None errors NaN floats
+                out[int(i)] = err if failed else "no vector" if vec is None else np.asarray(vec, dtype=np.float32)
+    return out
 
 
 def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConfig(), batch_size: int = 16,
@@ -68,24 +114,7 @@ def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConf
     if not rows:
         raise EngineError("no photos to embed")
     with ray_connection(cfg) as ray:
-        from ray.data import ActorPoolStrategy, DataContext
-
-        if device in (None, "auto"):  # the cluster's nodes decide, not the driver's
-            device = "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        ctx.print_on_execution_start = progress
-        size = pool_size(cfg, ray, -(-len(rows) // batch_size))
-        blocks = max(1, min(-(-len(rows) // batch_size), cfg.max_blocks))
-        ds = ray.data.from_items(rows, override_num_blocks=blocks)
-        with warnings.catch_warnings():  # Ray 2.60 has no named parameter for an actor's task retries yet
-            warnings.simplefilter("ignore", DeprecationWarning)
-            ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"embedder": embedder,
-                                "threads": max(1, int(cfg.actor_cpus)), "device": device},
-                                batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=size),
-                                num_cpus=cfg.actor_cpus, num_gpus=cfg.actor_gpus if device == "cuda" else None,
-                                max_restarts=-1, max_task_retries=cfg.task_retries)
+        ds = _embedded(ray, rows, embedder, cfg, batch_size, device, progress)
         shards.mkdir(parents=True, exist_ok=True)
         ds.write_parquet(str(shards), min_rows_per_file=min(rows_per_shard, len(rows)))
     (shards / SIDECAR).write_text(json.dumps({"embedder": emb.name, "dim": emb.dim, "rows": len(rows)}))

@@ -14,10 +14,11 @@ its row arrives. A driver killed mid-job leaves every recorded photo in the
 manifest and the rest undone (outputs are written atomically, temp files of
 killed writers are removed at the next start); the re-run skips the first and
 does the second. An actor that dies (SIGKILL, OOM, its node removed) is
-restarted by Ray and its photo retried (``RayConfig.task_retries``); a photo
-still lost after that is reported failed in the summary (not in the manifest,
-so the next run tries it again), so a photo that kills every worker cannot
-stall the job.
+restarted by Ray and its photo retried (Ray Data's own actor fault tolerance);
+a photo started more than ``RayConfig.task_retries + 1`` times (counted by
+``scale.attempts``) is not run again but reported failed in the summary (not in
+the manifest, so the next run tries it again), so a photo that kills every
+worker cannot stall the job.
 
 Which node cleaned each photo is appended to ``OUT/.shelfready-nodes.jsonl``
 (rel, node id, node address, settings), not to the manifest or summary, which
@@ -31,7 +32,6 @@ import os
 import pickle
 import signal
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from hygiene.keys import one_line
 from hygiene.pool import signals_caught
 
 from . import EngineError
+from .attempts import attempts_counter, started
 from .cluster import pool_size, ray_connection
 from .config import RayConfig
 
@@ -50,14 +51,15 @@ NODES_FILE = ".shelfready-nodes.jsonl"
 class CleanActor:
     """One Ray actor: a remover session loaded once, then ``process_one`` per photo."""
 
-    def __init__(self, job: BatchJob, threads: int) -> None:
+    def __init__(self, job: BatchJob, threads: int, attempts, tries: int, process=None) -> None:
         import ray
 
         from hygiene.models import ModelError
         from hygiene.segment import get_session
 
         init_worker(threads)
-        self.job = job
+        self.job, self.attempts, self.tries = job, attempts, tries
+        self.process = process  # the per-photo step; None: process_one (tests inject a crashing one)
         ctx = ray.get_runtime_context()
         self.node = ctx.get_node_id()
         self.address = ray.util.get_node_ip_address()
@@ -69,11 +71,17 @@ class CleanActor:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        rows = [pickle.dumps(process_one(self.job, pickle.loads(t))) for t in batch["task"]]
+        rows = [pickle.dumps(self._one(int(i), pickle.loads(t))) for i, t in zip(batch["i"], batch["task"])]
         n = len(rows)
         return {"i": batch["i"], "row": np.array(rows, dtype=object),
                 "node": np.array([self.node] * n, dtype=object),
                 "address": np.array([self.address] * n, dtype=object)}
+
+
+    def _one(self, i: int, task: Task) -> dict:
+        if started(self.attempts, str(i)) > self.tries:  # its actor died every time: give up on it
+            return _lost_row(self.job, task, self.tries)
+        return self.process((self.job, task)) if self.process else process_one(self.job, task)
 
 
 class _Stopped(Exception):
@@ -96,40 +104,43 @@ def _lost_row(job: BatchJob, task: Task, tries: int) -> dict:
             "failed_checks": "", "seconds": 0.0}
 
 
-def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, progress: bool):
+def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, progress: bool, process=None):
     from ray.data import ActorPoolStrategy, DataContext
 
     ctx = DataContext.get_current()
-    ctx.max_errored_blocks = -1  # a block whose actor died task_retries+1 times: recorded as lost, job goes on
+    ctx.max_errored_blocks = -1  # a block that raised in the actor: recorded as lost, the job goes on
     ctx.enable_progress_bars = progress
     ctx.print_on_execution_start = progress
     threads = job.clean.runtime.threads or max(1, int(cfg.actor_cpus))
     blocks = max(1, min(len(todo), cfg.max_blocks))
     ds = ray.data.from_items([{"i": i, "task": pickle.dumps(t)} for i, t in enumerate(todo)],
                              override_num_blocks=blocks)
-    with warnings.catch_warnings():  # Ray 2.60 has no named parameter for an actor's task retries yet
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return ds.map_batches(
-            CleanActor, fn_constructor_kwargs={"job": job, "threads": threads}, batch_size=1,
-            batch_format="numpy", compute=ActorPoolStrategy(size=size), num_cpus=cfg.actor_cpus,
-            num_gpus=cfg.actor_gpus if job.clean.runtime.device == "cuda" else None, max_restarts=-1, max_task_retries=cfg.task_retries)
+    # Ray Data restarts dead actors and retries their tasks by default (no retry options: since Ray 2.60
+    # they would go through the deprecated **ray_remote_args); scale.attempts caps the retries
+    return ds.map_batches(
+        CleanActor, fn_constructor_kwargs={"job": job, "threads": threads, "attempts": attempts_counter(ray),
+                                           "tries": cfg.task_retries + 1, "process": process},
+        batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size), num_cpus=cfg.actor_cpus,
+        num_gpus=cfg.actor_gpus if job.clean.runtime.device == "cuda" else None)
 
 
 def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = True,
                   sources: Sequence[Path] | None = None, summary_files: bool = True,
-                  wait_for_folder: bool = False) -> BatchSummary:
-    """``hygiene.batch.run_batch`` on Ray: same arguments and result, same files in OUT."""
+                  wait_for_folder: bool = False, process=None) -> BatchSummary:
+    """``hygiene.batch.run_batch`` on Ray: same arguments and result, same files in OUT (``process``:
+    the per-photo step, as run_batch's; None is ``process_one``)."""
 
     def execute(job: BatchJob, todo: list[Task], summary: BatchSummary) -> int:
         nonlocal cfg
         job = with_threads(job, max(1, int(cfg.actor_cpus)))
         cfg = cfg if cfg.address or cfg.num_cpus else dataclasses.replace(cfg, num_cpus=job.batch.workers)
-        return _run(job, todo, summary, cfg, progress)
+        return _run(job, todo, summary, cfg, progress, process)
 
     return run_with(execute, job, sources, summary_files, wait_for_folder)
 
 
-def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig, progress: bool) -> int:
+def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig, progress: bool,
+         process=None) -> int:
     """Stream the rows of the actors into the manifest; returns the signal that stopped it, or 0."""
     def show(row: dict) -> None:
         if progress and row["status"] not in OK_STATUSES:
@@ -138,7 +149,7 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
     recorder = Recorder(job, summary, show)
     pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
     with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
-        ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress)
+        ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress, process)
         try:
             with signals_caught(_raise_stopped):
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
@@ -155,7 +166,7 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
         except Exception as exc:  # noqa: BLE001 - the cluster went away, Ray gave up: one line, resumable
             raise EngineError(f"the Ray job stopped: {one_line(exc)}; {len(todo) - len(pending)} photos are "
                               "recorded, run the same command again to do the rest") from None
-        for task in list(pending.values()):  # blocks given up after task_retries: their actor kept dying
+        for task in list(pending.values()):  # blocks that raised in the actor (an engine error)
             recorder.record(_lost_row(job, task, cfg.task_retries + 1))
         os.fsync(nodes.fileno())
     return 0

@@ -8,13 +8,18 @@ embedded (they are reported, not added). ``shelfready-shards.json`` beside them
 names the embedder; shards made elsewhere need it given.
 
 The index type is chosen up front from the total row count (``auto``: as for a
-catalog of that size). Trained types (``ivfpq``, ``binary``) are trained on a
-seeded random sample of up to ``IndexConfig.train_max`` rows gathered from all
-shards, then every other row is added shard by shard, ``chunk_rows`` at a time;
-only the index (codes), the sample and one chunk are in memory. ``flat`` and
-``hnsw`` hold exact vectors by nature, so they are as big as the vectors anyway.
-The folder that comes out is an ordinary catalog (``search``, ``catalog add``,
-``serve`` open it).
+catalog of that size). Trained types (``ivfpq``, ``binary``) are trained first
+(``Catalog.create_trained``) on a seeded random sample of up to
+``IndexConfig.train_max`` rows gathered from the shards into one array (the
+rows an in-memory ``add`` of all of them draws, when every row has a vector and
+no photo repeats); then every row is added in order, shard by shard,
+``chunk_rows`` at a time, so ids and items are those of the in-memory build. In memory at once: the sample while the index trains
+(freed before the adds), then the index (codes), the item table, and one row
+group of one shard as Arrow decodes it (write shards with row groups of a few
+tens of MB, as Spark's 128 MB blocks are). ``flat`` and ``hnsw`` hold exact
+vectors by nature, so they are as big as the vectors anyway. The folder that
+comes out is an ordinary catalog (``search``, ``catalog add``, ``serve`` open
+it).
 """
 from __future__ import annotations
 
@@ -74,27 +79,34 @@ def _row_counts(files: list[Path]) -> list[int]:
 
 
 def _chunks(path: Path, rows: int) -> Iterator[dict]:
-    """Column dicts of up to ``rows`` rows; ``vector`` a float32 (n, d) array (zeros where
-    a row has none), ``valid`` whether a row has a vector and no error."""
+    """Column dicts of up to ``rows`` rows; ``vector`` a float32 (n, d) array (a view of Arrow's
+    buffer when no row lacks one, else zeros where a row has none), ``valid`` whether a row has a
+    vector and no error. Arrow decodes the vector column a row group at a time."""
     pq = _pq()
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, buffer_size=1 << 20)
     names = [c for c in (*COLUMNS, "error") if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=rows, columns=names):
         cols = {n: batch.column(n) for n in names}
         vec = cols.pop("vector")
         out = {n: c.to_pylist() for n, c in cols.items()}
         has = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        flat = vec.filter(vec.is_valid()).flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        if vec.null_count:
+            vec = vec.filter(vec.is_valid())
+        flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
         n = int(has.sum())
         dim = len(flat) // n if n else 0
         if n and dim * n != len(flat):
             raise EngineError(f"{path}: vectors of different lengths")
-        full = np.zeros((len(has), dim), dtype=np.float32)
-        if n:
-            full[has] = flat.reshape(n, dim)
+        if n == len(has):
+            full = flat.reshape(n, dim)
+        else:
+            full = np.zeros((len(has), dim), dtype=np.float32)
+            if n:
+                full[has] = flat.reshape(n, dim)
         out["vector"] = full
         errors = out.get("error")
-        out["valid"] = has & np.array([not e for e in errors], dtype=bool) if errors is not None else has
+        failed = [isinstance(e, str) and bool(e) for e in errors] if errors is not None else None
+        out["valid"] = has & ~np.array(failed, dtype=bool) if failed is not None else has
         yield out
 
 
@@ -104,7 +116,7 @@ def _items(chunk: dict, keep: np.ndarray) -> list[dict]:
 
 
 def build_from_parquet(folder: Path, out: Path, embedder: str | None = None, index_type: str = "auto",
-                       config=None, chunk_rows: int = 65_536, on_chunk: Callable[[int], None] | None = None) -> ShardBuild:
+                       config=None, chunk_rows: int = 4096, on_chunk: Callable[[int], None] | None = None) -> ShardBuild:
     """Create the catalog ``out`` from the shards under ``folder``; see the module docstring."""
     from search import Catalog, IndexConfig
     from search.indexes import target_index_type
@@ -118,52 +130,32 @@ def build_from_parquet(folder: Path, out: Path, embedder: str | None = None, ind
         raise EngineError(f"which embedder made the vectors in {folder}? give --embedder (no {SIDECAR} there)")
     total = sum(counts)
     kind, _ = target_index_type(index_type, total, cfg)
-    sample = _train_rows(counts, kind, cfg)
     dim = _dim(files)
     if side.get("dim") and int(side["dim"]) != dim:
         raise EngineError(f"{folder}: vectors are {dim}-d but {SIDECAR} says {side['dim']}")
-    cat = Catalog.create(out, name, dim, kind if kind in TRAINED else index_type, config=cfg, autosave=False)
+    rows = _train_rows(counts, kind, cfg)
+    if rows is None:
+        cat = Catalog.create(out, name, dim, index_type, config=cfg, autosave=False)
+    else:  # the index is trained first, on the sample alone, then every row is added in order
+        sample = _gather(files, counts, rows, dim, chunk_rows)
+        cat = Catalog.create_trained(out, name, dim, sample, total, index_type, config=cfg, autosave=False)
+        del sample
     result = ShardBuild()
-    seen: set[str] = set()
-
-    def add(chunk: dict, keep: np.ndarray) -> None:
-        for i in np.flatnonzero(~chunk["valid"] & keep):
-            err = chunk.get("error", [None] * len(keep))[i] or "no vector"
-            result.errors.append(f"{chunk['path'][i] if 'path' in chunk else i}: {err}")
-        keep = keep & chunk["valid"]
-        hashes = chunk.get("content_hash")
-        if hashes is not None:  # a photo present twice is added once, as `catalog build` does
-            for i in np.flatnonzero(keep):
-                h = hashes[i]
-                if h and (h in seen or cat.find_hash(h)):
-                    keep[i] = False
-                    result.skipped += 1
-                elif h:
-                    seen.add(h)
-        if keep.any():
-            result.added += len(cat.add(chunk["vector"][keep], _items(chunk, keep)))
-
-    if sample is not None:  # first add = the training sample: the catalog trains its index on it
-        picked = list(_gather(files, counts, sample, chunk_rows))
-        merged = {k: (np.concatenate([c[k] for c in picked]) if isinstance(picked[0][k], np.ndarray)
-                      else [v for c in picked for v in c[k]]) for k in picked[0]}
-        del picked  # one copy of the sample, not two, while the index trains
-        add(merged, np.ones(len(merged["valid"]), dtype=bool))
-        del merged
-    offset = 0
-    for f, n in zip(files, counts):
-        pos = 0
+    for f in files:
         for chunk in _chunks(f, chunk_rows):
-            m = len(chunk["valid"])
-            keep = np.ones(m, dtype=bool)
-            if sample is not None:
-                lo, hi = np.searchsorted(sample, [offset + pos, offset + pos + m])
-                keep[sample[lo:hi] - offset - pos] = False  # already added with the sample
-            add(chunk, keep)
-            pos += m
+            valid = chunk["valid"]
+            for i in np.flatnonzero(~valid):
+                err = chunk["error"][i] if "error" in chunk and isinstance(chunk["error"][i], str) and chunk["error"][i] \
+                    else "no vector"
+                result.errors.append(f"{chunk['path'][i] if 'path' in chunk else i}: {err}")
+            if valid.any():  # a photo present twice is added once (the catalog skips known hashes)
+                vectors = chunk["vector"] if valid.all() else chunk["vector"][valid]
+                done = cat.insert(vectors, _items(chunk, valid))
+                result.added += done.n_new
+                result.skipped += len(done.new) - done.n_new
             if on_chunk is not None:
-                on_chunk(m)
-        offset += n
+                on_chunk(len(valid))
+            del chunk
     cat.save()
     result.index_type = cat.index_type
     return result
@@ -188,9 +180,10 @@ def _train_rows(counts: list[int], kind: str, cfg) -> np.ndarray | None:
     return np.sort(rng.choice(total, size, replace=False))
 
 
-def _gather(files: list[Path], counts: list[int], rows: np.ndarray, chunk_rows: int) -> Iterator[dict]:
-    """The chunks of the sample rows, read shard by shard."""
-    offset = 0
+def _gather(files: list[Path], counts: list[int], rows: np.ndarray, dim: int, chunk_rows: int) -> np.ndarray:
+    """The vectors of the sample rows (those that have one), read shard by shard into one array."""
+    out = np.empty((len(rows), dim), dtype=np.float32)
+    got = offset = 0
     for f, n in zip(files, counts):
         lo, hi = np.searchsorted(rows, [offset, offset + n])
         if hi > lo:
@@ -198,8 +191,16 @@ def _gather(files: list[Path], counts: list[int], rows: np.ndarray, chunk_rows: 
             for chunk in _chunks(f, chunk_rows):
                 m = len(chunk["valid"])
                 a, b = np.searchsorted(rows, [offset + pos, offset + pos + m])
-                if b > a:
-                    idx = rows[a:b] - offset - pos
-                    yield {k: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]) for k, v in chunk.items()}
+                idx = rows[a:b] - offset - pos
+                idx = idx[chunk["valid"][idx]]
+                out[got:got + len(idx)] = chunk["vector"][idx]
+                got += len(idx)
                 pos += m
+                del chunk
         offset += n
+    if not got:
+        raise EngineError("no row of the training sample has a vector")
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # Arrow's decoding buffers back to the OS before training
+    return out[:got]

@@ -51,7 +51,7 @@ from .catalog_state import Added, CatalogState
 from .config import DEFAULT_INDEX, DEFAULT_STORE, INDEX_TYPES, IndexConfig, StoreConfig
 from .generations import (FORMAT_VERSION, HEADER, Generation, has_catalog, load_latest, new_items_db, now,
                           read_header, remove_stale, write_generation)
-from .indexes import new_float_index
+from .indexes import build_index, ivf_nlist, new_float_index, target_index_type
 from .items import ITEM_FIELDS, Hit, Item, item_row
 from .locks import CatalogBusy, WriteLock
 
@@ -108,6 +108,41 @@ class Catalog:
         finally:
             lock.release()
         return cls(directory, state, cfg, autosave, store)
+
+    @classmethod
+    def create_trained(cls, directory: str | os.PathLike, embedder_name: str, dim: int, train: np.ndarray,
+                       n_total: int, index_type: str = "auto", config: IndexConfig | None = None,
+                       autosave: bool = True, store: StoreConfig | None = None) -> "Catalog":
+        """New empty catalog whose index is already the type a catalog of ``n_total`` vectors gets,
+        trained on ``train`` (a sample of them, as ``add`` of all of them would have drawn); fill it
+        with ``add`` batch by batch and nothing is rebuilt. For catalogs too big to add at once.
+
+        ``train`` is scratch space: an ivfpq training overwrites its rows (PQ residuals are
+        computed in place, so the sample is the only big array in memory). Untrained types
+        (flat, hnsw) are created as ``create`` does.
+        """
+        cfg = config or DEFAULT_INDEX
+        kind, note = target_index_type(index_type, int(n_total), cfg)
+        cat = cls.create(directory, embedder_name, dim, index_type, cfg, autosave, store)
+        if kind not in ("ivfpq", "binary"):
+            return cat
+        x = train
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == cat.dim
+                and x.flags.c_contiguous and x.flags.writeable and len(x)):
+            raise ValueError(f"train must be a writeable C-contiguous float32 (n, {cat.dim}) array")
+        if not all(np.isfinite(x[s:s + 8192]).all() for s in range(0, len(x), 8192)):
+            raise ValueError("vectors contain NaN or infinity")
+        if kind == "ivfpq":
+            index, itq, metric = _trained_ivfpq(x, int(n_total), cat.dim, cfg), None, "inner_product"
+        else:
+            index, itq, metric = build_index(kind, x, np.arange(len(x), dtype=np.int64), cat.dim, cfg)
+            index.reset()
+        with cat._writing():
+            cat._state.gen.index, cat._state.gen.itq = index, itq
+            cat._state.header.update(index_type=kind, metric=metric, note=note)
+            cat._state.tune()
+            cat._dirty = True
+        return cat
 
     @classmethod
     def open(cls, directory: str | os.PathLike, config: IndexConfig | None = None,
@@ -363,3 +398,34 @@ class Catalog:
 
     def _use(self, gen: Generation) -> None:
         self._state = CatalogState(gen, self.config)
+
+
+def _trained_ivfpq(x: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
+    """An empty IVF-PQ index (as ``new_float_index`` makes) trained on ``x`` with no copy of it:
+    faiss' own steps (k-means of the coarse centroids on all of ``x``, then the PQ on the residuals
+    of a sample of ``pq.cp.max_points_per_centroid * ksub`` rows), the residuals written over ``x``.
+    Its search tables are not precomputed (adding does not use them; faiss builds them when the
+    saved index is read), so filling it holds no nlist x pq_m x 256 table either."""
+    import faiss
+
+    nlist = ivf_nlist(n_total, len(x), cfg)
+    if dim % cfg.pq_m:
+        raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
+    quantizer = faiss.IndexFlatIP(dim)
+    inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+    inner.cp.seed = cfg.seed
+    inner.pq.cp.seed = cfg.seed
+    faiss.Clustering(dim, nlist, inner.cp).train(x, quantizer)
+    m = min(len(x), inner.pq.cp.max_points_per_centroid * inner.pq.ksub)
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x), m, replace=False))
+    for i, j in enumerate(pick):  # sorted, so row j >= i is read before anything overwrites it
+        if i != j:
+            x[i] = x[j]
+    centroids = quantizer.reconstruct_n(0, nlist)
+    for s in range(0, m, 8192):
+        block = x[s:min(m, s + 8192)]
+        block -= centroids[quantizer.search(block, 1)[1][:, 0]]
+    inner.pq.train(x[:m])
+    inner.is_trained = True
+    inner.nprobe = cfg.ivf_nprobe
+    return faiss.IndexIDMap2(inner)

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from scale_helpers import MANIFEST, ROOT, clean_cmd, exactly_once, photos, run, wait_for_lines
+from scale_helpers import MANIFEST, ROOT, clean_cmd, exactly_once, manifest_rels, photos, run, wait_for_lines
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -94,3 +94,63 @@ def test_evaluate_with_the_ray_engine_scores_as_the_local_engine(tmp_path, sampl
     strip = ("cleaned_path",)
     assert ([{k: v for k, v in r.items() if k not in strip} for r in reports["ray"]["photos"]]
             == [{k: v for k, v in r.items() if k not in strip} for r in reports["local"]["photos"]])
+
+
+class _NoDriverEmbedding:
+    """The driver's embedder, for its name, dim and cache key; embedding with it fails the test."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, images):
+        raise AssertionError(f"{len(images)} photos embedded on the driver, not on a Ray actor")
+
+
+def test_evaluate_on_ray_embeds_on_the_actors_and_scores_as_the_local_engine(tmp_path, sample_paths):
+    from hygiene.config import CleanConfig
+    from scale.config import RayConfig
+    from scale.eval_engine import evaluate_on_ray
+    from search import create_embedder, datasets
+    from search.evaluate import EvalConfig, evaluate
+
+    queries = [datasets.LabelledImage(p, p.stem.split("-")[0], p.stem) for p in sample_paths
+               if p.stem in ("hat-2", "shoes-2")]
+    catalog = [datasets.LabelledImage(p, p.stem.split("-")[0], p.stem) for p in sample_paths
+               if p.stem not in ("hat-2", "shoes-2")]
+    clean = CleanConfig(size=256)
+    emb = create_embedder(None, device="cpu")
+    local = evaluate(queries, catalog, emb, clean, config=EvalConfig(cache_dir=tmp_path / "local"), progress=False)
+    ray = evaluate_on_ray(queries, catalog, _NoDriverEmbedding(emb), clean, False,
+                          EvalConfig(cache_dir=tmp_path / "ray"), RayConfig(num_cpus=2), progress=False)
+    assert ray.to_json()["metrics"] == local.to_json()["metrics"]
+    # every photo's embedding was written to the cache by the Ray job: raw queries + raw catalog + clean queries
+    assert len(list((tmp_path / "ray" / "emb").rglob("*.npy"))) == 2 * len(queries) + len(catalog)
+
+
+def test_a_photo_that_kills_every_actor_is_given_up_after_task_retries(tmp_path, sample_paths):
+    """Ray Data retries a dead actor's task without limit; scale.attempts stops after task_retries + 1."""
+    import ray.cloudpickle
+
+    import faulty
+    from hygiene.batch import BatchJob
+    from hygiene.config import BatchConfig, CleanConfig, OutputConfig
+    from scale.config import RayConfig
+    from scale.ray_engine import run_batch_ray
+
+    ray.cloudpickle.register_pickle_by_value(faulty)  # the actors import it from the pickle, not from tests/
+    src = photos(sample_paths, tmp_path / "in", 3)
+    (src / "poison.jpg").write_bytes((src / sample_paths[0].name).read_bytes())
+    out = tmp_path / "out"
+    job = BatchJob(src, out, CleanConfig(size=256), OutputConfig(), batch=BatchConfig(workers=2))
+    summary = run_batch_ray(job, RayConfig(num_cpus=2, task_retries=1), progress=False,
+                            process=faulty.process_or_crash)
+    rows = {r["rel"]: r for r in summary.rows}
+    assert rows["poison.jpg"]["status"] == "failed"
+    assert rows["poison.jpg"]["error"].startswith("lost on Ray: its task failed 2 times"), rows["poison.jpg"]
+    good = sorted(p.name for p in src.iterdir() if p.name != "poison.jpg")
+    assert sorted(rows) == sorted(good + ["poison.jpg"])
+    assert all(rows[n]["status"] in ("cleaned", "needs_review") and (out / n).is_file() for n in good), rows
+    assert sorted(manifest_rels(out)) == good  # the lost photo is not recorded: the next run tries it again

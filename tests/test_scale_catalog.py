@@ -79,6 +79,74 @@ def test_ivfpq_from_shards_trains_on_a_sample_and_adds_every_row_once(tmp_path):
     assert recall(cat) >= recall(ref) - 0.03 and recall(cat) > 0.2, (recall(cat), recall(ref))
 
 
+def _items_of(cat):
+    return [(it.id, it.sku, it.label, it.path, it.content_hash) for it in cat.items()]
+
+
+def test_ivfpq_shard_build_equals_the_in_memory_build(tmp_path):
+    """Same rows in the same order: the same ids and items, the same trained index, the same hits."""
+    n = 5000
+    x = _vectors(n, seed=2)
+    _write_shards(tmp_path / "shards", x, per_file=700)
+    cfg = IndexConfig(ivfpq_min_train=1000, train_max=2500, pq_m=16, ivf_nlist_max=16)
+    build_from_parquet(tmp_path / "shards", tmp_path / "cat", embedder="test:random", index_type="ivfpq",
+                       config=cfg, chunk_rows=300)
+    ref = Catalog.create(tmp_path / "ref", "test:random", DIM, "ivfpq", config=cfg, autosave=False)
+    ref.add(x, [{"sku": f"sku{i}", "label": f"label{i % 50}", "path": f"/photos/{i}.jpg", "content_hash": f"h{i}"}
+                for i in range(n)])
+    ref.save()
+    ref = Catalog.open(tmp_path / "ref", config=cfg)
+    cat = Catalog.open(tmp_path / "cat", config=cfg)
+    assert cat.header()["index_type"] == ref.header()["index_type"] == "ivfpq"
+    assert cat.header()["requested_index_type"] == ref.header()["requested_index_type"]
+    assert _items_of(cat) == _items_of(ref)
+    got, want = cat.search(x[::37], k=10), ref.search(x[::37], k=10)
+    assert [[h.id for h in hs] for hs in got] == [[h.id for h in hs] for hs in want]
+    assert np.allclose([[h.score for h in hs] for hs in got], [[h.score for h in hs] for hs in want], atol=1e-5)
+
+
+def test_a_shard_build_never_holds_all_vectors(tmp_path):
+    """Peak memory traced by tracemalloc (numpy's buffers included) of a build over 40 shards stays
+    far below the size of all the vectors; the in-memory build of the same vectors does not."""
+    import tracemalloc
+
+    n, dim = 24_000, 256
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for k, start in enumerate(range(0, n, 600)):
+        part = x[start:start + 600]
+        pq.write_table(pa.table({"path": [f"/p/{i}.jpg" for i in range(start, start + len(part))],
+                                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), dim)}),
+                       folder / f"part-{k:03d}.parquet")
+    cfg = IndexConfig(ivfpq_min_train=1000, train_max=1500, pq_m=16, ivf_nlist_max=16)
+    del part
+    size = x.nbytes  # 24.6 MB
+
+    def traced_peak(build) -> int:
+        tracemalloc.start()
+        try:
+            build()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    shards = traced_peak(lambda: build_from_parquet(folder, tmp_path / "cat", embedder="t", index_type="ivfpq",
+                                                    config=cfg, chunk_rows=600))
+
+    def in_memory():
+        from scale.shard_index import _chunks, shard_files
+        vecs = np.concatenate([c["vector"] for f in shard_files(folder) for c in _chunks(f, 600)])
+        Catalog.create(tmp_path / "ref", "t", dim, "ivfpq", config=cfg).add(vecs)
+
+    memory = traced_peak(in_memory)
+    assert len(Catalog.open(tmp_path / "cat", config=cfg)) == n
+    assert memory > size, (memory, size)  # the measure sees the vectors
+    assert shards < size / 4, (shards, size)
+
+
 def test_small_auto_build_is_exact_and_matches_an_in_memory_catalog(tmp_path):
     x = _vectors(300, seed=1)
     _write_shards(tmp_path / "shards", x, per_file=64)

@@ -60,3 +60,31 @@ def test_cuda_embedder_matches_cpu(sample_paths):
     cpu = create_embedder(device="cpu").embed(images)
     gpu = create_embedder(device="cuda").embed(images)
     assert np.allclose(cpu, gpu, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_batched_embedding_is_one_model_call_and_equals_one_by_one(sample_paths):
+    """The batched path a GPU actor runs (several photos per forward pass), checked on the CPU."""
+    from hygiene.io import load_image
+    from search import create_embedder
+
+    images = [load_image(p) for p in sample_paths[:5]]
+    emb = create_embedder(device="cpu", batch_size=5)
+    calls = []
+    forward = emb._forward_images
+    emb._forward_images = lambda batch: calls.append(len(batch)) or forward(batch)
+    batched = emb.embed(images)
+    assert calls == [5]  # five photos, one model call
+    single = np.concatenate([emb.embed([im]) for im in images])
+    assert calls == [5, 1, 1, 1, 1, 1]
+    assert np.allclose(batched, single, atol=1e-5), np.abs(batched - single).max()
+
+
+@pytest.mark.skipif(_ort_cuda(), reason="a CUDA provider is present: the no-GPU message cannot be shown")
+def test_evaluate_cuda_without_a_gpu_is_one_line_before_any_photo(tmp_path, sample_paths):
+    proc = run([sys.executable, "-m", "cli", "evaluate", "--catalog", str(tmp_path), "--queries",
+                str(sample_paths[0].parent), "--out", str(tmp_path / "report"), "--device", "cuda"])
+    assert proc.returncode == 1 and not (tmp_path / "report").exists()
+    assert proc.stderr.strip().splitlines() == [
+        "Error: --device cuda: this onnxruntime has no CUDA provider; "
+        "pip install shelfready[gpu] on a machine with an NVIDIA GPU"]
