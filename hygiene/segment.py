@@ -155,6 +155,21 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
         return session
 
 
+def release(name: str | None = None) -> int:
+    """Drop this process's cached sessions of ``name`` (all when None); returns how many.
+
+    A session holds its weights and its runtime's memory arena (IS-Net at 1024 px:
+    over a GB); a bench that walks through several models or sides frees each one."""
+    import gc
+
+    with _LOCK:
+        keys = [k for k in _SESSIONS if name is None or k[0] == name]
+        for k in keys:
+            del _SESSIONS[k]
+    gc.collect()
+    return len(keys)
+
+
 def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:
     """rembg's U2netpSession.predict, float32 and without the full-size LANCZOS cost."""
     small = image.resize((_SIDE, _SIDE), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
