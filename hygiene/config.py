@@ -117,6 +117,18 @@ class GateConfig:
     safe_margin: float = 0.0  # safe treatment: square crop around the mask box grown by this share
 
 
+# Per remover: a gate fitted on that remover's own masks. A model's alpha differs in
+# kind (IS-Net's edges are softer and it keeps garments cut by the frame), so rules
+# calibrated on u2netp masks would refuse many good IS-Net masks. Fitted with
+# ``python -m bench.calibrate_gate --labelled isnet-imgly``: the most good masks
+# (IoU >= 0.8 with the labelled object) passed on GrabCut + COCO_MVal at no lower
+# precision than the default gate has on u2netp's masks. Models not listed use
+# ``CleanConfig.gate``.
+MODEL_GATES: tuple[tuple[str, GateConfig], ...] = (
+    ("isnet-imgly", GateConfig(max_border_touch=0.30, min_fg_share=0.02, max_fg_share=1.0)),
+)
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How models run: engine, precision, threads, spin-waiting, compiled-model cache.
@@ -184,6 +196,8 @@ class CleanConfig:
     checks: CheckConfig = field(default_factory=CheckConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    # (remover, its own gate): used for that remover's masks instead of ``gate``
+    model_gates: tuple[tuple[str, GateConfig], ...] = MODEL_GATES
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
@@ -200,6 +214,13 @@ class CleanConfig:
             raise ValueError(f"size must be between 64 and 10000 px, got {self.size}")
         if self.max_upscale < 1.0:
             raise ValueError(f"max_upscale must be >= 1.0, got {self.max_upscale}")
+
+    def gate_for(self, model: str) -> GateConfig:
+        """The gate that judges ``model``'s masks: its own from ``model_gates``, else ``gate``.
+
+        ``gate.enabled=False`` turns every gate off."""
+        own = dict(self.model_gates).get(model)
+        return own if own is not None and self.gate.enabled else self.gate
 
     @property
     def preset_rules(self) -> Preset:
