@@ -115,6 +115,9 @@ class GateConfig:
     min_solidity: float = 0.0  # product area / its box area
     min_refine_iou: float = 0.0  # IoU(model mask, refined mask); 0 = not used
     safe_margin: float = 0.0  # safe treatment: square crop around the mask box grown by this share
+    # no crop around a speck: a mask box whose longer side is under this share of the photo's
+    # short side leaves the photo whole (a 3 px blob made a 6x6 px "photo" before)
+    safe_min_box: float = 0.1
 
 
 # Per remover: a gate fitted on that remover's own masks (their signals differ in

@@ -69,9 +69,11 @@ def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig,
     """Untrusted mask: square crop around the product, original background kept.
 
     The crop fills the canvas (white pads only a photo too narrow for a square);
-    with no product at all the photo is returned as it is.
+    with no product at all, or only a speck (``GateConfig.safe_min_box``), the photo
+    is returned as it is.
     """
-    box = confidence.safe_crop_box(raw_alpha, config.gate_for(source).safe_margin, config.mask_threshold)
+    gate = config.gate_for(source)
+    box = confidence.safe_crop_box(raw_alpha, gate.safe_margin, config.mask_threshold, gate.safe_min_box)
     if box is None:
         return Image.fromarray(rgb, "RGB")
     layout = frame.plan(box, config.target_size, 1.0, config.max_upscale)

@@ -162,3 +162,18 @@ def test_the_strong_mask_is_judged_by_the_strong_models_gate(strong_present, sam
     assert trusting.status == "cleaned" and trusting.report["gate"]["passed"]
     assert strict.status == "needs_review" and any("covers almost the whole photo" in r for r in strict.reasons)
     assert trusting.report["cascade"]["first_reasons"] == strict.report["cascade"]["first_reasons"]
+
+
+@pytest.mark.slow
+@pytest.mark.devdata("grocery_store")
+def test_a_refused_speck_mask_keeps_the_whole_photo(strong_present, dev_data):
+    """A grocery shelf photo whose IS-Net mask is a few-pixel blob: the cascade refuses it and
+    keeps the whole photo (before: a safe crop around the blob, a 6x6 px image)."""
+    path = dev_data / "grocery_store/dataset/train/Fruit/Apple/Pink-Lady/Pink-Lady_006.jpg"
+    with Image.open(path) as im:
+        photo = ImageOps.exif_transpose(im).convert("RGB")
+    got = clean(photo, CleanConfig(model=CASCADE))
+    assert got.model == STRONG and got.status == "needs_review"
+    ys, xs = np.nonzero(got.mask >= 128)
+    assert xs.size and max(np.ptp(xs), np.ptp(ys)) + 1 < 0.1 * min(photo.size)  # the mask is a speck
+    assert got.image.size == photo.size  # the photo as it is
