@@ -15,7 +15,7 @@ from .engine import Engine, NoCatalog, TextSearchUnsupported
 from .errors import ApiError
 from .limits import Busy, Timeout, WorkPool
 from .schemas import (MEDIA_TYPES, REPORT_HEADER, CatalogItem, CheckResponse, CleanJson, Deleted,
-                      ImageFormat, Preset, ResponseMode, SearchResponse, error_responses)
+                      ImageFormat, ModelList, Preset, ResponseMode, SearchResponse, error_responses)
 from .settings import ApiSettings
 
 SUPPORTED = "JPEG, PNG, WebP, HEIC/HEIF, BMP, TIFF or GIF"
@@ -186,6 +186,25 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
         if done is None:
             raise ApiError(404, "not_found", f"no catalog item with id {item_id}")
         return Deleted(**done)
+
+    @router.get("/models", response_model=ModelList, summary="Known models, their licences, and how they would run here",
+                responses=error_responses(401))
+    def list_models() -> ModelList:  # sync: FastAPI runs it in a thread (first call imports OpenVINO)
+        """The registry of `shelfready models list`: licence, opt-in, installed, and the
+        engine/precision each would use with this server's runtime settings."""
+        from hygiene import models, runtime
+
+        rows = []
+        for row in models.list_models() + models.optional_removers():
+            info = {"name": row["name"], "kind": row["kind"], "licence": row["licence"],
+                    "opt_in": not row["default"], "installed": row["present"], "note": row["note"]}
+            try:
+                choice = runtime.resolve(settings.runtime, row["kind"])
+                info.update(runtime=choice.engine, precision=choice.precision, reason=choice.reason)
+            except models.ModelError as exc:
+                info["reason"] = _line(exc)
+            rows.append(info)
+        return ModelList(server_model=settings.model, models=rows)
 
     async def catalog_call(fn, *args):
         """``run`` for catalog writes: another process writing too long is a 503."""

@@ -76,6 +76,23 @@ class Deleted(BaseModel):
     size: int
 
 
+class ModelInfo(BaseModel):
+    name: str
+    kind: str = Field(description='"remover" or "embedder"')
+    licence: str
+    opt_in: bool = Field(description="never used unless named (e.g. AGPL-3.0 weights)")
+    installed: bool = Field(description="weights present (and checked) on this server")
+    runtime: str | None = Field(None, description="engine it would run on here (None: unknown kind)")
+    precision: str | None = None
+    reason: str = Field("", description="why that engine and precision")
+    note: str = ""
+
+
+class ModelList(BaseModel):
+    server_model: str = Field(description="the remover this server cleans with")
+    models: list[ModelInfo]
+
+
 class Health(BaseModel):
     status: str
 

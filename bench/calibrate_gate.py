@@ -30,6 +30,16 @@ that expresses it (``CONFIGS``), on a 448 px canvas (the embedder sees 224 px):
 The gate signals are computed from the model's mask of each query photo
 (``bench.segmentation.cached_alpha``: a mask cache, not a cleaning path).
 
+``--labelled MODELS`` instead scores the gate on labelled masks, per remover
+(GrabCut and COCO_MVal, each model's masks from the mask cache): how many
+masks it passes and how many of those are bad (IoU with the labelled object
+< ``--good-iou``), under the default gate, under a gate fitted for that
+remover (the most good masks passed at no lower precision than the default
+gate has on ``--reference``'s masks) and under the gate the product ships for
+it (``CleanConfig.gate_for``); ``--unlabelled FILE`` adds the pass share of
+those photos (e.g. the ones a cascade's first remover fails on). This is how
+``MODEL_GATES`` in hygiene/config.py was fitted.
+
 Sets: grocery_val / grocery_train (store photos vs the 81 iconic images;
 grocery_train is a seeded 400-photo subset kept for checking), clothing_val
 (validation photos vs the train photos). Cleaned photos and embeddings are
@@ -257,6 +267,14 @@ def fit(sets: list[dict], safe: str, white: str = "white") -> tuple[dict, float]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--labelled", default="", metavar="MODELS",
+                    help="instead of retrieval: gate precision on the labelled masks of GrabCut and COCO_MVal "
+                         "for these removers (comma-separated), default vs fitted vs shipped gate")
+    ap.add_argument("--good-iou", type=float, default=0.8, help="--labelled: a mask is good from this IoU")
+    ap.add_argument("--reference", default="u2netp",
+                    help="--labelled: the model whose precision under the default gate a fitted gate must keep")
+    ap.add_argument("--unlabelled", type=Path, default=None,
+                    help="--labelled: a file of photo paths (one a line) whose pass share is reported")
     ap.add_argument("--sets", default="grocery_val,clothing_val")
     ap.add_argument("--check-sets", default="", help="sets scored with the fitted rules, not fitted on")
     ap.add_argument("--limit", default=None,
@@ -274,6 +292,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="cleaned photos and embeddings (default: the evaluation cache)")
     ap.add_argument("--workers", type=int, default=1, help="cleaning processes (0 = one per core)")
     args = ap.parse_args(argv)
+    if args.labelled:
+        models = args.labelled.split(",")
+        models += [args.reference] if args.reference not in models else []
+        paths = [Path(x) for x in args.unlabelled.read_text().split()] if args.unlabelled else []
+        from bench.gate_labelled import labelled_report
+
+        text = json.dumps(labelled_report(models, args.good_iou, args.reference, paths), indent=1)
+        if args.out:
+            args.out.write_text(text)
+        print(text)
+        return 0
     variants = args.variants.split(",")
     unknown = [v for v in variants + [args.safe] if v not in CONFIGS]
     if unknown:

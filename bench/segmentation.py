@@ -47,6 +47,15 @@ def file_key(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+def store_alpha(path: Path, model: str, alpha: np.ndarray) -> None:
+    """Keep a model's alpha of an image file in the mask cache (atomic write)."""
+    target = CACHE / model / f"{file_key(path)}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.png")
+    Image.fromarray(alpha).save(tmp)
+    tmp.replace(target)
+
+
 def cached_alpha(path: Path, model: str = "u2netp", threads: int = 1,
                  timings: list | None = None) -> np.ndarray:
     """Model alpha for an image file, computed once and kept under CACHE."""
@@ -60,10 +69,7 @@ def cached_alpha(path: Path, model: str = "u2netp", threads: int = 1,
     alpha = predict_alpha(Image.fromarray(rgb), model, RuntimeConfig(threads=threads))
     if timings is not None:
         timings.append(time.perf_counter() - t0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.png")
-    Image.fromarray(alpha).save(tmp)
-    tmp.replace(target)
+    store_alpha(path, model, alpha)
     return alpha
 
 

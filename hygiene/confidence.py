@@ -119,9 +119,12 @@ def assess(rgb: np.ndarray, alpha_raw: np.ndarray, alpha_refined: np.ndarray | N
     return Assessment(round(score, 4), not reasons, reasons, sig)
 
 
-def safe_crop_box(alpha: np.ndarray, margin: float, threshold: int = 128) -> tuple[int, int, int, int] | None:
+def safe_crop_box(alpha: np.ndarray, margin: float, threshold: int = 128,
+                  min_box: float = 0.0) -> tuple[int, int, int, int] | None:
     """The safe treatment's crop: mask box grown by ``margin`` of its longer side,
-    made square where the photo allows, kept inside the photo; None = no mask.
+    made square where the photo allows, kept inside the photo; None = no mask, or a
+    mask box whose longer side is under ``min_box`` of the photo's short side (a speck:
+    cropping to it would throw the photo away).
 
     Used when the gate fails: the original background is kept, only the frame
     tightens around the product (x0, y0, x1, y1, exclusive).
@@ -134,6 +137,8 @@ def safe_crop_box(alpha: np.ndarray, margin: float, threshold: int = 128) -> tup
         return None
     h, w = alpha.shape
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    if max(x1 - x0, y1 - y0) < min_box * min(h, w):
+        return None
     grow = margin * max(x1 - x0, y1 - y0)
     side = max(x1 - x0, y1 - y0) + 2 * grow
     bw, bh = min(side, w), min(side, h)

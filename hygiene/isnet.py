@@ -12,8 +12,9 @@ Matches the package's own code (``runInference`` in its ``dist/index.cjs``):
 The weights are exported for 1024 x 1024; ``graph_bytes`` re-targets the
 graph's fixed resize sizes to another side (multiples of 32) and keeps only the
 ``output`` head, so the side outputs are not computed. ``predict`` takes any
-session with onnxruntime's ``run(output_names, feeds)``, so another runtime
-can be plugged in with a thin adapter.
+session with onnxruntime's ``run(output_names, feeds)``: onnxruntime's own
+(``load_session``) or OpenVINO's runner of hygiene/runtime.py over the same
+re-targeted graph (``graph_file``), as ``RuntimeConfig`` resolves.
 """
 from __future__ import annotations
 
@@ -105,7 +106,9 @@ def postprocess(pred: np.ndarray, width: int, height: int) -> np.ndarray:
 def predict(session, image: Image.Image | np.ndarray, side: int = NATIVE_SIDE) -> np.ndarray:
     """Alpha mask (uint8, HxW, 255 = product) of an RGB photo; ``session.run`` as in onnxruntime."""
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else image
-    pred = session.run([OUTPUT], {INPUT: preprocess(rgb, side)})[0]
+    # the graph keeps one output, ``output`` (graph_bytes); fetched as "all outputs", since
+    # OpenVINO may name that tensor by another of its names
+    pred = session.run(None, {INPUT: preprocess(rgb, side)})[0]
     return postprocess(pred, rgb.shape[1], rgb.shape[0])
 
 
@@ -114,3 +117,25 @@ def load_session(path: Path, side: int, options=None):
     import onnxruntime as ort
 
     return ort.InferenceSession(graph_bytes(path, side), options, providers=["CPUExecutionProvider"])
+
+
+def graph_file(path: Path, side: int, folder: Path) -> Path:
+    """``graph_bytes(path, side)`` kept as an ONNX file in ``folder`` (written once, atomically),
+    for runtimes that read a model file (OpenVINO). Keyed by the weights' size and mtime."""
+    import os
+    import tempfile
+
+    stat = Path(path).stat()
+    target = Path(folder) / f"{NAME}-{side}-{stat.st_size}-{int(stat.st_mtime)}.onnx"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(graph_bytes(path, side))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -215,6 +215,17 @@ def fetch(name: str, force: bool = False, npm_registry: str | None = None) -> Pa
     return verify(name)
 
 
+def optional_removers() -> list[dict]:
+    """rembg's larger removers (downloaded by rembg when online, or placed by the user),
+    in the rows of ``list_models``; opt-in: never fetched by ``models fetch``."""
+    rows = []
+    for name, licence in REMBG_EXTRA_LICENCES.items():
+        path = rembg_home() / "models" / name / f"{name}.onnx"
+        rows.append({"name": name, "kind": "remover", "present": path.is_file(), "path": str(path),
+                     "licence": licence, "note": "optional: rembg downloads it online", "default": False})
+    return rows
+
+
 def list_models() -> list[dict]:
     """One row per known model: name, kind, present, path, licence, note."""
     rows = []

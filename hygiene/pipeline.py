@@ -65,13 +65,15 @@ def mask_of(image: Image.Image, config: CleanConfig) -> tuple[np.ndarray, str]:
     return segment.predict_alpha(image.convert("RGB"), config.model, config.runtime), config.model
 
 
-def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig) -> Image.Image:
+def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig, source: str) -> Image.Image:
     """Untrusted mask: square crop around the product, original background kept.
 
     The crop fills the canvas (white pads only a photo too narrow for a square);
-    with no product at all the photo is returned as it is.
+    with no product at all, or only a speck (``GateConfig.safe_min_box``), the photo
+    is returned as it is.
     """
-    box = confidence.safe_crop_box(raw_alpha, config.gate.safe_margin, config.mask_threshold)
+    gate = config.gate_for(source)
+    box = confidence.safe_crop_box(raw_alpha, gate.safe_margin, config.mask_threshold, gate.safe_min_box)
     if box is None:
         return Image.fromarray(rgb, "RGB")
     layout = frame.plan(box, config.target_size, 1.0, config.max_upscale)
@@ -81,12 +83,14 @@ def _safe_treatment(rgb: np.ndarray, raw_alpha: np.ndarray, config: CleanConfig)
 
 
 def _judge(rgb: np.ndarray, raw_alpha: np.ndarray, source: str, config: CleanConfig):
-    """(tidy alpha, product box, gate verdict or None, reasons not to whiten) of one mask."""
+    """(tidy alpha, product box, gate verdict or None, reasons not to whiten) of one mask,
+    judged by the gate of the remover that made it (``config.gate_for``)."""
     gate = None
     alpha = raw_alpha
     if source != "input-alpha":  # a given cut-out is the seller's own decision
         alpha = refine.refine_alpha(rgb, raw_alpha, config.refine)
-        gate = confidence.assess(rgb, raw_alpha, alpha if config.refine.enabled else None, config.gate)
+        gate = confidence.assess(rgb, raw_alpha, alpha if config.refine.enabled else None,
+                                 config.gate_for(source))
     alpha = compose.tidy_alpha(alpha, config.mask_threshold, config.min_component_share)
     box = frame.product_box(alpha, config.mask_threshold)
     reasons: list[str] = []
@@ -124,7 +128,7 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
 
     t = time.perf_counter()
     if reasons:
-        out = _safe_treatment(rgb, raw_alpha, config)
+        out = _safe_treatment(rgb, raw_alpha, config, source)
         out_alpha, box, out_rgb = None, None, None
         status = NEEDS_REVIEW
     else:

@@ -116,8 +116,8 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
     """One session per (model, runtime settings, model folder) per process, created on first use.
 
     ``session.inner_session`` is onnxruntime's session or an OpenVINO runner (see
-    hygiene/runtime.py), as ``runtime`` resolves on this machine (isnet-imgly runs on
-    onnxruntime). ``cascade`` loads both of the cascade's removers (so a server checks
+    hygiene/runtime.py), as ``runtime`` resolves on this machine; for isnet-imgly the
+    session itself is one of the two (``isnet.predict`` calls its ``run``). ``cascade`` loads both of the cascade's removers (so a server checks
     both weights at start-up) and returns the first one's session."""
     if name == CASCADE:
         cascade = CleanConfig(model=CASCADE)
@@ -132,7 +132,10 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
         base = None if name == isnet.NAME else _session_class(name)
         path = _local_weights(name)
         try:
-            if name == isnet.NAME:
+            if name == isnet.NAME and choice.engine == runtime_mod.OPENVINO:
+                cache = Path(runtime.cache_dir) if runtime.cache_dir else runtime_mod.default_cache_dir()
+                session = runtime_mod.build_runner(isnet.graph_file(path, runtime.isnet_side, cache), choice, runtime)
+            elif name == isnet.NAME:
                 session = isnet.load_session(path, runtime.isnet_side, _options(runtime))
             elif choice.engine == runtime_mod.OPENVINO:
                 session = _openvino_class(base, path, choice, runtime)(name)
@@ -153,6 +156,21 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
             raise models.ModelError(f"cannot load remover {name!r} on {choice.engine}: {first}{hint}") from None
         _SESSIONS[key] = session
         return session
+
+
+def release(name: str | None = None) -> int:
+    """Drop this process's cached sessions of ``name`` (all when None); returns how many.
+
+    A session holds its weights and its runtime's memory arena (IS-Net at 1024 px:
+    over a GB); a bench that walks through several models or sides frees each one."""
+    import gc
+
+    with _LOCK:
+        keys = [k for k in _SESSIONS if name is None or k[0] == name]
+        for k in keys:
+            del _SESSIONS[k]
+    gc.collect()
+    return len(keys)
 
 
 def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:

@@ -132,3 +132,48 @@ def test_evaluation_report_names_the_model_of_each_photo(strong_present, sample_
         assert {Path(r["path"]).name: r["model"] for r in csv.DictReader(fh)} == expected
     html = out.read_text()
     assert f"then {STRONG} for cut-outs the gate did not trust (query masks by {STRONG}: 1, u2netp: 1)" in html
+
+
+def test_each_remover_has_its_own_gate():
+    from hygiene.config import MODEL_GATES, GateConfig
+
+    c = CleanConfig(model=CASCADE)
+    own = dict(MODEL_GATES)[STRONG]
+    assert c.gate_for(STRONG) == own and c.gate_for("u2netp") == c.gate
+    assert own != GateConfig()  # fitted on the strong remover's own masks (bench.calibrate_gate --labelled)
+    off = CleanConfig(model=CASCADE, gate=GateConfig(enabled=False))
+    assert off.gate_for(STRONG) == off.gate  # gate off means off for every remover
+    assert CleanConfig(model=CASCADE, model_gates=()).fingerprint() != c.fingerprint()
+
+
+@pytest.mark.slow
+def test_the_strong_mask_is_judged_by_the_strong_models_gate(strong_present, sample_paths):
+    """The same photo and masks, only the strong remover's gate changed: the outcome follows it."""
+    from hygiene.config import GateConfig
+
+    photo = _photos(sample_paths)["outwear-blurred"]
+    refuse_first = GateConfig(max_fg_share=0.0)  # fails any mask: every photo goes to the strong model
+    base = dict(model=CASCADE, size=256, gate=refuse_first)
+    trusting = clean(photo, CleanConfig(**base, model_gates=((STRONG, GateConfig(max_undecided=1.0,
+                     max_border_touch=1.0, max_fg_share=1.0, max_objects=99)),)))
+    strict = clean(photo, CleanConfig(**base, model_gates=((STRONG, refuse_first),)))
+    assert trusting.model == strict.model == STRONG
+    assert np.array_equal(trusting.mask, strict.mask)
+    assert trusting.status == "cleaned" and trusting.report["gate"]["passed"]
+    assert strict.status == "needs_review" and any("covers almost the whole photo" in r for r in strict.reasons)
+    assert trusting.report["cascade"]["first_reasons"] == strict.report["cascade"]["first_reasons"]
+
+
+@pytest.mark.slow
+@pytest.mark.devdata("grocery_store")
+def test_a_refused_speck_mask_keeps_the_whole_photo(strong_present, dev_data):
+    """A grocery shelf photo whose IS-Net mask is a few-pixel blob: the cascade refuses it and
+    keeps the whole photo (before: a safe crop around the blob, a 6x6 px image)."""
+    path = dev_data / "grocery_store/dataset/train/Fruit/Apple/Pink-Lady/Pink-Lady_006.jpg"
+    with Image.open(path) as im:
+        photo = ImageOps.exif_transpose(im).convert("RGB")
+    got = clean(photo, CleanConfig(model=CASCADE))
+    assert got.model == STRONG and got.status == "needs_review"
+    ys, xs = np.nonzero(got.mask >= 128)
+    assert xs.size and max(np.ptp(xs), np.ptp(ys)) + 1 < 0.1 * min(photo.size)  # the mask is a speck
+    assert got.image.size == photo.size  # the photo as it is

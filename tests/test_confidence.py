@@ -135,3 +135,13 @@ def test_undecided_share_is_one_definition_for_the_gate_and_the_readiness_check(
     a[20:80, 90:95] = 20
     assert undecided_share(a, wider) == pytest.approx(900 / 4500)
     assert undecided_share(np.zeros((10, 10), np.uint8), cfg) == 1.0  # nothing decided: all unsure
+
+
+def test_no_safe_crop_around_a_speck():
+    a = blank(100, 200)
+    a[50:53, 60:63] = 255  # a 3 px blob: cropping to it would leave a few pixels of the photo
+    assert safe_crop_box(a, 0.0) is not None  # no minimum: the old behaviour
+    assert safe_crop_box(a, 0.0, min_box=0.1) is None  # 3 px < 10 % of the 100 px short side
+    a[40:52, 60:72] = 255  # 13 px box: over the minimum
+    assert safe_crop_box(a, 0.0, min_box=0.1) is not None
+

@@ -159,3 +159,29 @@ def test_clean_cli_with_isnet(isnet_path, sample_paths, tmp_path):
     rows = json.loads((out / "summary.json").read_text())["photos"]
     assert [r["model"] for r in rows] == [isnet.NAME]
     assert rows[0]["status"] in ("cleaned", "needs_review")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision,bound", [("fp32", 0.99), ("bf16", 0.95)])
+def test_openvino_masks_match_onnxruntime(isnet_path, sample_paths, tmp_path, precision, bound):
+    """RuntimeConfig's runtime/precision are honoured for IS-Net too; OpenVINO fp32 gives the
+    onnxruntime masks (IoU >= 0.99 per sample photo, the guard of test_runtime_accuracy.py);
+    bf16 is opt-in and must stay a working model (its looser bound there)."""
+    pytest.importorskip("openvino")
+    from hygiene import runtime
+
+    ov = RuntimeConfig(runtime="openvino", precision=precision, threads=2, cache_dir=str(tmp_path))
+    choice = runtime.resolve(ov, "remover")
+    if precision == "bf16" and choice.precision != "bf16":
+        pytest.skip(f"no native bf16 here: {choice.reason}")
+    ref = RuntimeConfig(runtime="onnxruntime", precision="fp32", threads=2)
+    session = segment.get_session(isnet.NAME, ov)
+    assert isinstance(session, runtime.OpenVinoRunner)
+    assert session.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == {"fp32": "f32"}.get(
+        precision, precision)
+    ious = []
+    for path in sample_paths:
+        rgb = Image.fromarray(_rgb(path))
+        ious.append(_iou(segment.predict_alpha(rgb, isnet.NAME, ov), segment.predict_alpha(rgb, isnet.NAME, ref)))
+    assert min(ious) >= bound, [round(i, 4) for i in ious]
+    segment.release(isnet.NAME)
