@@ -109,6 +109,14 @@ def clean_photos(paths: Sequence[Path], config: CleanConfig, cache_dir: Path, wo
     job.out_dir.mkdir(parents=True, exist_ok=True)
     _write_cache_info(job.out_dir, config)
     summary = run_batch(job, progress=progress, sources=list(paths), summary_files=False, wait_for_folder=True)
+    if summary.interrupted:  # stopped by SIGINT/SIGTERM: what is done is recorded; stop as asked
+        import signal
+        import sys
+
+        name = signal.Signals(summary.interrupted).name
+        print(f"stopped by {name}: {summary.cleaned + summary.needs_review} photos cleaned and cached; "
+              "run again to resume", file=sys.stderr)
+        raise SystemExit(128 + summary.interrupted)
     rows = {r["rel"]: r for r in summary.rows}
     out: list[Prepared] = []
     for path in paths:

@@ -273,3 +273,44 @@ def test_out_made_read_only_mid_run_is_one_line_per_photo_and_no_partial_files(p
     assert not list(out.rglob(".*.tmp"))
     done = set(_manifest_rels(out))
     assert done and done <= {p.name for p in out.glob("*.jpg")}
+
+
+def test_evaluate_stopped_while_cleaning_exits_with_one_line_and_resumes(photos, tmp_path):
+    """SIGTERM while `evaluate` cleans its queries: exit 143, one line, no traceback; the re-run
+    reuses what was cleaned and finishes."""
+    shop = tmp_path / "shop"
+    queries = tmp_path / "queries"
+    for p in sorted(photos.glob("*.jpg")):
+        label = p.stem.split("-")[0]
+        (shop / label).mkdir(parents=True, exist_ok=True)
+        (queries / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, shop / label / p.name)
+        shutil.copy(p, queries / label / p.name)
+    cat, cache, report = tmp_path / "cat", tmp_path / "cache", tmp_path / "report"
+    build = [sys.executable, "-m", "cli", "catalog", "build", str(shop), "--labels-from-folders",
+             "--out", str(cat), "--quiet"]
+    r = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    evaluate = [sys.executable, "-m", "cli", "evaluate", "--catalog", str(cat), "--queries", str(queries),
+                "--out", str(report), "--cache-dir", str(cache), "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(evaluate, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        manifests = list((cache / "clean").glob(f"*/{MANIFEST}")) if (cache / "clean").is_dir() else []
+        if manifests and len(read_manifest(manifests[0])) >= 2:
+            break
+        assert proc.poll() is None, proc.stderr.read()[-500:]
+        time.sleep(0.05)
+    else:
+        raise AssertionError("evaluate made no progress")
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-800:]
+    assert "Traceback" not in stderr and "stopped by SIGTERM" in stderr.strip().splitlines()[-1]
+    done = len(read_manifest(manifests[0]))
+    assert done >= 2 and not (report / "index.html").exists()
+    r = subprocess.run(evaluate, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert (report / "index.html").is_file()
+    assert len(read_manifest(manifests[0])) == len(list(photos.glob("*.jpg")))  # each photo once
