@@ -117,8 +117,9 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
 
     ``session.inner_session`` is onnxruntime's session or an OpenVINO runner (see
     hygiene/runtime.py), as ``runtime`` resolves on this machine; for isnet-imgly the
-    session itself is one of the two (``isnet.predict`` calls its ``run``). ``cascade`` loads both of the cascade's removers (so a server checks
-    both weights at start-up) and returns the first one's session."""
+    session itself is one of the two (``isnet.predict`` calls its ``run``). ``cascade``
+    loads both of the cascade's removers (so a server checks both weights at start-up)
+    and returns the first one's session."""
     if name == CASCADE:
         cascade = CleanConfig(model=CASCADE)
         get_session(cascade.fallback_model, runtime)
