@@ -133,15 +133,7 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResul
         status = NEEDS_REVIEW
     else:
         layout = frame.plan(box, config.target_size, config.target_fill, config.max_upscale)
-        pw, ph = layout.placed[2] - layout.placed[0], layout.placed[3] - layout.placed[1]
-        # foreground colours are estimated at the photo's own resolution (cheaper than
-        # on the upscaled canvas, and upscaling adds no edge information), on the box only
-        x0, y0, x1, y1 = box
-        fg, box_a = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
-        if config.fg_estimation:
-            fg = compose.estimate_foreground(fg, box_a)
-        # one resize of colour and alpha together (cv2 filters each channel alike)
-        region = frame.resize_region(np.dstack([fg, box_a]), (0, 0, x1 - x0, y1 - y0), pw, ph)
+        region = compose.product_region(rgb, alpha, box, layout, config.fg_estimation)
         region_rgb, region_a = region[..., :3], region[..., 3]
         if config.transparent:
             out_arr = frame.place(region, layout, (255, 255, 255, 0))

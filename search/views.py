@@ -126,12 +126,7 @@ def compose_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, view
         raise ValueError("no product in the cached mask")
     fill = view.fill if view.fill is not None else config.target_fill
     layout = frame.plan(box, config.target_size, fill, config.max_upscale)
-    pw, ph = layout.placed[2] - layout.placed[0], layout.placed[3] - layout.placed[1]
-    x0, y0, x1, y1 = box
-    fg, box_a = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
-    if config.fg_estimation:
-        fg = compose.estimate_foreground(fg, box_a)
-    region = frame.resize_region(np.dstack([fg, box_a]), (0, 0, x1 - x0, y1 - y0), pw, ph)
+    region = compose.product_region(rgb, alpha, box, layout, config.fg_estimation)
     region_rgb, region_a = region[..., :3], region[..., 3]
     if view.background == "blur":
         canvas = blurred_background(rgb, alpha, layout, view.blur_sigma)
