@@ -38,12 +38,17 @@ def shop(tmp_path_factory):
     return base
 
 
-@pytest.mark.slow
-def test_fused_catalog_stores_the_fused_vectors(shop, tmp_path):
-    out = tmp_path / "cat"
+def _build_fused(shop: Path, out: Path) -> Path:
+    """`catalog build --embed fused` of the shop's photos into ``out``."""
     res = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(out), "--embed", "fused",
                                              "--embedder", EMBEDDER, "--quiet"])
     assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.mark.slow
+def test_fused_catalog_stores_the_fused_vectors(shop, tmp_path):
+    out = _build_fused(shop, tmp_path / "cat")
     header = json.loads((out / "catalog.json").read_text())
     assert header["embed"]["mode"] == "fused" and header["embed"]["model"] == "u2netp"
 
@@ -100,10 +105,7 @@ def test_default_catalog_is_raw_and_ray_refuses_fused(shop, tmp_path):
 def test_api_adds_and_searches_a_fused_catalog_the_fused_way(shop, tmp_path):
     from conftest_api import running_server
 
-    out = tmp_path / "cat"
-    res = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(out), "--embed", "fused",
-                                             "--embedder", EMBEDDER, "--quiet"])
-    assert res.exit_code == 0, res.output
+    out = _build_fused(shop, tmp_path / "cat")
     skirt_bytes = (SAMPLES / "skirt.jpg").read_bytes()
     with running_server(catalog=str(out), workers=1, timeout=600, warmup=False) as srv, srv.client() as c:
         # a photo added through the API gets a fused vector, like the CLI's
