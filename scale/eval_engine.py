@@ -11,7 +11,6 @@ every photo cleaned and embedded, and only scores.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 
 from hygiene.batch import BatchJob, BatchSummary
 from hygiene.config import BatchConfig, CleanConfig
+
+from search.photo_cache import embedding_file
 
 from .cluster import ray_connection
 from .config import RayConfig
@@ -36,14 +37,6 @@ def clean_cache_on_ray(paths: Sequence[Path], config: CleanConfig, cache_dir: Pa
     job = BatchJob(None, folder, config, CACHE_OUTPUT, batch=BatchConfig(workers=cfg.num_cpus))
     return run_batch_ray(job, cfg, progress=progress, sources=list(paths), summary_files=False,
                          wait_for_folder=True)
-
-
-def embedding_file(cache_dir: Path, embedder, tag: str, digest: str) -> Path:
-    """Where ``search.photo_cache.embed_prepared`` keeps a photo's embedding (the same key: the
-    embedder's name and preprocessing, and the variant tag; tests/test_scale.py fails if they part)."""
-    preprocess = repr(getattr(embedder, "preprocess", ""))
-    name_key = hashlib.sha256(f"{embedder.name}|{preprocess}|{tag}".encode()).hexdigest()[:16]
-    return Path(cache_dir) / "emb" / name_key / f"{digest}.npy"
 
 
 def embed_cache_on_ray(photos: Sequence, embedder, cache_dir: Path, cfg: RayConfig = RayConfig(),

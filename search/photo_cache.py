@@ -149,6 +149,14 @@ def raw_photos(paths: Sequence[Path]) -> list[Prepared]:
 # --------------------------------------------------------------------------- embedding
 
 
+def embedding_file(cache_dir: Path, embedder, tag: str, digest: str) -> Path:
+    """Where a photo's embedding is cached: keyed by the embedder's name, its preprocessing's
+    repr (sizes, crop, normalisation: same name, new transform, new key) and ``tag``."""
+    preprocess = repr(getattr(embedder, "preprocess", ""))
+    name_key = hashlib.sha256(f"{embedder.name}|{preprocess}|{tag}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / "emb" / name_key / f"{digest}.npy"
+
+
 def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None, tag: str,
                    batch_size: int = EmbedConfig().batch_size, progress: bool = True,
                    loader=None) -> np.ndarray:
@@ -160,13 +168,10 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
 
     from hygiene.io import load_image
 
-    # the preprocessing's repr (sizes, crop, normalisation) is part of the key: same name, new transform
-    preprocess = repr(getattr(embedder, "preprocess", ""))
-    name_key = hashlib.sha256(f"{embedder.name}|{preprocess}|{tag}".encode()).hexdigest()[:16]
     vecs = np.zeros((len(photos), embedder.dim), dtype=np.float32)
 
     def cache_file(p: Prepared) -> Path | None:
-        return cache_dir / "emb" / name_key / f"{p.digest}.npy" if cache_dir and p.digest else None
+        return embedding_file(cache_dir, embedder, tag, p.digest) if cache_dir and p.digest else None
 
     todo = []
     for i, p in enumerate(photos):
