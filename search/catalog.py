@@ -51,7 +51,7 @@ from .catalog_state import Added, CatalogState
 from .config import DEFAULT_INDEX, DEFAULT_STORE, INDEX_TYPES, IndexConfig, StoreConfig
 from .generations import (FORMAT_VERSION, HEADER, Generation, has_catalog, load_latest, new_items_db, now,
                           read_header, remove_stale, write_generation)
-from .indexes import build_index, ivf_nlist, new_float_index, target_index_type
+from .indexes import build_index, new_float_index, target_index_type, trained_ivfpq
 from .items import ITEM_FIELDS, Hit, Item, item_row
 from .locks import CatalogBusy, WriteLock
 
@@ -133,7 +133,7 @@ class Catalog:
         if not all(np.isfinite(x[s:s + 8192]).all() for s in range(0, len(x), 8192)):
             raise ValueError("vectors contain NaN or infinity")
         if kind == "ivfpq":
-            index, itq, metric = _trained_ivfpq(x, int(n_total), cat.dim, cfg), None, "inner_product"
+            index, itq, metric = trained_ivfpq(x, int(n_total), cat.dim, cfg), None, "inner_product"
         else:
             index, itq, metric = build_index(kind, x, np.arange(len(x), dtype=np.int64), cat.dim, cfg)
             index.reset()
@@ -398,34 +398,3 @@ class Catalog:
 
     def _use(self, gen: Generation) -> None:
         self._state = CatalogState(gen, self.config)
-
-
-def _trained_ivfpq(x: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
-    """An empty IVF-PQ index (as ``new_float_index`` makes) trained on ``x`` with no copy of it:
-    faiss' own steps (k-means of the coarse centroids on all of ``x``, then the PQ on the residuals
-    of a sample of ``pq.cp.max_points_per_centroid * ksub`` rows), the residuals written over ``x``.
-    Its search tables are not precomputed (adding does not use them; faiss builds them when the
-    saved index is read), so filling it holds no nlist x pq_m x 256 table either."""
-    import faiss
-
-    nlist = ivf_nlist(n_total, len(x), cfg)
-    if dim % cfg.pq_m:
-        raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
-    quantizer = faiss.IndexFlatIP(dim)
-    inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-    inner.cp.seed = cfg.seed
-    inner.pq.cp.seed = cfg.seed
-    faiss.Clustering(dim, nlist, inner.cp).train(x, quantizer)
-    m = min(len(x), inner.pq.cp.max_points_per_centroid * inner.pq.ksub)
-    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x), m, replace=False))
-    for i, j in enumerate(pick):  # sorted, so row j >= i is read before anything overwrites it
-        if i != j:
-            x[i] = x[j]
-    centroids = quantizer.reconstruct_n(0, nlist)
-    for s in range(0, m, 8192):
-        block = x[s:min(m, s + 8192)]
-        block -= centroids[quantizer.search(block, 1)[1][:, 0]]
-    inner.pq.train(x[:m])
-    inner.is_trained = True
-    inner.nprobe = cfg.ivf_nprobe
-    return faiss.IndexIDMap2(inner)

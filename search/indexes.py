@@ -113,6 +113,35 @@ def new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | N
     return faiss.IndexIDMap2(inner)  # the wrapper keeps a Python reference to inner
 
 
+def trained_ivfpq(x: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
+    """An empty IVF-PQ index (as ``new_float_index`` makes) trained on ``x`` with no copy of it:
+    faiss' own steps (k-means of the coarse centroids on all of ``x``, then the PQ on the residuals
+    of a sample of ``pq.cp.max_points_per_centroid * ksub`` rows), the residuals written over ``x``.
+    Its search tables are not precomputed (adding does not use them; faiss builds them when the
+    saved index is read), so filling it holds no nlist x pq_m x 256 table either."""
+    nlist = ivf_nlist(n_total, len(x), cfg)
+    if dim % cfg.pq_m:
+        raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
+    quantizer = faiss.IndexFlatIP(dim)
+    inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+    inner.cp.seed = cfg.seed
+    inner.pq.cp.seed = cfg.seed
+    faiss.Clustering(dim, nlist, inner.cp).train(x, quantizer)
+    m = min(len(x), inner.pq.cp.max_points_per_centroid * inner.pq.ksub)
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x), m, replace=False))
+    for i, j in enumerate(pick):  # sorted, so row j >= i is read before anything overwrites it
+        if i != j:
+            x[i] = x[j]
+    centroids = quantizer.reconstruct_n(0, nlist)
+    for s in range(0, m, 8192):
+        block = x[s:min(m, s + 8192)]
+        block -= centroids[quantizer.search(block, 1)[1][:, 0]]
+    inner.pq.train(x[:m])
+    inner.is_trained = True
+    inner.nprobe = cfg.ivf_nprobe
+    return faiss.IndexIDMap2(inner)
+
+
 def binarize(itq, x: np.ndarray) -> np.ndarray:
     """ITQ rotation then sign bits, packed 8 a byte (faiss' binary layout)."""
     z = itq.apply(np.ascontiguousarray(x, dtype=np.float32))
