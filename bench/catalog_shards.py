@@ -115,14 +115,17 @@ if mode == "shards":
             done[1] = done[0] + 200_000
     build_from_parquet(Path(shards), Path(out), index_type=kind, config=cfg, on_chunk=step)
 else:
-    from scale.shard_index import _chunks, shard_files
-    vecs, items = [], []
-    for f in shard_files(Path(shards)):
+    from scale.shard_index import _chunks, _row_counts, shard_files
+    files = shard_files(Path(shards))
+    x, items, pos = None, [], 0
+    for f in files:
         for c in _chunks(f, 100_000):
-            vecs.append(c["vector"])
+            if x is None:  # one array for all the vectors, filled in place
+                x = np.empty((sum(_row_counts(files)), c["vector"].shape[1]), dtype=np.float32)
+            x[pos:pos + len(c["vector"])] = c["vector"]
+            pos += len(c["vector"])
             items += [{"sku": s, "label": l, "path": p, "content_hash": h}
                       for s, l, p, h in zip(c["sku"], c["label"], c["path"], c["content_hash"])]
-    x = np.concatenate(vecs); del vecs
     print(f"{time.perf_counter() - t:.0f} s: vectors read, peak RSS {peak() / 2**30:.2f} GiB", file=sys.stderr, flush=True)
     cat = Catalog.create(Path(out), "bench:synthetic", x.shape[1], kind, config=cfg, autosave=False)
     cat.add(x, items)

@@ -78,36 +78,50 @@ def _row_counts(files: list[Path]) -> list[int]:
     return counts
 
 
-def _chunks(path: Path, rows: int) -> Iterator[dict]:
-    """Column dicts of up to ``rows`` rows; ``vector`` a float32 (n, d) array (a view of Arrow's
-    buffer when no row lacks one, else zeros where a row has none), ``valid`` whether a row has a
-    vector and no error. Arrow decodes the vector column a row group at a time."""
+def _chunks(path: Path, rows: int, columns: tuple[str, ...] = COLUMNS) -> Iterator[dict]:
+    """Column dicts of up to ``rows`` rows of ``columns`` (and ``error`` when the shard has it);
+    ``vector`` a float32 (n, d) array (a view of Arrow's buffer when no row lacks one, else zeros
+    where a row has none), ``valid`` whether a row has a vector and no error. One row group is
+    decoded at a time (a few times its size while Arrow decodes a list column) and given back to
+    the OS before the next: ``iter_batches`` and Arrow's allocator keep several for long."""
+    import pyarrow as pa
+
     pq = _pq()
+    pool = pa.default_memory_pool()
     pf = pq.ParquetFile(path, buffer_size=1 << 20)
-    names = [c for c in (*COLUMNS, "error") if c in pf.schema_arrow.names]
-    for batch in pf.iter_batches(batch_size=rows, columns=names):
-        cols = {n: batch.column(n) for n in names}
-        vec = cols.pop("vector")
-        out = {n: c.to_pylist() for n, c in cols.items()}
-        has = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        if vec.null_count:
-            vec = vec.filter(vec.is_valid())
-        flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        n = int(has.sum())
-        dim = len(flat) // n if n else 0
-        if n and dim * n != len(flat):
-            raise EngineError(f"{path}: vectors of different lengths")
-        if n == len(has):
-            full = flat.reshape(n, dim)
-        else:
-            full = np.zeros((len(has), dim), dtype=np.float32)
-            if n:
-                full[has] = flat.reshape(n, dim)
-        out["vector"] = full
-        errors = out.get("error")
-        failed = [isinstance(e, str) and bool(e) for e in errors] if errors is not None else None
-        out["valid"] = has & ~np.array(failed, dtype=bool) if failed is not None else has
-        yield out
+    names = [c for c in (*columns, "error") if c in pf.schema_arrow.names]
+    for group in range(pf.metadata.num_row_groups):  # iter_batches keeps decoded row groups for long
+        table = pf.read_row_group(group, columns=names, use_threads=False)
+        for batch in table.to_batches(max_chunksize=rows):
+            yield _columns(path, batch, names)
+        del table
+        pool.release_unused()
+
+
+def _columns(path: Path, batch, names: list[str]) -> dict:
+    """One record batch as the column dict ``_chunks`` yields."""
+    cols = {n: batch.column(n) for n in names}
+    vec = cols.pop("vector")
+    out = {n: c.to_pylist() for n, c in cols.items()}
+    has = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if vec.null_count:
+        vec = vec.filter(vec.is_valid())
+    flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    n = int(has.sum())
+    dim = len(flat) // n if n else 0
+    if n and dim * n != len(flat):
+        raise EngineError(f"{path}: vectors of different lengths")
+    if n == len(has):
+        full = flat.reshape(n, dim)
+    else:
+        full = np.zeros((len(has), dim), dtype=np.float32)
+        if n:
+            full[has] = flat.reshape(n, dim)
+    out["vector"] = full
+    errors = out.get("error")
+    failed = [isinstance(e, str) and bool(e) for e in errors] if errors is not None else None
+    out["valid"] = has & ~np.array(failed, dtype=bool) if failed is not None else has
+    return out
 
 
 def _items(chunk: dict, keep: np.ndarray) -> list[dict]:
@@ -163,7 +177,7 @@ def build_from_parquet(folder: Path, out: Path, embedder: str | None = None, ind
 
 def _dim(files: list[Path]) -> int:
     for f in files:
-        for chunk in _chunks(f, 1024):
+        for chunk in _chunks(f, 1024, columns=("vector",)):
             if chunk["valid"].any():
                 return int(chunk["vector"].shape[1])
     raise EngineError(f"no row with a vector in {files[0].parent}")
@@ -181,14 +195,15 @@ def _train_rows(counts: list[int], kind: str, cfg) -> np.ndarray | None:
 
 
 def _gather(files: list[Path], counts: list[int], rows: np.ndarray, dim: int, chunk_rows: int) -> np.ndarray:
-    """The vectors of the sample rows (those that have one), read shard by shard into one array."""
-    out = np.empty((len(rows), dim), dtype=np.float32)
+    """The vectors of the sample rows (those that have one), read shard by shard into one float16
+    array (what the IVF-PQ training holds anyway: half the memory of float32)."""
+    out = np.empty((len(rows), dim), dtype=np.float16)
     got = offset = 0
     for f, n in zip(files, counts):
         lo, hi = np.searchsorted(rows, [offset, offset + n])
         if hi > lo:
             pos = 0
-            for chunk in _chunks(f, chunk_rows):
+            for chunk in _chunks(f, chunk_rows, columns=("vector",)):
                 m = len(chunk["valid"])
                 a, b = np.searchsorted(rows, [offset + pos, offset + pos + m])
                 idx = rows[a:b] - offset - pos
@@ -200,7 +215,4 @@ def _gather(files: list[Path], counts: list[int], rows: np.ndarray, dim: int, ch
         offset += n
     if not got:
         raise EngineError("no row of the training sample has a vector")
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()  # Arrow's decoding buffers back to the OS before training
     return out[:got]

@@ -55,6 +55,8 @@ from .indexes import build_index, new_float_index, target_index_type, trained_iv
 from .items import ITEM_FIELDS, Hit, Item, item_row
 from .locks import CatalogBusy, WriteLock
 
+_CHECK_ROWS = 65_536  # rows checked (finite, unit length) at a time: no temporary as big as the vectors
+
 __all__ = ["Added", "Catalog", "CatalogBusy", "Hit", "Item", "ITEM_FIELDS", "HEADER", "FORMAT_VERSION"]
 
 
@@ -114,12 +116,10 @@ class Catalog:
                        n_total: int, index_type: str = "auto", config: IndexConfig | None = None,
                        autosave: bool = True, store: StoreConfig | None = None) -> "Catalog":
         """New empty catalog whose index is already the type a catalog of ``n_total`` vectors gets,
-        trained on ``train`` (a sample of them, as ``add`` of all of them would have drawn); fill it
-        with ``add`` batch by batch and nothing is rebuilt. For catalogs too big to add at once.
-
-        ``train`` is scratch space: an ivfpq training overwrites its rows (PQ residuals are
-        computed in place, so the sample is the only big array in memory). Untrained types
-        (flat, hnsw) are created as ``create`` does.
+        trained on ``train`` (a sample of them, as ``add`` of all of them would have drawn; float32
+        or float16 rows: ivfpq training holds its sample as float16 anyway); fill it with ``add``
+        batch by batch and nothing is rebuilt. For catalogs too big to add at once. Untrained
+        types (flat, hnsw) are created as ``create`` does.
         """
         cfg = config or DEFAULT_INDEX
         kind, note = target_index_type(index_type, int(n_total), cfg)
@@ -127,14 +127,15 @@ class Catalog:
         if kind not in ("ivfpq", "binary"):
             return cat
         x = train
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == cat.dim
-                and x.flags.c_contiguous and x.flags.writeable and len(x)):
-            raise ValueError(f"train must be a writeable C-contiguous float32 (n, {cat.dim}) array")
+        if not (isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float16) and x.ndim == 2
+                and x.shape[1] == cat.dim and len(x)):
+            raise ValueError(f"train must be a float32 or float16 (n, {cat.dim}) array")
         if not all(np.isfinite(x[s:s + 8192]).all() for s in range(0, len(x), 8192)):
             raise ValueError("vectors contain NaN or infinity")
         if kind == "ivfpq":
             index, itq, metric = trained_ivfpq(x, int(n_total), cat.dim, cfg), None, "inner_product"
         else:
+            x = np.ascontiguousarray(x, dtype=np.float32)
             index, itq, metric = build_index(kind, x, np.arange(len(x), dtype=np.int64), cat.dim, cfg)
             index.reset()
         with cat._writing():
@@ -255,8 +256,8 @@ class Catalog:
             )
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"vectors must be floating point, got {x.dtype}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
+        x = np.ascontiguousarray(x, dtype=np.float32)  # no copy of float32 rows already in one block
+        if not all(np.isfinite(x[s:s + _CHECK_ROWS]).all() for s in range(0, len(x), _CHECK_ROWS)):
             raise ValueError("vectors contain NaN or infinity")
         return x
 
@@ -275,7 +276,8 @@ class Catalog:
         if len(items) != n:
             raise ValueError(f"{n} vectors but {len(items)} items")
         rows = [item_row(it) for it in items]
-        if n and not np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3):
+        if not all(np.allclose(np.linalg.norm(x[s:s + _CHECK_ROWS], axis=1), 1.0, atol=1e-3)
+                   for s in range(0, n, _CHECK_ROWS)):
             raise ValueError("vectors must be L2-normalised (embedders return them so)")
         if n == 0:
             return Added([], [])

@@ -77,7 +77,8 @@ class CatalogState:
             next_id += 1
         if not fresh:
             return Added(ids, new)
-        x = x[fresh]
+        if len(fresh) < len(x):  # (no copy when every row is new: a big first add)
+            x = x[fresh]
         new_ids = np.arange(start, next_id, dtype=np.int64)
         stamp = now()
         self.conn.executemany(

@@ -56,7 +56,7 @@ def build_index(kind: str, vecs: np.ndarray, ids: np.ndarray, dim: int, cfg: Ind
         metric = "hamming"
         index.add_with_ids(binarize(itq, vecs), ids)
     else:
-        train = _train_sample(vecs, cfg) if kind == "ivfpq" else None
+        train = _train_sample(vecs, cfg, np.float16) if kind == "ivfpq" else None
         index = new_float_index(kind, dim, cfg, train, len(vecs))
         metric = "inner_product"
         if len(vecs):
@@ -77,12 +77,12 @@ def _inner(index):
     return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
 
 
-def _train_sample(vecs: np.ndarray, cfg: IndexConfig) -> np.ndarray:
+def _train_sample(vecs: np.ndarray, cfg: IndexConfig, dtype=np.float32) -> np.ndarray:
     if len(vecs) <= cfg.train_max:
-        return np.ascontiguousarray(vecs)
+        return np.ascontiguousarray(vecs, dtype=dtype)
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.choice(len(vecs), cfg.train_max, replace=False))
-    return np.ascontiguousarray(vecs[pick])
+    return np.ascontiguousarray(vecs[pick], dtype=dtype)
 
 
 def ivf_nlist(n_total: int, n_train: int, cfg: IndexConfig = DEFAULT_INDEX) -> int:
@@ -93,53 +93,54 @@ def ivf_nlist(n_total: int, n_train: int, cfg: IndexConfig = DEFAULT_INDEX) -> i
 
 def new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | None, n_total: int = 0):
     if kind == "flat":
-        inner = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = cfg.hnsw_ef_construction
         inner.hnsw.efSearch = cfg.hnsw_ef_search
-    elif kind == "ivfpq":
-        if dim % cfg.pq_m:
-            raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
-        nlist = ivf_nlist(n_total, len(train), cfg)
-        quantizer = faiss.IndexFlatIP(dim)
-        inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-        inner.cp.seed = cfg.seed
-        inner.pq.cp.seed = cfg.seed
-        inner.train(train)
-        inner.nprobe = cfg.ivf_nprobe
-    else:
-        raise ValueError(f"unknown float index type {kind!r}")
-    return faiss.IndexIDMap2(inner)  # the wrapper keeps a Python reference to inner
+        return faiss.IndexIDMap2(inner)  # the wrapper keeps a Python reference to inner
+    if kind == "ivfpq":
+        return trained_ivfpq(train, n_total, dim, cfg)
+    raise ValueError(f"unknown float index type {kind!r}")
 
 
-def trained_ivfpq(x: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
-    """An empty IVF-PQ index (as ``new_float_index`` makes) trained on ``x`` with no copy of it:
-    faiss' own steps (k-means of the coarse centroids on all of ``x``, then the PQ on the residuals
-    of a sample of ``pq.cp.max_points_per_centroid * ksub`` rows), the residuals written over ``x``.
-    Its search tables are not precomputed (adding does not use them; faiss builds them when the
-    saved index is read), so filling it holds no nlist x pq_m x 256 table either."""
-    nlist = ivf_nlist(n_total, len(x), cfg)
+def trained_ivfpq(sample: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
+    """An empty IVF-PQ index for a catalog of ``n_total`` vectors, trained on ``sample`` (float32 or
+    float16 rows) with faiss' own steps: k-means of the coarse centroids on the whole sample, then
+    the PQ on the residuals of a seeded subset of ``pq.cp.max_points_per_centroid * ksub`` rows.
+
+    The sample is held as float16 codes (faiss' fp16 scalar quantizer is the codec): the k-means
+    decodes them ``_DECODE_BLOCK`` rows at a time (``Clustering.train_encoded``), so training holds
+    half of the float32 sample plus the PQ subset's float32 residuals (the rounding, 2^-11 of a
+    unit vector's components, is far below the distances k-means compares). Search tables are not
+    precomputed (adding does not use them; faiss builds them when the saved index is read)."""
+    x16 = np.ascontiguousarray(sample, dtype=np.float16)
     if dim % cfg.pq_m:
         raise ValueError(f"pq_m={cfg.pq_m} must divide dim={dim}")
+    nlist = ivf_nlist(n_total, len(x16), cfg)
     quantizer = faiss.IndexFlatIP(dim)
     inner = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
     inner.cp.seed = cfg.seed
     inner.pq.cp.seed = cfg.seed
-    faiss.Clustering(dim, nlist, inner.cp).train(x, quantizer)
-    m = min(len(x), inner.pq.cp.max_points_per_centroid * inner.pq.ksub)
-    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x), m, replace=False))
-    for i, j in enumerate(pick):  # sorted, so row j >= i is read before anything overwrites it
-        if i != j:
-            x[i] = x[j]
+    clustering = faiss.Clustering(dim, nlist, inner.cp)
+    clustering.decode_block_size = _DECODE_BLOCK
+    codec = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16)
+    clustering.train_encoded(x16.view(np.uint8), codec, quantizer)
+    m = min(len(x16), inner.pq.cp.max_points_per_centroid * inner.pq.ksub)
+    pick = np.sort(np.random.default_rng(cfg.seed).choice(len(x16), m, replace=False))
     centroids = quantizer.reconstruct_n(0, nlist)
-    for s in range(0, m, 8192):
-        block = x[s:min(m, s + 8192)]
+    residuals = np.empty((m, dim), dtype=np.float32)
+    for s in range(0, m, 1024):  # computed in place, a small block at a time
+        block = residuals[s:s + 1024]
+        block[:] = x16[pick[s:s + 1024]]
         block -= centroids[quantizer.search(block, 1)[1][:, 0]]
-    inner.pq.train(x[:m])
+    inner.pq.train(residuals)
     inner.is_trained = True
     inner.nprobe = cfg.ivf_nprobe
     return faiss.IndexIDMap2(inner)
+
+
+_DECODE_BLOCK = 8192  # rows of the float16 training sample decoded at a time (42 MB at 1280-d)
 
 
 def binarize(itq, x: np.ndarray) -> np.ndarray:
