@@ -118,8 +118,9 @@ class Catalog:
         """New empty catalog whose index is already the type a catalog of ``n_total`` vectors gets,
         trained on ``train`` (a sample of them, as ``add`` of all of them would have drawn; float32
         or float16 rows: ivfpq training holds its sample as float16 anyway); fill it with ``add``
-        batch by batch and nothing is rebuilt. For catalogs too big to add at once. Untrained
-        types (flat, hnsw) are created as ``create`` does.
+        batch by batch and nothing is rebuilt. For catalogs too big to add at once: the item table
+        being filled is kept in a temporary file, not in memory. Untrained types (flat, hnsw) are
+        created as ``create`` does.
         """
         cfg = config or DEFAULT_INDEX
         kind, note = target_index_type(index_type, int(n_total), cfg)
@@ -140,6 +141,7 @@ class Catalog:
             index.reset()
         with cat._writing():
             cat._state.gen.index, cat._state.gen.itq = index, itq
+            cat._state.gen.conn = new_items_db(on_disk=True)  # (empty, as create left it)
             cat._state.header.update(index_type=kind, metric=metric, note=note)
             cat._state.tune()
             cat._dirty = True

@@ -56,7 +56,7 @@ class Generation:
     header: dict
     index: object
     itq: object  # faiss.ITQTransform for binary indices, else None
-    conn: sqlite3.Connection  # in memory, with SCHEMA
+    conn: sqlite3.Connection  # in memory (or a private temporary file: new_items_db), with SCHEMA
 
     @property
     def name(self) -> str | None:
@@ -67,8 +67,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_items_db() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", check_same_thread=False)
+def new_items_db(on_disk: bool = False) -> sqlite3.Connection:
+    """An empty item table in memory or, ``on_disk``, in a private temporary file (SQLite unlinks it
+    as it opens it, so nothing is left behind even by a killed process) of which only SQLite's page
+    cache is in memory: for builds of millions of items."""
+    conn = sqlite3.connect("" if on_disk else ":memory:", check_same_thread=False)
     conn.executescript(SCHEMA)
     conn.commit()
     return conn

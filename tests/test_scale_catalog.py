@@ -204,3 +204,47 @@ def test_ray_build_equals_the_local_build(tmp_path, sample_paths):
     for ha, hb in zip(a.search(q, k=6), b.search(q, k=6)):
         assert [h.path for h in ha] == [h.path for h in hb]
         assert np.allclose([h.score for h in ha], [h.score for h in hb], atol=1e-4)
+
+
+_ITEMS_RSS = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from search import Catalog, IndexConfig
+def rss():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS"))
+out, how, n, dim = Path(sys.argv[1]), sys.argv[2], 150_000, 16
+rng = np.random.default_rng(0)
+x = rng.standard_normal((n, dim)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+cfg = IndexConfig(ivfpq_min_train=1000, train_max=2000, pq_m=4, ivf_nlist_max=16)
+cat = Catalog.create_trained(out, "t", dim, x[:2000].copy(), n, "ivfpq", config=cfg, autosave=False)
+if how == "memory":  # the same catalog with its item table in memory, as a small build has it
+    from search.generations import new_items_db
+    cat._state.gen.conn = new_items_db()
+items = [{"sku": f"sku-{i:08d}", "path": f"/photos/shelf/{i:08d}.jpg", "content_hash": f"{i:064x}"} for i in range(n)]
+before = rss()
+for s in range(0, n, 5000):
+    cat.add(x[s:s + 5000], items[s:s + 5000])
+grown = rss() - before
+cat.save()
+print(grown, len(Catalog.open(out)))
+"""
+
+
+def test_a_trained_build_keeps_its_item_table_out_of_memory(tmp_path):
+    """create_trained (the shard build) fills its item table in a temporary file: adding 150,000
+    items grows the process by far less than the same items in an in-memory table do, and the
+    saved catalog holds them all."""
+    import subprocess
+
+    grown = {}
+    for how in ("disk", "memory"):
+        proc = subprocess.run([sys.executable, "-c", _ITEMS_RSS, str(tmp_path / how), how], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        size, count = map(int, proc.stdout.split())
+        assert count == 150_000
+        grown[how] = size
+    assert grown["memory"] > 30 * 2**20, grown  # the measure sees an in-memory table (about 40 MB)
+    assert grown["disk"] < grown["memory"] / 3, grown
