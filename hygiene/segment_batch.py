@@ -41,6 +41,7 @@ from .keys import bytes_sha256, file_sha256, one_line
 
 BATCHABLE = ("u2netp", segment.INT8, isnet.NAME)
 BATCH_DIM = "batch"
+DERIVED = "batch-v1"  # in the derived file's name: a change to ``derive`` bumps it
 _PINNING_OPS = ("Reshape", "Expand", "Tile")  # ops whose shape input could hard-code batch 1
 
 _SESSIONS: dict[tuple, object] = {}
@@ -116,7 +117,7 @@ def batch_graph(model: str, weights: Path, runtime: RuntimeConfig = RuntimeConfi
     from .save import write_bytes_atomic, write_text_atomic
 
     side = f"-{runtime.isnet_side}" if model == isnet.NAME else ""
-    target = _cache_folder(runtime) / f"{model}{side}-{BATCH_DIM}-{file_sha256(weights)[:16]}.onnx"
+    target = _cache_folder(runtime) / f"{model}{side}-{DERIVED}-{file_sha256(weights)[:16]}.onnx"
     record = target.with_name(target.name + ".sha256")
     try:
         if target.is_file() and record.read_text().strip() == file_sha256(target):
