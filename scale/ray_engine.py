@@ -166,7 +166,9 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
     recorder = Recorder(job, summary, show)
     pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
     with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
-        ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress, process)
+        runtime = job.clean.runtime
+        size = pool_size(cfg, ray, -(-len(todo) // runtime.batch_size()), gpus=runtime.device == "cuda")
+        ds = _dataset(ray, job, todo, cfg, size, progress, process)
         try:
             with signals_caught(_raise_stopped):
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):

@@ -184,3 +184,22 @@ def test_batched_remover_on_ray_cleans_as_the_local_engine_one_by_one(tmp_path, 
     calls = [json.loads(line)["batch"] for line in (tmp_path / "ray" / NODES).read_text().splitlines()]
     assert len(calls) == 7 and max(calls) == 4, calls  # photos per actor call (one model call each)
     assert list((tmp_path / "cache" / "batched").glob("u2netp-batch-*.onnx"))
+
+
+def test_a_cuda_job_sizes_its_actor_pool_by_the_cluster_gpus():
+    """A real local Ray declaring one logical GPU: an actor asking for a GPU no node has would never start."""
+    import ray
+
+    from scale.cluster import pool_size
+    from scale.config import RayConfig
+
+    assert not ray.is_initialized()
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        cfg = RayConfig(actor_cpus=0.5)
+        assert pool_size(cfg, ray, 100) == 4  # CPU actors: 2 / 0.5
+        assert pool_size(cfg, ray, 100, gpus=True) == 1  # one GPU
+        assert pool_size(RayConfig(actor_cpus=0.5, actor_gpus=0.5), ray, 100, gpus=True) == 2
+        assert pool_size(cfg, ray, 3) == 3 and pool_size(RayConfig(actors=3), ray, 100, gpus=True) == 3
+    finally:
+        ray.shutdown()
