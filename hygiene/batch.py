@@ -233,8 +233,9 @@ def init_worker(threads: int) -> None:
     limit_threads(threads)
 
 
-def process_one(job: BatchJob, task: Task) -> dict:
-    """Load, clean and save one photo; never raises (errors become the row)."""
+def process_one(job: BatchJob, task: Task, image=None, alpha=None) -> dict:
+    """Load, clean and save one photo; never raises (errors become the row). ``image``/``alpha``:
+    the photo already loaded and its remover mask already predicted (hygiene/batch_group.py)."""
     from .io import ImageLoadError, load_image, save_image_atomic
     from .models import ModelError
     from .pipeline import clean
@@ -244,8 +245,8 @@ def process_one(job: BatchJob, task: Task) -> dict:
            "failed_checks": "", "seconds": 0.0}
     t = time.perf_counter()
     try:
-        image = load_image(task.src, job.limits)
-        result = clean(image, job.clean)
+        image = load_image(task.src, job.limits) if image is None else image
+        result = clean(image, job.clean, alpha)
         if job.output.save_mask:  # first: a present output then implies its mask
             from PIL import Image
 

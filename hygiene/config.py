@@ -152,8 +152,13 @@ class RuntimeConfig:
     # 640: the smallest side within 0.01 of 1024's mean IoU on GrabCut and COCO_MVal in-box,
     # 2.6x faster (python -m bench.isnet_size --coco-every 6)
     isnet_side: int = 640
+    # photos per remover call (batched onnxruntime runs, hygiene/segment_batch.py); 0 = the
+    # device's: 1 on cpu (the weights as shipped), CUDA_REMOVER_BATCH on cuda
+    remover_batch: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.remover_batch <= 256:
+            raise ValueError(f"remover_batch must be between 0 and 256, got {self.remover_batch}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.runtime not in RUNTIMES:
@@ -167,15 +172,26 @@ class RuntimeConfig:
 
     def fingerprint_fields(self, kind: str = "remover", model: str | None = None) -> dict:
         """The fields that can change results, with ``auto`` resolved for ``model`` (none of
-        threads/spin/cache; device only when not cpu, so the settings key of CPU runs stays
-        what it was)."""
+        threads/spin/cache; device only when not cpu and the remover batch only when > 1, so
+        the settings key of CPU runs stays what it was)."""
         from .runtime import fingerprint_fields
 
         fields = {**fingerprint_fields(self, kind, model), "isnet_side": self.isnet_side}
-        return fields if self.device == "cpu" else {**fields, "device": self.device}
+        if self.device != "cpu":
+            fields["device"] = self.device
+        if self.batch_size() > 1:  # batches run a batch-capable copy of the graph (segment_batch)
+            fields["remover_batch"] = self.batch_size()
+        return fields
+
+    def batch_size(self) -> int:
+        """Photos per remover call: ``remover_batch``, or the device's default when 0."""
+        return self.remover_batch or (CUDA_REMOVER_BATCH if self.device == "cuda" else 1)
 
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
+# photos per remover call on cuda (RuntimeConfig.remover_batch 0); a batch's decoded photos are
+# held in the worker's RAM together
+CUDA_REMOVER_BATCH = 8
 PRECISIONS = ("auto", "fp32", "bf16")
 
 

@@ -112,11 +112,11 @@ def predict(session, image: Image.Image | np.ndarray, side: int = NATIVE_SIDE) -
     return postprocess(pred, rgb.shape[1], rgb.shape[0])
 
 
-def load_session(path: Path, side: int, options=None):
-    """An onnxruntime CPU session of the weights at ``path`` for a side x side input."""
+def load_session(path: Path, side: int, options=None, providers=("CPUExecutionProvider",)):
+    """An onnxruntime session of the weights at ``path`` for a side x side input."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(graph_bytes(path, side), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph_bytes(path, side), options, providers=list(providers))
 
 
 def graph_file(path: Path, side: int, folder: Path) -> Path:

@@ -57,11 +57,19 @@ def _rgb_of(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def mask_of(image: Image.Image, config: CleanConfig) -> tuple[np.ndarray, str]:
-    """Alpha of the product in ``image`` and the name of what produced it."""
+def needs_model(image: Image.Image) -> bool:
+    """Whether ``clean`` runs the remover on ``image`` (a cut-out with real transparency does not)."""
+    return _input_alpha(image) is None
+
+
+def mask_of(image: Image.Image, config: CleanConfig, alpha: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """Alpha of the product in ``image`` and the name of what produced it; ``alpha``: the mask
+    ``config.model`` gave for ``image``, already computed (a batch's, hygiene/batch_group.py)."""
     given = _input_alpha(image)
     if given is not None:
         return given, "input-alpha"
+    if alpha is not None:
+        return alpha, config.model
     return segment.predict_alpha(image.convert("RGB"), config.model, config.runtime), config.model
 
 
@@ -101,12 +109,15 @@ def _judge(rgb: np.ndarray, raw_alpha: np.ndarray, source: str, config: CleanCon
     return alpha, box, gate, reasons
 
 
-def clean(image: Image.Image, config: CleanConfig = CleanConfig()) -> CleanResult:
-    """Cut the product out, put it on pure white, square and centre it, check it."""
+def clean(image: Image.Image, config: CleanConfig = CleanConfig(), alpha: np.ndarray | None = None) -> CleanResult:
+    """Cut the product out, put it on pure white, square and centre it, check it.
+
+    ``alpha``: ``config.model``'s mask of ``image`` when it was already predicted (in a batch
+    of photos); the rest is the same code either way."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     rgb = _rgb_of(image)
-    raw_alpha, source = mask_of(image, config)
+    raw_alpha, source = mask_of(image, config, alpha)
     timings["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()

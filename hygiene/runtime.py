@@ -13,6 +13,8 @@ and bench/embed_speed.py (README, "Speed"):
   nodes that move the mask kept in fp32; they pass the accuracy guard at about
   2.5x onnxruntime's speed. Elsewhere, and for the other removers, fp32 on
   onnxruntime (rembg's own engine). Plain bf16 for another remover is opt-in.
+* a remover on ``device="cuda"`` always runs on onnxruntime (its CUDA provider) in
+  fp32, whatever ``runtime``/``precision`` say: OpenVINO and bf16 are CPU paths here.
 * the embedder: OpenVINO f32 whenever it is installed (faster than torch eager);
   its reference engine is torch. bf16 is opt-in here too (``AUTO_BF16``).
 
@@ -110,6 +112,8 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None,
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "remover" and runtime.device == "cuda":  # OpenVINO and bf16 are this module's CPU paths
+        return Choice(ONNXRUNTIME, FP32, "device cuda: onnxruntime's CUDA provider, fp32")
     caps = caps or detect()
     model = model or DEFAULT_MODEL[kind]
     reference = ONNXRUNTIME if kind == "remover" else TORCH

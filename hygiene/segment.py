@@ -137,7 +137,7 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
                 cache = Path(runtime.cache_dir) if runtime.cache_dir else runtime_mod.default_cache_dir()
                 session = runtime_mod.build_runner(isnet.graph_file(path, runtime.isnet_side, cache), choice, runtime)
             elif name == isnet.NAME:
-                session = isnet.load_session(path, runtime.isnet_side, _options(runtime))
+                session = isnet.load_session(path, runtime.isnet_side, _options(runtime), _providers(runtime))
             elif choice.engine == runtime_mod.OPENVINO:
                 session = _openvino_class(base, path, choice, runtime)(name)
             elif path is not None:
@@ -174,25 +174,42 @@ def release(name: str | None = None) -> int:
     return len(keys)
 
 
-def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:
-    """rembg's U2netpSession.predict, float32 and without the full-size LANCZOS cost."""
+def u2netp_input(image: Image.Image) -> np.ndarray:
+    """rembg's U2netpSession input of an RGB photo, float32 [1, 3, 320, 320], without the
+    full-size LANCZOS cost (a reducing-gap downscale)."""
     small = image.resize((_SIDE, _SIDE), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
     x = np.asarray(small, dtype=np.float32)
     x *= np.float32(1.0 / max(float(x.max()), 1e-6))
-    x = ((x - _MEAN) / _STD).transpose(2, 0, 1)[None]
-    inner = session.inner_session
-    first = inner.get_outputs()[0].name
-    pred = inner.run([first], {inner.get_inputs()[0].name: np.ascontiguousarray(x)})[0][0, 0]
+    return np.ascontiguousarray(((x - _MEAN) / _STD).transpose(2, 0, 1)[None])
+
+
+def u2netp_mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The model's first output for one photo (320 x 320) -> uint8 alpha of ``size`` (w, h):
+    rembg's min/max stretch, then LANCZOS back to the photo's size."""
     lo, hi = float(pred.min()), float(pred.max())
     if not hi > lo:  # a flat prediction: rembg divides by zero here
-        return np.zeros((image.height, image.width), dtype=np.uint8)
+        return np.zeros((size[1], size[0]), dtype=np.uint8)
     small_mask = ((pred - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    mask = Image.fromarray(small_mask, mode="L").resize(image.size, Image.Resampling.LANCZOS)
-    return np.asarray(mask)
+    return np.asarray(Image.fromarray(small_mask, mode="L").resize(size, Image.Resampling.LANCZOS))
+
+
+def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:
+    """rembg's U2netpSession.predict, float32 and without the full-size LANCZOS cost."""
+    inner = session.inner_session
+    first = inner.get_outputs()[0].name
+    pred = inner.run([first], {inner.get_inputs()[0].name: u2netp_input(image)})[0][0, 0]
+    return u2netp_mask(pred, image.size)
 
 
 def predict_alpha(image: Image.Image, model: str, runtime: RuntimeConfig = RuntimeConfig()) -> np.ndarray:
-    """Alpha mask (uint8, HxW, 255 = product) of an RGB image, as rembg computes it."""
+    """Alpha mask (uint8, HxW, 255 = product) of an RGB image, as rembg computes it.
+
+    With ``runtime.batch_size()`` > 1 the batch-capable graph runs it (hygiene/segment_batch.py),
+    so a photo's mask does not depend on which photos shared its batch."""
+    from . import segment_batch
+
+    if segment_batch.batched(model, runtime):
+        return segment_batch.predict_alphas([image], model, runtime)[0]
     session = get_session(model, runtime)
     rgb = image.convert("RGB")
     if model in _U2NETP_FAMILY:

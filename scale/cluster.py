@@ -47,7 +47,11 @@ def cluster_cpus(ray) -> float:
     return float(ray.cluster_resources().get("CPU", 0.0))
 
 
-def pool_size(cfg: RayConfig, ray, photos: int) -> int:
-    """Actors for a job: ``cfg.actors``, or as many as the cluster's CPUs hold; never more than photos."""
+def pool_size(cfg: RayConfig, ray, photos: int, gpus: bool = False) -> int:
+    """Actors for a job: ``cfg.actors``, or as many as the cluster's CPUs hold (and, for ``gpus``
+    actors, its GPUs: an actor that asks for a GPU no node has would never start); never more
+    than ``photos`` (the units of work: photos, or batches of them)."""
     size = cfg.actors or int(cluster_cpus(ray) // cfg.actor_cpus)
+    if gpus and not cfg.actors:
+        size = min(size, int(ray.cluster_resources().get("GPU", 0.0) // cfg.actor_gpus))
     return max(1, min(size, photos))

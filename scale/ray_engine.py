@@ -4,7 +4,10 @@ Everything but the scheduling is hygiene.batch's: the driver locks OUT, removes
 stale temp files and plans (``plan_batch``: the manifest decides what is done);
 each actor of a ``map_batches`` actor pool holds one remover session and runs
 ``process_one`` (the per-photo step of the local engine) on one photo at a
-time; the rows stream back to the driver, which alone appends them to the
+time or, when the remover runs batched (``RuntimeConfig.batch_size()`` > 1, the
+default on cuda), ``hygiene.batch_group.process_group`` on ``batch_size()``
+photos (their masks in one model call, then each photo finished by
+``process_one``); the rows stream back to the driver, which alone appends them to the
 manifest (``Recorder``) and writes the summary (``write_summary``). So the
 output files, the manifest and the summary are those of the local engine (the
 rows' ``seconds``/``timings`` are timings of the run, as between any two runs).
@@ -18,11 +21,13 @@ restarted by Ray and its photo retried (Ray Data's own actor fault tolerance);
 a photo started more than ``RayConfig.task_retries + 1`` times (counted by
 ``scale.attempts``) is not run again but reported failed in the summary (not in
 the manifest, so the next run tries it again), so a photo that kills every
-worker cannot stall the job.
+worker cannot stall the job. With batched removers an actor call holds several
+photos, and such a photo takes the others of its call down with it (they too are
+reported lost, and done by the next run).
 
 Which node cleaned each photo is appended to ``OUT/.shelfready-nodes.jsonl``
-(rel, node id, node address, settings), not to the manifest or summary, which
-stay identical to the local engine's.
+(rel, node id, node address, settings, photos in its actor call), not to the
+manifest or summary, which stay identical to the local engine's.
 """
 from __future__ import annotations
 
@@ -35,8 +40,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hygiene.batch import (OK_STATUSES, BatchJob, BatchSummary, Recorder, Task, init_worker, process_one,
-                           run_with, with_threads)
+from hygiene.batch import OK_STATUSES, BatchJob, BatchSummary, Recorder, Task, init_worker, run_with, with_threads
 from hygiene.keys import one_line
 from hygiene.pool import signals_caught
 
@@ -49,13 +53,15 @@ NODES_FILE = ".shelfready-nodes.jsonl"
 
 
 class CleanActor:
-    """One Ray actor: a remover session loaded once, then ``process_one`` per photo."""
+    """One Ray actor: a remover session loaded once, then ``process_one`` per photo (or
+    ``process_group`` per call when the remover runs batched)."""
 
     def __init__(self, job: BatchJob, threads: int, attempts, tries: int, process=None) -> None:
         import ray
 
         from hygiene.models import ModelError
         from hygiene.segment import get_session
+        from hygiene.segment_batch import batched, get_batch_session
 
         init_worker(threads)
         self.job, self.attempts, self.tries = job, attempts, tries
@@ -64,24 +70,34 @@ class CleanActor:
         self.node = ctx.get_node_id()
         self.address = ray.util.get_node_ip_address()
         try:  # warm the session; a missing weight becomes each photo's one-line error, as locally
-            get_session(job.clean.model, job.clean.runtime)
+            load = get_batch_session if batched(job.clean.model, job.clean.runtime) else get_session
+            load(job.clean.model, job.clean.runtime)
         except ModelError:
             pass
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        rows = [pickle.dumps(self._one(int(i), pickle.loads(t))) for i, t in zip(batch["i"], batch["task"])]
+        rows = [pickle.dumps(r) for r in self._rows([(int(i), pickle.loads(t))
+                                                     for i, t in zip(batch["i"], batch["task"])])]
         n = len(rows)
         return {"i": batch["i"], "row": np.array(rows, dtype=object),
                 "node": np.array([self.node] * n, dtype=object),
-                "address": np.array([self.address] * n, dtype=object)}
+                "address": np.array([self.address] * n, dtype=object),
+                "batch": np.full(n, n, dtype=np.int64)}
 
+    def _rows(self, items: list[tuple[int, Task]]) -> list[dict]:
+        """Rows in the order of ``items``: photos given up on are lost rows; the others run one by
+        one (``process_one``, or the test's ``process``) or, several at once, as one group."""
+        from hygiene.batch_group import process_group
 
-    def _one(self, i: int, task: Task) -> dict:
-        if started(self.attempts, str(i)) > self.tries:  # its actor died every time: give up on it
-            return _lost_row(self.job, task, self.tries)
-        return self.process((self.job, task)) if self.process else process_one(self.job, task)
+        lost = {i for i, _ in items if started(self.attempts, str(i)) > self.tries}  # actor died every time
+        run = [task for i, task in items if i not in lost]
+        if self.process:
+            done = iter([self.process((self.job, task)) for task in run])
+        else:
+            done = iter(process_group(self.job, run))  # process_one per photo unless the remover batches
+        return [_lost_row(self.job, task, self.tries) if i in lost else next(done) for i, task in items]
 
 
 class _Stopped(Exception):
@@ -120,7 +136,8 @@ def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, pr
     return ds.map_batches(
         CleanActor, fn_constructor_kwargs={"job": job, "threads": threads, "attempts": attempts_counter(ray),
                                            "tries": cfg.task_retries + 1, "process": process},
-        batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=size), num_cpus=cfg.actor_cpus,
+        batch_size=job.clean.runtime.batch_size(), batch_format="numpy", compute=ActorPoolStrategy(size=size),
+        num_cpus=cfg.actor_cpus,
         num_gpus=cfg.actor_gpus if job.clean.runtime.device == "cuda" else None)
 
 
@@ -149,17 +166,20 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
     recorder = Recorder(job, summary, show)
     pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
     with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
-        ds = _dataset(ray, job, todo, cfg, pool_size(cfg, ray, len(todo)), progress, process)
+        runtime = job.clean.runtime
+        size = pool_size(cfg, ray, -(-len(todo) // runtime.batch_size()), gpus=runtime.device == "cuda")
+        ds = _dataset(ray, job, todo, cfg, size, progress, process)
         try:
             with signals_caught(_raise_stopped):
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-                    for i, blob, node, address in zip(batch["i"], batch["row"], batch["node"], batch["address"]):
+                    for i, blob, node, address, n in zip(batch["i"], batch["row"], batch["node"], batch["address"],
+                                                         batch["batch"]):
                         if pending.pop(int(i), None) is None:
                             continue  # already recorded (never expected: a block is delivered once)
                         row = pickle.loads(blob)
                         recorder.record(row)
                         nodes.write(json.dumps({"rel": row["rel"], "node": node, "address": address,
-                                                "settings": row["settings"]}) + "\n")
+                                                "settings": row["settings"], "batch": int(n)}) + "\n")
                         nodes.flush()
         except (_Stopped, KeyboardInterrupt) as exc:
             return int(exc.signum) if isinstance(exc, _Stopped) else int(signal.SIGINT)

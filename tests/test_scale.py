@@ -1,6 +1,7 @@
 """`shelfready clean --engine ray` on a local Ray the command starts: missing Ray, driver killed and re-run."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,8 @@ import time
 import psutil
 import pytest
 
-from scale_helpers import MANIFEST, ROOT, clean_cmd, exactly_once, manifest_rels, photos, run, wait_for_lines
+from scale_helpers import (MANIFEST, NODES, ROOT, clean_cmd, exactly_once, manifest_rels, outcome, photos, run,
+                           wait_for_lines)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -154,3 +156,50 @@ def test_a_photo_that_kills_every_actor_is_given_up_after_task_retries(tmp_path,
     assert sorted(rows) == sorted(good + ["poison.jpg"])
     assert all(rows[n]["status"] in ("cleaned", "needs_review") and (out / n).is_file() for n in good), rows
     assert sorted(manifest_rels(out)) == good  # the lost photo is not recorded: the next run tries it again
+
+
+def test_batched_remover_on_ray_cleans_as_the_local_engine_one_by_one(tmp_path, sample_paths):
+    """The cuda path's batching, on the CPU: Ray actors get four photos a call and predict their masks in
+    one model call; every output file and row equals the local engine's, photo by photo at batch 1."""
+    from hygiene.batch import BatchJob, run_batch
+    from hygiene.config import BatchConfig, CleanConfig, RuntimeConfig
+    from scale.config import RayConfig
+    from scale.ray_engine import run_batch_ray
+
+    src = photos(sample_paths, tmp_path / "in", 7)
+    one = RuntimeConfig(runtime="onnxruntime")  # auto may resolve to OpenVINO here, which does not batch
+    four = RuntimeConfig(runtime="onnxruntime", remover_batch=4, cache_dir=str(tmp_path / "cache"))
+    run_batch(BatchJob(src, tmp_path / "local", CleanConfig(size=256, runtime=one), batch=BatchConfig(workers=2)),
+              progress=False)
+    run_batch_ray(BatchJob(src, tmp_path / "ray", CleanConfig(size=256, runtime=four), batch=BatchConfig(workers=2)),
+                  RayConfig(num_cpus=2), progress=False)
+    ray, local = outcome(tmp_path / "ray"), outcome(tmp_path / "local")
+    assert ray["files"] == local["files"] and len(ray["files"]) == 7
+    for part in ("manifest", "csv"):
+        assert ([{k: v for k, v in r.items() if k != "settings"} for r in ray[part]]
+                == [{k: v for k, v in r.items() if k != "settings"} for r in local[part]]), part
+    assert ray["summary"]["counts"] == local["summary"]["counts"]
+    assert ray["summary"]["settings"]["runtime"].pop("remover_batch") == 4  # batches > 1 are keyed
+    assert ray["summary"]["settings"] == local["summary"]["settings"]
+    calls = [json.loads(line)["batch"] for line in (tmp_path / "ray" / NODES).read_text().splitlines()]
+    assert len(calls) == 7 and max(calls) == 4, calls  # photos per actor call (one model call each)
+    assert list((tmp_path / "cache" / "batched").glob("u2netp-batch-*.onnx"))
+
+
+def test_a_cuda_job_sizes_its_actor_pool_by_the_cluster_gpus():
+    """A real local Ray declaring one logical GPU: an actor asking for a GPU no node has would never start."""
+    import ray
+
+    from scale.cluster import pool_size
+    from scale.config import RayConfig
+
+    assert not ray.is_initialized()
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        cfg = RayConfig(actor_cpus=0.5)
+        assert pool_size(cfg, ray, 100) == 4  # CPU actors: 2 / 0.5
+        assert pool_size(cfg, ray, 100, gpus=True) == 1  # one GPU
+        assert pool_size(RayConfig(actor_cpus=0.5, actor_gpus=0.5), ray, 100, gpus=True) == 2
+        assert pool_size(cfg, ray, 3) == 3 and pool_size(RayConfig(actors=3), ray, 100, gpus=True) == 3
+    finally:
+        ray.shutdown()

@@ -44,7 +44,29 @@ def test_cuda_masks_match_cpu(sample_paths):
     for path in sample_paths[:3]:
         image = load_image(path)
         a = predict_alpha(image, "u2netp", RuntimeConfig()) >= 128
-        b = predict_alpha(image, "u2netp", RuntimeConfig(device="cuda")) >= 128
+        b = predict_alpha(image, "u2netp", RuntimeConfig(device="cuda", remover_batch=1)) >= 128
+        assert (a & b).sum() / max((a | b).sum(), 1) >= 0.99, path.name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _ort_cuda(), reason="no GPU here: onnxruntime has no CUDAExecutionProvider")
+def test_cuda_batched_masks_match_cpu_in_one_call(sample_paths, tmp_path):
+    """The default cuda path: the batch-capable graph, batch_size() photos per call (CPU twin:
+    tests/test_segment_batch.py)."""
+    from hygiene.io import load_image
+    from hygiene.segment import predict_alpha
+    from hygiene.segment_batch import get_batch_session, predict_alphas
+
+    cuda = RuntimeConfig(device="cuda", cache_dir=str(tmp_path))
+    images = [load_image(p) for p in sample_paths[:cuda.batch_size()]]
+    session = get_batch_session("u2netp", cuda)
+    assert session.get_providers()[0] == "CUDAExecutionProvider"
+    calls, run = [], session.run
+    session.run = lambda names, feed: calls.append(len(next(iter(feed.values())))) or run(names, feed)
+    masks = predict_alphas(images, "u2netp", cuda)
+    assert calls == [len(images)]
+    for path, image, mask in zip(sample_paths, images, masks):
+        a, b = predict_alpha(image, "u2netp", RuntimeConfig()) >= 128, mask >= 128
         assert (a & b).sum() / max((a | b).sum(), 1) >= 0.99, path.name
 
 
