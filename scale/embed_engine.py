@@ -71,7 +71,7 @@ def _embedded(ray, rows: list[dict], embedder: str, cfg: RayConfig, batch_size: 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.print_on_execution_start = progress
-    size = pool_size(cfg, ray, -(-len(rows) // batch_size))
+    size = pool_size(cfg, ray, -(-len(rows) // batch_size), gpus=device == "cuda")
     blocks = max(1, min(-(-len(rows) // batch_size), cfg.max_blocks))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     # Ray Data restarts dead actors and retries their batches by default; scale.attempts caps the retries
