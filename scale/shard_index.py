@@ -10,13 +10,14 @@ names the embedder; shards made elsewhere need it given.
 The index type is chosen up front from the total row count (``auto``: as for a
 catalog of that size). Trained types (``ivfpq``, ``binary``) are trained first
 (``Catalog.create_trained``) on a seeded random sample of up to
-``IndexConfig.train_max`` rows gathered from the shards into one array (the
-rows an in-memory ``add`` of all of them draws, when every row has a vector and
-no photo repeats); then every row is added in order, shard by shard,
-``chunk_rows`` at a time, so ids and items are those of the in-memory build. In memory at once: the sample while the index trains
-(freed before the adds), then the index (codes), the item table, and one row
-group of one shard as Arrow decodes it (write shards with row groups of a few
-tens of MB, as Spark's 128 MB blocks are). ``flat`` and ``hnsw`` hold exact
+``IndexConfig.train_max`` rows gathered from the shards into one float16 array
+(the rows an in-memory ``add`` of all of them draws, when every row has a vector
+and no photo repeats); then every row is added in order, shard by shard,
+``chunk_rows`` at a time, so ids and items are those of the in-memory build. In
+memory at once: the sample while the index trains (freed before the adds), then
+the index (codes and ids) and one row group of one shard as Arrow decodes it
+(write shards with row groups of a few tens of MB, as Spark's 128 MB blocks
+are); the item table being filled is a temporary file (``create_trained``). ``flat`` and ``hnsw`` hold exact
 vectors by nature, so they are as big as the vectors anyway. The folder that
 comes out is an ordinary catalog (``search``, ``catalog add``, ``serve`` open
 it).
