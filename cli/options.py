@@ -5,7 +5,8 @@ import functools
 
 import click
 
-from hygiene.config import CASCADE, DEFAULT_PRESET, PRECISIONS, PRESETS, RUNTIMES, CleanConfig, OutputConfig, RuntimeConfig
+from hygiene.config import (CASCADE, CUDA_REMOVER_BATCH, DEFAULT_PRESET, PRECISIONS, PRESETS, RUNTIMES, CleanConfig,
+                            OutputConfig, RuntimeConfig)
 
 _CLEAN = CleanConfig()
 _OUT = OutputConfig()
@@ -39,8 +40,8 @@ def runtime_options(func):
 
 
 def clean_options(func):
-    """--preset --model --fallback-model --fill --size --transparent --max-upscale --runtime --precision
-    -> `clean_config` kwarg (``clean_config.runtime`` holds the runtime choice)."""
+    """--preset --model --fallback-model --fill --size --transparent --max-upscale --remover-batch --runtime
+    --precision -> `clean_config` kwarg (``clean_config.runtime`` holds the runtime choice)."""
 
     @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET, show_default=True,
                   help="Marketplace rules: output size, fill and minimum size.")
@@ -58,14 +59,18 @@ def clean_options(func):
     @click.option("--transparent", is_flag=True, help="Keep a transparent PNG instead of white.")
     @click.option("--max-upscale", type=click.FloatRange(1.0, 16.0), default=_CLEAN.max_upscale,
                   show_default=True, help="Never enlarge the product more than this (flag instead).")
+    @click.option("--remover-batch", type=click.IntRange(0, 256), default=_RT.remover_batch, show_default=True,
+                  help="Photos per remover call on onnxruntime (0 = the device's: 1 on cpu, "
+                       f"{CUDA_REMOVER_BATCH} on cuda); more needs more GPU memory.")
     @runtime_flags
     @functools.wraps(func)
-    def wrapper(*args, preset, model, fallback_model, fill, size, transparent, max_upscale, runtime, precision,
-                **kwargs):
+    def wrapper(*args, preset, model, fallback_model, fill, size, transparent, max_upscale, remover_batch, runtime,
+                precision, **kwargs):
         kwargs["clean_config"] = CleanConfig(preset=preset, model=model, fallback_model=fallback_model,
                                              fill=fill, size=size, transparent=transparent,
                                              max_upscale=max_upscale,
-                                             runtime=RuntimeConfig(runtime=runtime, precision=precision))
+                                             runtime=RuntimeConfig(runtime=runtime, precision=precision,
+                                                                   remover_batch=remover_batch))
         return func(*args, **kwargs)
 
     return wrapper

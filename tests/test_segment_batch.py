@@ -211,3 +211,33 @@ def test_a_group_cleans_every_photo_as_it_is_cleaned_alone(sample_paths, tmp_pat
                          for p in sorted(out.rglob("*")) if p.is_file()}
     made = files(tmp_path / "group")
     assert made == files(tmp_path / "alone") and len(made) == 2 * (len(paths) - 1)  # outputs and masks
+
+
+def test_clean_remover_batch_option_reaches_the_remover_and_keeps_the_photos(sample_paths, tmp_path):
+    """`shelfready clean --remover-batch 3` (onnxruntime: the engine batches run on) runs the
+    batch-capable graph: the same output bytes as the default, the batch recorded in the settings."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sample_paths[:3]:
+        shutil.copy(p, src / p.name)
+    outs = {}
+    for name, extra in (("one", []), ("three", ["--remover-batch", "3"])):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "cli", "clean", str(src), str(out), "--size", "256",
+                               "--runtime", "onnxruntime", "--workers", "1", "--quiet", *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = out
+    summary = {n: json.loads((o / "summary.json").read_text()) for n, o in outs.items()}
+    assert summary["three"]["settings"]["runtime"]["remover_batch"] == 3
+    assert "remover_batch" not in summary["one"]["settings"]["runtime"]
+    files = sorted(p.relative_to(outs["one"]) for p in outs["one"].rglob("*") if p.is_file()
+                   and not p.name.startswith((".", "summary")))
+    assert files and files == sorted(p.relative_to(outs["three"]) for p in outs["three"].rglob("*")
+                                     if p.is_file() and not p.name.startswith((".", "summary")))
+    for rel in files:
+        assert (outs["one"] / rel).read_bytes() == (outs["three"] / rel).read_bytes(), rel
