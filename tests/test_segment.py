@@ -6,25 +6,15 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
+from mask_helpers import load_rgb, mask_iou
 from hygiene import models, quantize, segment
 from hygiene.config import CleanConfig, RuntimeConfig
 
 R1 = RuntimeConfig(threads=1)
 
 FETCH = models.FETCH_COMMAND
-
-
-def _rgb(path) -> Image.Image:
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
-
-
-def _iou(a: np.ndarray, b: np.ndarray, thr: int = 128) -> float:
-    a, b = a >= thr, b >= thr
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def _one_line_error(exc_info, *needles: str) -> str:
@@ -115,13 +105,13 @@ def test_masks_equal_rembg_remove(sample_paths):
     from rembg import new_session, remove
 
     session = new_session("u2netp")
-    images = [_rgb(p) for p in sample_paths]
+    images = [load_rgb(p) for p in sample_paths]
     big = images[0].resize((images[0].width * 6, images[0].height * 6), Image.Resampling.BICUBIC)
     for image in images + [big]:  # the 6x photo takes the reducing-gap downscale
         ref = np.asarray(remove(image, session=session, only_mask=True))
         ours = segment.predict_alpha(image, "u2netp", R1)
         assert ours.dtype == np.uint8 and ours.shape == (image.height, image.width)
-        assert _iou(ref, ours) >= 0.99, image.size
+        assert mask_iou(ref, ours) >= 0.99, image.size
         assert (ref >= 128).mean() > 0.02  # a real product mask, not two empty ones
 
 
@@ -144,10 +134,10 @@ def test_int8_remover_loads_through_segment_and_tracks_fp32(int8_model, sample_p
                 home / "models" / segment.INT8 / f"{segment.INT8}.onnx.json")
     monkeypatch.setenv(models.HOME_ENV, str(home))
     scores = []
-    for image in (_rgb(p) for p in sample_paths):
+    for image in (load_rgb(p) for p in sample_paths):
         q = segment.predict_alpha(image, segment.INT8, R1)
         assert q.dtype == np.uint8 and q.shape == (image.height, image.width)
-        scores.append(_iou(segment.predict_alpha(image, "u2netp", R1), q))
+        scores.append(mask_iou(segment.predict_alpha(image, "u2netp", R1), q))
     assert np.mean(scores) >= 0.85 and min(scores) >= 0.5, np.round(scores, 3)
 
 

