@@ -57,6 +57,10 @@ from .locks import CatalogBusy, WriteLock
 
 _CHECK_ROWS = 65_536  # rows checked (finite, unit length) at a time: no temporary as big as the vectors
 
+
+def _finite(x: np.ndarray) -> bool:
+    return all(np.isfinite(x[s:s + _CHECK_ROWS]).all() for s in range(0, len(x), _CHECK_ROWS))
+
 __all__ = ["Added", "Catalog", "CatalogBusy", "Hit", "Item", "ITEM_FIELDS", "HEADER", "FORMAT_VERSION"]
 
 
@@ -131,7 +135,7 @@ class Catalog:
         if not (isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float16) and x.ndim == 2
                 and x.shape[1] == cat.dim and len(x)):
             raise ValueError(f"train must be a float32 or float16 (n, {cat.dim}) array")
-        if not all(np.isfinite(x[s:s + 8192]).all() for s in range(0, len(x), 8192)):
+        if not _finite(x):
             raise ValueError("vectors contain NaN or infinity")
         if kind == "ivfpq":
             index, itq, metric = trained_ivfpq(x, int(n_total), cat.dim, cfg), None, "inner_product"
@@ -259,7 +263,7 @@ class Catalog:
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"vectors must be floating point, got {x.dtype}")
         x = np.ascontiguousarray(x, dtype=np.float32)  # no copy of float32 rows already in one block
-        if not all(np.isfinite(x[s:s + _CHECK_ROWS]).all() for s in range(0, len(x), _CHECK_ROWS)):
+        if not _finite(x):
             raise ValueError("vectors contain NaN or infinity")
         return x
 

@@ -104,6 +104,9 @@ def new_float_index(kind: str, dim: int, cfg: IndexConfig, train: np.ndarray | N
     raise ValueError(f"unknown float index type {kind!r}")
 
 
+_DECODE_BLOCK = 8192  # rows of the float16 training sample decoded at a time (42 MB at 1280-d)
+
+
 def trained_ivfpq(sample: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
     """An empty IVF-PQ index for a catalog of ``n_total`` vectors, trained on ``sample`` (float32 or
     float16 rows) with faiss' own steps: k-means of the coarse centroids on the whole sample, then
@@ -138,9 +141,6 @@ def trained_ivfpq(sample: np.ndarray, n_total: int, dim: int, cfg: IndexConfig):
     inner.is_trained = True
     inner.nprobe = cfg.ivf_nprobe
     return faiss.IndexIDMap2(inner)
-
-
-_DECODE_BLOCK = 8192  # rows of the float16 training sample decoded at a time (42 MB at 1280-d)
 
 
 def binarize(itq, x: np.ndarray) -> np.ndarray:
