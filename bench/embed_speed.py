@@ -4,6 +4,7 @@
     nice .venv/bin/python bench/embed_speed.py --folder ../shared/data/clothing_small/validation --n 256
     nice .venv/bin/python bench/embed_speed.py --threads 0 --batch-sizes 1 8 32
     nice .venv/bin/python bench/embed_speed.py --runtimes onnxruntime/fp32,openvino/fp32,openvino/bf16
+    nice .venv/bin/python bench/embed_speed.py --runtimes auto --models cnn:efficientnet_lite0,cnn:efficientnet_lite0+flip
 
 Runtimes (``--runtime``/``--precision`` values; "onnxruntime" is torch eager for the
 embedder) are timed in alternating rounds; cosine is the per-image minimum against
@@ -40,6 +41,8 @@ def load_images(folder: Path, n: int) -> list[Image.Image]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="embedder name (default: search.config default)")
+    ap.add_argument("--models", default=None,
+                    help="comma list of embedder names timed side by side with every runtime (overrides --model)")
     ap.add_argument("--folder", type=Path, default=ROOT / "sample_images")
     ap.add_argument("--n", type=int, default=48, help="images per measurement")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
@@ -61,12 +64,15 @@ def main(argv: list[str] | None = None) -> None:
 
     images = load_images(args.folder, args.n)
     embs = {}
-    for rt in args.runtimes.split(","):
-        engine, _, precision = rt.partition("/")
-        e = create_embedder(args.model, threads=args.threads,
-                            runtime=RuntimeConfig(runtime=engine, precision=precision or "auto"))
-        embs[f"{e.choice.engine}/{e.choice.precision}"] = e
-    env = {"model": args.model or "default", "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
+    models = args.models.split(",") if args.models else [args.model]
+    for model in models:
+        for rt in args.runtimes.split(","):
+            engine, _, precision = rt.partition("/")
+            e = create_embedder(model, threads=args.threads,
+                                runtime=RuntimeConfig(runtime=engine, precision=precision or "auto"))
+            key = f"{e.choice.engine}/{e.choice.precision}"
+            embs[f"{e.name} {key}" if len(models) > 1 else key] = e
+    env = {"model": args.models or args.model or "default", "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
            "load_avg_1m": round(os.getloadavg()[0], 1), "n_images": len(images), "folder": str(args.folder)}
     print(json.dumps({"env": env}))
     names = list(embs)
@@ -84,14 +90,15 @@ def main(argv: list[str] | None = None) -> None:
                 speed[(k, bs)].append(len(images) / (time.perf_counter() - t0))
                 print(json.dumps({"round": r, "runtime": k, "batch_size": bs,
                                   "images_per_s": round(speed[(k, bs)][-1], 2)}), flush=True)
-    print(f"\n{names[0].split('/')[0]} anchor; {len(images)} images, {args.rounds} alternating rounds, "
+    print(f"\n{names[0]} anchor; {len(images)} images, {args.rounds} alternating rounds, "
           f"{env['cpu']}, load {env['load_avg_1m']}")
-    print(f"{'runtime':<18} {'batch':>5} {'img/s':>8} {'x anchor':>8} {'min cosine':>10}")
+    width = max(18, *map(len, names))
+    print(f"{'runtime':<{width}} {'batch':>5} {'img/s':>8} {'x anchor':>8} {'min cosine':>10}")
     for bs in args.batch_sizes:
         base = statistics.median(speed[(names[0], bs)])
         for k in names:
             v = statistics.median(speed[(k, bs)])
-            print(f"{k:<18} {bs:>5} {v:>8.1f} {v / base:>8.2f} {cos[k]:>10.5f}")
+            print(f"{k:<{width}} {bs:>5} {v:>8.1f} {v / base:>8.2f} {cos[k]:>10.5f}")
     _ = np
 
 

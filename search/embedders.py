@@ -10,6 +10,13 @@ Model names follow one scheme, parsed in one place (``parse_name``)::
     clip:ViT-B-32//home/me/model.pt        ... absolute path (the tag is everything after the first '/')
     clip:ViT-S-32/random                   seeded random init ("none" is an alias): plumbing
                                            tests only, says nothing of retrieval quality
+    cnn:efficientnet_lite0+flip            any of the above + "+flip": mirror-averaged (below)
+
+A ``+flip`` suffix makes the embedding the mean of the model input's and its mirror
+image's embeddings (each L2-normalised, the mean normalised again): a left-right
+symmetric embedding, so a product photographed facing left or right lands in the same
+place. It costs two forward passes a photo. The suffix is part of the canonical name,
+so a catalog records it and its searches and additions embed the same way.
 
 open_clip's own ``hf-hub:org/repo`` names are not part of this scheme: download the
 checkpoint and use its path.
@@ -62,6 +69,7 @@ from .config import DEFAULT_EMBED, EmbedConfig
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_TAGS = ("random", "none")
+FLIP_SUFFIX = "+flip"
 
 
 @runtime_checkable
@@ -89,6 +97,7 @@ class ModelName:
     source: str
     arch: str
     tag: str | None = None  # pretrained tag, checkpoint path (absolute), "random" or None
+    flip: bool = False  # mirror-averaged embedding ("+flip")
 
     @property
     def is_path(self) -> bool:
@@ -99,7 +108,8 @@ class ModelName:
         return self.tag == "random"
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.arch}" + (f"/{self.tag}" if self.tag else "")
+        return (f"{self.source}:{self.arch}" + (f"/{self.tag}" if self.tag else "")
+                + (FLIP_SUFFIX if self.flip else ""))
 
 
 def _looks_like_path(tag: str) -> bool:
@@ -121,18 +131,21 @@ def parse_name(name: str) -> ModelName:
         )
     source, rest = name.strip().split(":", 1)
     source = source.lower()
+    flip = rest.lower().endswith(FLIP_SUFFIX)
+    if flip:
+        rest = rest[:-len(FLIP_SUFFIX)]
     if source not in BACKENDS:
         raise ValueError(f"unknown embedder source {source!r} in {name!r}; known: {', '.join(BACKENDS)}")
     arch, _, tag = rest.partition("/")
     if not _ARCH_RE.match(arch):
         raise ValueError(f"bad architecture {arch!r} in model name {name!r}")
     if not tag:
-        return ModelName(source, arch, None)
+        return ModelName(source, arch, None, flip)
     if _looks_like_path(tag):
         tag = str(Path(tag).expanduser().resolve())
     elif tag.lower() in RANDOM_TAGS:
         tag = "random"
-    return ModelName(source, arch, tag)
+    return ModelName(source, arch, tag, flip)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -170,18 +183,19 @@ def _set_threads(threads: int | None) -> None:
 
 
 class _TorchEmbedder:
-    """Shared batching: preprocess -> stack -> forward -> L2-normalise."""
+    """Shared batching: preprocess -> stack -> forward -> L2-normalise (-> mirror-average)."""
 
     name: str
     dim: int
 
-    def __init__(self, model, preprocess, device: str, batch_size: int) -> None:
+    def __init__(self, model, preprocess, device: str, batch_size: int, flip: bool = False) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval().to(device)
         self.preprocess = preprocess  # PIL RGB image -> (3, H, W) float tensor
         self.device = device
         self.batch_size = batch_size
+        self.flip = flip
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
@@ -195,8 +209,11 @@ class _TorchEmbedder:
             for start in range(0, len(images), self.batch_size):
                 chunk = images[start:start + self.batch_size]
                 batch = torch.stack([self.preprocess(to_rgb(im)) for im in chunk]).to(self.device)
-                feats = self._forward_images(batch).float()
-                feats = torch.nn.functional.normalize(feats, dim=-1)
+                if self.flip:  # the inputs and their mirror images in one pass
+                    batch = torch.cat([batch, batch.flip(-1)])
+                feats = torch.nn.functional.normalize(self._forward_images(batch).float(), dim=-1)
+                if self.flip:
+                    feats = torch.nn.functional.normalize(feats[:len(chunk)] + feats[len(chunk):], dim=-1)
                 out[start:start + len(chunk)] = feats.cpu().numpy()
         return out
 
@@ -295,7 +312,8 @@ class CnnEmbedder(_TorchEmbedder):
         self.name, self.dim = str(name), CNN_ARCHS[name.arch]
         self.choice = runtime_mod.resolve(runtime, "embedder") if device == "cpu" else runtime_mod.Choice(
             runtime_mod.TORCH, runtime_mod.FP32, f"{device}: torch")
-        super().__init__(load_efficientnet_lite0(num_classes=0), cnn_transform(cfg), device, cfg.batch_size)
+        super().__init__(load_efficientnet_lite0(num_classes=0), cnn_transform(cfg), device, cfg.batch_size,
+                         flip=name.flip)
         self.runner = None
         if self.choice.engine == runtime_mod.OPENVINO:
             ir = openvino_model(self.model, self.choice.precision, runtime, cfg.image_size)
@@ -393,7 +411,7 @@ class ClipEmbedder(_TorchEmbedder):
         self.dim = int(open_clip.get_model_config(name.arch)["embed_dim"])
         self.tokenizer = open_clip.get_tokenizer(name.arch)
         self.choice = runtime_mod.Choice(runtime_mod.TORCH, runtime_mod.FP32, "open_clip models run on torch")
-        super().__init__(model, preprocess, device, cfg.batch_size)
+        super().__init__(model, preprocess, device, cfg.batch_size, flip=name.flip)
 
     def _forward_images(self, batch):
         return self.model.encode_image(batch)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from api.settings import ApiSettings
+from search.config import DEFAULT_EMBEDDER
 from badinputs import _png_with_header_size
 from conftest_api import photo_bytes, running_server, sample_names
 
@@ -375,7 +376,7 @@ def test_catalog_add_search_delete_persisted(tmp_path):
     folder = tmp_path / "catalog"  # the server starts an empty catalog here
     with running_server(catalog=str(folder), workers=2, timeout=600) as srv, srv.client() as c:
         ready = c.get("/readyz").json()
-        assert ready["embedder"] == "cnn:efficientnet_lite0" and ready["catalog_items"] == 0
+        assert ready["embedder"] == DEFAULT_EMBEDDER and ready["catalog_items"] == 0
         ids = {}
         for n, name in enumerate(["dress.jpg", "shoes.jpg", "hat.jpg", "pants.jpg"]):
             r = c.post("/v1/catalog/items", data={"sku": f"SKU-{name[:-4]}", "label": name[:-4]},
@@ -392,7 +393,7 @@ def test_catalog_add_search_delete_persisted(tmp_path):
         r = c.post("/v1/search", files={"photo": ("q", photo_bytes("shoes.jpg"))}, data={"k": "3"})
         assert r.status_code == 200, r.text
         res = r.json()
-        assert res["query"] == "image" and res["embedder"] == "cnn:efficientnet_lite0"
+        assert res["query"] == "image" and res["embedder"] == DEFAULT_EMBEDDER
         hits = res["hits"]
         assert len(hits) == 3 and hits[0]["sku"] == "SKU-shoes" and hits[0]["id"] == ids["shoes.jpg"]
         assert hits[0]["score"] > 0.99  # the very photo that was added

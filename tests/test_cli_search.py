@@ -66,6 +66,29 @@ def test_build_refuses_existing_and_search_finds_itself(built):
 
 
 @pytest.mark.slow
+def test_default_flip_catalog_finds_mirrored_photos_and_a_plain_one_records_its_embedder(built, tmp_path):
+    base, shop, flip = built  # built with the default embedder: mirror-averaged
+    assert json.loads((flip / "catalog.json").read_text())["embedder"] == "cnn:efficientnet_lite0+flip"
+    plain = tmp_path / "plain"
+    res = CliRunner().invoke(catalog_group, ["build", str(shop), "--out", str(plain), "--index", "flat",
+                                             "--embedder", "cnn:efficientnet_lite0"])
+    assert res.exit_code == 0, res.output
+    assert "cnn:efficientnet_lite0," in res.output  # the summary names the catalog's embedder
+    with Image.open(shop / "dress.jpg") as im:
+        ImageOps.mirror(im).save(tmp_path / "dress-mirrored.png")
+
+    def top(catalog):
+        out = CliRunner().invoke(search_cmd, [str(catalog), str(tmp_path / "dress-mirrored.png"), "--json"])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output)[0]
+
+    # each catalog's searches embed the way its header says: for +flip the mirror image is nearly the photo
+    flipped, unflipped = top(flip), top(plain)
+    assert flipped["sku"] == unflipped["sku"] == "dress"
+    assert flipped["score"] > 0.99 > unflipped["score"]
+
+
+@pytest.mark.slow
 def test_add_skips_known_photos_and_takes_folder_labels(built, tmp_path):
     base, shop, cat = built
     new = tmp_path / "new"

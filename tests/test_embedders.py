@@ -1,12 +1,13 @@
 """search.embedders: name parsing, preprocessing helpers, the offline CNN and open_clip plumbing."""
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from hygiene.models import ModelError
 from search import Embedder, create_embedder, parse_name
@@ -33,6 +34,19 @@ def test_parse_name(name, source, arch, tag, tmp_path, monkeypatch):
     else:
         assert parsed.tag == tag
     assert parse_name(str(parsed)) == parsed  # canonical names parse to themselves
+
+
+@pytest.mark.parametrize("name, plain", [
+    ("cnn:efficientnet_lite0+flip", "cnn:efficientnet_lite0"),
+    ("CNN:efficientnet_lite0+FLIP", "cnn:efficientnet_lite0"),
+    ("clip:ViT-B-32/laion2b_s34b_b79k+flip", "clip:ViT-B-32/laion2b_s34b_b79k"),
+    ("clip:ViT-S-32/none+flip", "clip:ViT-S-32/random"),
+])
+def test_parse_name_flip_suffix(name, plain):
+    parsed = parse_name(name)
+    assert parsed.flip and parsed == dataclasses.replace(parse_name(plain), flip=True)
+    assert str(parsed) == plain + "+flip" and parse_name(str(parsed)) == parsed
+    assert not parse_name(plain).flip
 
 
 def test_relative_checkpoint_path_resolves_against_cwd(tmp_path, monkeypatch):
@@ -111,6 +125,23 @@ def test_cnn_shape_norm_and_batching(cnn, samples):
         cnn.embed_text(["a red dress"])
     with pytest.raises(TypeError, match="PIL image"):
         cnn.embed([np.zeros((4, 4, 3))])
+
+
+@pytest.mark.slow
+def test_flip_embedding_is_the_mean_of_the_photo_and_its_mirror(cnn, samples):
+    flip = create_embedder("cnn:efficientnet_lite0+flip", device="cpu", batch_size=4)
+    assert flip.name == "cnn:efficientnet_lite0+flip" and flip.dim == cnn.dim
+    # square 256 px: the centre crop (224) is symmetric, so mirroring the photo mirrors the model input
+    ims = [im.resize((256, 256), Image.BICUBIC) for im in samples[:6]]
+    mirrored = [ImageOps.mirror(im) for im in ims]
+    v = flip.embed(ims)  # 6 photos in batches of 4: 8 and 4 forward passes
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    plain, plain_m = cnn.embed(ims), cnn.embed(mirrored)
+    expected = (plain + plain_m) / np.linalg.norm(plain + plain_m, axis=1, keepdims=True)
+    np.testing.assert_allclose(v, expected, atol=2e-4)
+    np.testing.assert_allclose(flip.embed(mirrored), v, atol=2e-4)  # left-right symmetric
+    # ... which the plain embedding is not: a mirrored photo moves by far more than that tolerance
+    assert (1 - (plain * plain_m).sum(1)).min() > 5e-3
 
 
 def _degrade(im: Image.Image) -> Image.Image:
