@@ -4,7 +4,7 @@
     nice .venv/bin/python bench/embed_speed.py --folder ../shared/data/clothing_small/validation --n 256
     nice .venv/bin/python bench/embed_speed.py --threads 0 --batch-sizes 1 8 32
     nice .venv/bin/python bench/embed_speed.py --runtimes onnxruntime/fp32,openvino/fp32,openvino/bf16
-    nice .venv/bin/python bench/embed_speed.py --runtimes auto --models cnn:efficientnet_lite0,cnn:efficientnet_lite0+flip
+    .venv/bin/python bench/embed_speed.py --runtimes auto --models cnn:efficientnet_lite0,cnn:efficientnet_lite0+flip
 
 Runtimes (``--runtime``/``--precision`` values; "onnxruntime" is torch eager for the
 embedder) are timed in alternating rounds; cosine is the per-image minimum against
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
                                 runtime=RuntimeConfig(runtime=engine, precision=precision or "auto"))
             key = f"{e.choice.engine}/{e.choice.precision}"
             embs[f"{e.name} {key}" if len(models) > 1 else key] = e
-    env = {"model": args.models or args.model or "default", "torch_threads": torch.get_num_threads(), "cpu": cpu_name(),
+    env = {"model": args.models or args.model or "default", "torch_threads": torch.get_num_threads(),
+           "cpu": cpu_name(),
            "load_avg_1m": round(os.getloadavg()[0], 1), "n_images": len(images), "folder": str(args.folder)}
     print(json.dumps({"env": env}))
     names = list(embs)
