@@ -125,7 +125,7 @@ def catalog_group():
 @_label_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Catalog folder.")
 @click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True,
-              help="source:arch[/tag]; append +flip for a mirror-averaged embedding (two passes a photo).")
+              help="source:arch[/tag]; append +flip for a mirror-averaged embedding (twice the model work).")
 @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
               help="FAISS index; auto picks by catalog size.")
 @_lock_timeout_option

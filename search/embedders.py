@@ -15,8 +15,9 @@ Model names follow one scheme, parsed in one place (``parse_name``)::
 A ``+flip`` suffix makes the embedding the mean of the model input's and its mirror
 image's embeddings (each L2-normalised, the mean normalised again): a left-right
 symmetric embedding, so a product photographed facing left or right lands in the same
-place. It costs two forward passes a photo. The suffix is part of the canonical name,
-so a catalog records it and its searches and additions embed the same way.
+place. It doubles the model's work a photo (the mirror images ride in the same
+forward pass). The suffix is part of the canonical name, so a catalog records it
+and its searches and additions embed the same way.
 
 open_clip's own ``hf-hub:org/repo`` names are not part of this scheme: download the
 checkpoint and use its path.

@@ -134,7 +134,7 @@ def test_flip_embedding_is_the_mean_of_the_photo_and_its_mirror(cnn, samples):
     # square 256 px: the centre crop (224) is symmetric, so mirroring the photo mirrors the model input
     ims = [im.resize((256, 256), Image.BICUBIC) for im in samples[:6]]
     mirrored = [ImageOps.mirror(im) for im in ims]
-    v = flip.embed(ims)  # 6 photos in batches of 4: 8 and 4 forward passes
+    v = flip.embed(ims)  # 6 photos in batches of 4: two model calls, of 8 and 4 inputs
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     plain, plain_m = cnn.embed(ims), cnn.embed(mirrored)
     expected = (plain + plain_m) / np.linalg.norm(plain + plain_m, axis=1, keepdims=True)
