@@ -49,9 +49,30 @@ def undecided_share(alpha: np.ndarray, cfg: GateConfig = GateConfig()) -> float:
     return undecided / (undecided + solid) if undecided + solid else 1.0
 
 
+def is_pair(labels: np.ndarray, a: int, b: int, areas: np.ndarray, cfg: GateConfig = GateConfig()) -> bool:
+    """Are connected components ``a`` and ``b`` (labels of ``labels``; ``areas`` indexed by
+    label) a matched pair, one product in two pieces (a pair of shoes side by side)?
+    Their areas are within ``cfg.pair_min_area_ratio`` and their outlines within
+    ``cfg.pair_max_shape_distance`` (Hu-moment distance, blind to mirroring and scale)."""
+    if cfg.pair_min_area_ratio <= 0:
+        return False
+    small, large = sorted((int(areas[a]), int(areas[b])))
+    if small < cfg.pair_min_area_ratio * large:
+        return False
+    outlines = []
+    for i in (a, b):
+        found, _ = cv2.findContours((labels == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        outlines.append(max(found, key=cv2.contourArea))
+    return cv2.matchShapes(outlines[0], outlines[1], cv2.CONTOURS_MATCH_I1, 0) <= cfg.pair_max_shape_distance
+
+
 def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
                  alpha_refined: np.ndarray | None = None) -> dict:
-    """Cheap statistics of an alpha mask (plain floats/ints, JSON-serialisable)."""
+    """Cheap statistics of an alpha mask (plain floats/ints, JSON-serialisable).
+
+    ``blobs`` counts the separate pieces of the mask (specks under
+    ``cfg.min_blob_share`` of the largest left out); ``objects`` counts products:
+    the same, except that two blobs forming a matched pair (``is_pair``) are one."""
     _check(alpha, "alpha")
     h, w = alpha.shape
     solid = alpha >= cfg.solid
@@ -63,12 +84,16 @@ def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
         "undecided": undecided_share(alpha, cfg),
         "fg_share": n_solid / (h * w),
         "border_touch": float(np.count_nonzero(solid & border) / max(1, np.count_nonzero(border))),
-        "objects": 0, "main_share": 0.0, "solidity": 0.0, "refine_iou": 1.0,
+        "objects": 0, "blobs": 0, "main_share": 0.0, "solidity": 0.0, "refine_iou": 1.0,
     }
     if n_solid:
-        n, _, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        sig["objects"] = int(np.count_nonzero(areas >= cfg.min_blob_share * areas.max()))
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
+        areas = stats[:, cv2.CC_STAT_AREA].copy()
+        areas[0] = 0  # label 0 is the background
+        counted = np.flatnonzero(areas >= cfg.min_blob_share * areas.max())
+        sig["blobs"] = sig["objects"] = int(counted.size)
+        if counted.size == 2 and is_pair(labels, int(counted[0]), int(counted[1]), areas, cfg):
+            sig["objects"] = 1
         sig["main_share"] = float(areas.max() / n_solid)
         ys, xs = np.nonzero(solid)
         box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)

@@ -110,7 +110,13 @@ class GateConfig:
     min_fg_share: float = 0.0  # product area / frame area
     max_fg_share: float = 0.80
     max_border_touch: float = 0.10  # share of the frame ring covered by product
-    max_objects: int = 1  # separate blobs
+    max_objects: int = 1  # separate products (blobs; a matched pair of blobs counts as one)
+    # a matched pair (a pair of shoes, earrings, gloves shot side by side) is one product:
+    # exactly two blobs whose areas are within this ratio (smaller / larger) ...
+    pair_min_area_ratio: float = 0.8  # 0 = never count two blobs as one product
+    # ... and whose outlines have nearly the same shape: cv2.matchShapes (Hu moments, method
+    # I1; a blob and its mirror image score ~0, unrelated shapes mostly 0.2-2)
+    pair_max_shape_distance: float = 0.2
     min_main_share: float = 0.0  # largest blob / all product pixels
     min_solidity: float = 0.0  # product area / its box area
     min_refine_iou: float = 0.0  # IoU(model mask, refined mask); 0 = not used

