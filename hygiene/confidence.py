@@ -49,21 +49,36 @@ def undecided_share(alpha: np.ndarray, cfg: GateConfig = GateConfig()) -> float:
     return undecided / (undecided + solid) if undecided + solid else 1.0
 
 
+def pieces(solid: np.ndarray, cfg: GateConfig = GateConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, area by label, counted labels) of a boolean product mask: the connected
+    pieces (8-connected; label 0 is the background, area 0), counted when at least
+    ``cfg.min_blob_share`` of the largest piece (specks are not counted)."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0
+    return labels, areas, np.flatnonzero(areas >= cfg.min_blob_share * max(1, areas.max()))
+
+
+def outline_distance(labels: np.ndarray, a: int, b: int) -> float:
+    """Hu-moment distance (cv2.matchShapes, method I1) between the outer outlines of
+    pieces ``a`` and ``b``: ~0 for a shape and its mirror image or a scaled copy."""
+    outlines = []
+    for i in (a, b):
+        found, _ = cv2.findContours((labels == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        outlines.append(max(found, key=cv2.contourArea))
+    return float(cv2.matchShapes(outlines[0], outlines[1], cv2.CONTOURS_MATCH_I1, 0))
+
+
 def is_pair(labels: np.ndarray, a: int, b: int, areas: np.ndarray, cfg: GateConfig = GateConfig()) -> bool:
-    """Are connected components ``a`` and ``b`` (labels of ``labels``; ``areas`` indexed by
-    label) a matched pair, one product in two pieces (a pair of shoes side by side)?
-    Their areas are within ``cfg.pair_min_area_ratio`` and their outlines within
-    ``cfg.pair_max_shape_distance`` (Hu-moment distance, blind to mirroring and scale)."""
+    """Are pieces ``a`` and ``b`` (of ``pieces``) a matched pair, one product in two
+    pieces (a pair of shoes side by side)? Their areas are within
+    ``cfg.pair_min_area_ratio`` and their outlines within ``cfg.pair_max_shape_distance``."""
     if cfg.pair_min_area_ratio <= 0:
         return False
     small, large = sorted((int(areas[a]), int(areas[b])))
     if small < cfg.pair_min_area_ratio * large:
         return False
-    outlines = []
-    for i in (a, b):
-        found, _ = cv2.findContours((labels == i).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        outlines.append(max(found, key=cv2.contourArea))
-    return cv2.matchShapes(outlines[0], outlines[1], cv2.CONTOURS_MATCH_I1, 0) <= cfg.pair_max_shape_distance
+    return outline_distance(labels, a, b) <= cfg.pair_max_shape_distance
 
 
 def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
@@ -87,10 +102,7 @@ def mask_signals(alpha: np.ndarray, cfg: GateConfig = GateConfig(),
         "objects": 0, "blobs": 0, "main_share": 0.0, "solidity": 0.0, "refine_iou": 1.0,
     }
     if n_solid:
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(solid.astype(np.uint8), connectivity=8)
-        areas = stats[:, cv2.CC_STAT_AREA].copy()
-        areas[0] = 0  # label 0 is the background
-        counted = np.flatnonzero(areas >= cfg.min_blob_share * areas.max())
+        labels, areas, counted = pieces(solid, cfg)
         sig["blobs"] = sig["objects"] = int(counted.size)
         if counted.size == 2 and is_pair(labels, int(counted[0]), int(counted[1]), areas, cfg):
             sig["objects"] = 1
