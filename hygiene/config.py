@@ -115,7 +115,9 @@ class GateConfig:
     # exactly two blobs whose areas are within this ratio (smaller / larger) ...
     pair_min_area_ratio: float = 0.8  # 0 = never count two blobs as one product
     # ... and whose outlines have nearly the same shape: cv2.matchShapes (Hu moments, method
-    # I1; a blob and its mirror image score ~0, unrelated shapes mostly 0.2-2)
+    # I1; a blob and its mirror image score ~0). Both values set by hand, not fitted;
+    # ``python -m bench.gate_pairs`` lists what they take. Two like items cut out of a
+    # shelf pass this test too: the other rules have to refuse those masks.
     pair_max_shape_distance: float = 0.2
     min_main_share: float = 0.0  # largest blob / all product pixels
     min_solidity: float = 0.0  # product area / its box area
