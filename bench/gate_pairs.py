@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.segmentation import cached_alpha
 from hygiene.config import CleanConfig
-from hygiene.confidence import assess, is_pair, outline_distance, pieces
+from hygiene.confidence import assess, outline_distance, pieces
 
 
 def photo_sets(names: list[str], train_limit: int) -> dict[str, list[tuple[Path, str]]]:
@@ -56,15 +56,15 @@ def two_piece_rows(model: str, sets: dict[str, list[tuple[Path, str]]]) -> list[
     for set_name, items in sets.items():
         for path, label in items:
             alpha = cached_alpha(path, model)
-            labels, areas, counted = pieces(alpha >= gate.solid, gate)
-            if counted.size != 2:
-                continue
-            a, b = int(counted[0]), int(counted[1])
             verdict = assess(np.zeros((*alpha.shape, 3), np.uint8), alpha, None, gate)  # reads the mask only
+            if verdict.signals["blobs"] != 2:
+                continue
+            labels, areas, counted = pieces(alpha >= gate.solid, gate)
+            a, b = int(counted[0]), int(counted[1])
             rows.append({"set": set_name, "label": label, "path": str(path),
                          "area_ratio": round(min(areas[a], areas[b]) / max(areas[a], areas[b]), 3),
                          "outline_distance": round(outline_distance(labels, a, b), 3),
-                         "pair": is_pair(labels, a, b, areas, gate),
+                         "pair": verdict.signals["objects"] == 1,  # the gate's own pair decision
                          "gate_passed": verdict.passed, "reasons": verdict.reasons})
     return rows
 
