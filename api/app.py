@@ -94,8 +94,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             return errors.error_json(503, "not_ready", detail, {"Retry-After": str(settings.retry_after)})
         if keys and not key_matches(request.headers.get(KEY_HEADER, "").encode(), keys):
             return JSONResponse({"status": "ready"})
+        removers = settings.clean_config()  # "cascade" named as its two removers
         return JSONResponse(Ready(
-            status="ready", model=settings.model,
+            status="ready", model=removers.model, fallback_model=removers.fallback_model,
             embedder=getattr(engine.embedder, "name", None), catalog_items=engine.catalog_size(),
             pool=pool.stats()).model_dump())
 

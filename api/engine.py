@@ -71,7 +71,10 @@ class Engine:
         try:
             from hygiene import segment
 
-            segment.get_session(self.settings.model, self.settings.runtime)
+            removers = self.settings.clean_config()  # "cascade" resolved to its two removers
+            for name in (removers.model, removers.fallback_model):
+                if name:
+                    segment.get_session(name, self.settings.runtime)
             if self.settings.catalog:
                 self._open_catalog(Path(self.settings.catalog))
             if self.settings.warmup:
@@ -110,7 +113,7 @@ class Engine:
 
         photo = Image.new("RGB", (96, 96), (230, 230, 230))
         photo.paste((40, 90, 160), (24, 24, 72, 72))
-        clean(photo, CleanConfig(model=self.settings.model, size=128, runtime=self.settings.runtime))
+        clean(photo, self.settings.clean_config(size=128))
         if self.embedder is not None:
             self.embedder.embed([photo])
 

@@ -73,8 +73,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
     def clean_config(preset: Preset, fill: float | None, size: int | None,
                      transparent: bool = False) -> CleanConfig:
         try:
-            return CleanConfig(preset=preset.value, model=settings.model, fill=fill, size=size,
-                               transparent=transparent, runtime=settings.runtime)
+            return settings.clean_config(preset=preset.value, fill=fill, size=size, transparent=transparent)
         except ValueError as exc:
             raise ApiError(422, "invalid_option", _line(exc)) from None
 
@@ -145,7 +144,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
             query = "text"
         else:
             data = await read_photo(photo)
-            config = CleanConfig(preset=settings.preset, model=settings.model, runtime=settings.runtime) if clean else None
+            config = settings.clean_config(preset=settings.preset) if clean else None
             hits = await run(engine.search_image, data, k, config)
             query = "image"
         return SearchResponse(query=query, embedder=engine.embedder.name,
@@ -172,7 +171,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
         except ValueError as exc:
             raise ApiError(422, "invalid_text", _line(exc)) from None
         data = await read_photo(photo)
-        config = CleanConfig(preset=settings.preset, model=settings.model, runtime=settings.runtime) if clean else None
+        config = settings.clean_config(preset=settings.preset) if clean else None
         item = await catalog_call(engine.add_item, data, sku, label, config)
         if not item.pop("added"):
             response.status_code = 200
@@ -204,7 +203,8 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
             except models.ModelError as exc:
                 info["reason"] = _line(exc)
             rows.append(info)
-        return ModelList(server_model=settings.model, models=rows)
+        removers = settings.clean_config()
+        return ModelList(server_model=removers.model, server_fallback_model=removers.fallback_model, models=rows)
 
     async def catalog_call(fn, *args):
         """``run`` for catalog writes: another process writing too long is a 503."""

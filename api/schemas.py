@@ -90,6 +90,8 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     server_model: str = Field(description="the remover this server cleans with")
+    server_fallback_model: str = Field("", description="its second remover for the cut-outs the gate does "
+                                       "not trust (\"\" = none)")
     models: list[ModelInfo]
 
 
@@ -100,6 +102,7 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str
     model: str | None = Field(None, description="only without keys, or with a valid key")
+    fallback_model: str | None = Field(None, description="second remover (\"\" = none); as `model`")
     embedder: str | None = None
     catalog_items: int | None = None
     pool: dict[str, int] | None = None

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from hygiene.config import DEFAULT_PRESET, LoadLimits, RuntimeConfig
+from hygiene.config import DEFAULT_PRESET, CleanConfig, LoadLimits, RuntimeConfig
 
 ENV_PREFIX = "SHELFREADY_API_"
 
@@ -40,6 +40,9 @@ class ApiSettings(BaseSettings):
     catalog: str | None = None  # catalog folder (created empty if it holds none); None = 409s
     embedder: str | None = None  # embedder of a catalog started by the server; None = search's default
     model: str = "u2netp"  # background remover loaded at start-up
+    # second remover for the cut-outs the gate does not trust ("" = none; model "cascade"
+    # brings its own), loaded at start-up too (hygiene.config.CleanConfig.fallback_model)
+    fallback_model: str = ""
     preset: str = DEFAULT_PRESET  # preset used when a request names none
     workers: int = 0  # inference threads; 0 = one per core
     # onnxruntime intra-op threads per call; 0 = all cores, with spinning off (bench/api_load.py,
@@ -131,6 +134,10 @@ class ApiSettings(BaseSettings):
         """Each call may use every core, with spinning off, so concurrent calls share them."""
         return RuntimeConfig(runtime=self.model_runtime, precision=self.precision,
                              threads=self.ort_threads, spin=False)
+
+    def clean_config(self, **options) -> CleanConfig:
+        """The cleanup settings of a request: this server's removers and runtime plus ``options``."""
+        return CleanConfig(model=self.model, fallback_model=self.fallback_model, runtime=self.runtime, **options)
 
     @property
     def capacity(self) -> int:

@@ -25,6 +25,9 @@ _D = ApiSettings.model_construct()  # the defaults, without reading the environm
                    "if it holds none [none: those answer 409].")
 @click.option("--embedder", default=None, help="Embedder of a newly started catalog [search's default].")
 @click.option("--model", default=None, help=f"Background remover [{_D.model}].")
+@click.option("--fallback-model", default=None, metavar="NAME",
+              help="Second remover, loaded at start-up, for the photos whose cut-out the gate does not "
+                   "trust, e.g. u2net [none; isnet-imgly with --model cascade].")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="Inference threads [0 = one per core].")
 @click.option("--queue", type=click.IntRange(0, 100_000), default=None,
@@ -48,7 +51,7 @@ _D = ApiSettings.model_construct()  # the defaults, without reading the environm
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default=None, help=f"[{_D.log_level}]")
 @functools.partial(runtime_flags, default=None)
-def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_body_mb, read_timeout,
+def serve(host, port, catalog, embedder, model, fallback_model, workers, queue, timeout, max_body_mb, read_timeout,
           max_connections, memory_budget_mb, api_keys_file, cors_origins, log_level, runtime, precision):
     """Serve the HTTP API and the uploader page (http://HOST:PORT/, docs at /docs).
 
@@ -58,7 +61,8 @@ def serve(host, port, catalog, embedder, model, workers, queue, timeout, max_bod
 
     try:
         settings = ApiSettings.from_env(
-            host=host, port=port, catalog=catalog, embedder=embedder, model=model, workers=workers, queue=queue,
+            host=host, port=port, catalog=catalog, embedder=embedder, model=model, fallback_model=fallback_model,
+            workers=workers, queue=queue,
             timeout=timeout, read_timeout=read_timeout, max_connections=max_connections,
             memory_budget_mb=memory_budget_mb, keys_file=api_keys_file, cors_origins=tuple(cors_origins),
             log_level=log_level, model_runtime=runtime, precision=precision,

@@ -73,3 +73,23 @@ def test_batch_with_u2net_behind_u2netp_names_each_photos_model(u2net_path, pant
     assert rows == {"pants-blanket.jpg": ("cleaned", "u2net"), "tshirt-flat.jpg": ("cleaned", "u2netp")}
     assert (summary["settings"]["model"], summary["settings"]["fallback_model"]) == ("u2netp", "u2net")
     assert (src / "pants-blanket.jpg").read_bytes() == pants_blanket_path.read_bytes()  # original untouched
+
+
+@pytest.mark.slow
+def test_server_with_a_fallback_model_loads_both_and_names_the_one_used(u2net_path, pants_blanket_path,
+                                                                         tshirt_path):
+    from api.schemas import REPORT_HEADER
+    from conftest_api import running_server
+
+    with running_server(fallback_model="u2net", workers=1) as server, server.client() as client:
+        ready = client.get("/readyz").json()
+        assert (ready["model"], ready["fallback_model"]) == ("u2netp", "u2net")
+        listing = client.get("/v1/models").json()
+        assert (listing["server_model"], listing["server_fallback_model"]) == ("u2netp", "u2net")
+        u2net_row = next(m for m in listing["models"] if m["name"] == "u2net")
+        assert u2net_row["installed"] and u2net_row["opt_in"] and u2net_row["licence"].startswith("Apache-2.0")
+        for path, model in ((pants_blanket_path, "u2net"), (tshirt_path, "u2netp")):
+            r = client.post("/v1/clean", files={"photo": (path.name, path.read_bytes())}, data={"size": "512"})
+            assert r.status_code == 200, r.text
+            summary = json.loads(r.headers[REPORT_HEADER])
+            assert (summary["status"], summary["model"]) == ("cleaned", model), path.name
