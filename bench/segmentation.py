@@ -12,7 +12,9 @@
 Predicted masks are binarised at alpha >= 128. Model masks are cached on disk
 (``/tmp/shelfready-masks/<model>/<sha1 of file>.png``) so re-runs only time
 the refine step; the model step is timed on the photos that were not cached,
-or on ``--time-model N`` photos re-run in the same process for the ratio.
+or on ``--time-model N`` photos re-run in the same process for the ratio; on
+those photos ``--anchor`` (default u2netp) runs beside ``--model``, alternating,
+and ``model_over_anchor`` is the median of the per-photo time ratios.
 
 The same module holds the small data helpers the other bench scripts share
 (``load_rgb``, ``cached_alpha``, ``DATA``).
@@ -122,7 +124,7 @@ def iou(pred: np.ndarray, fg: np.ndarray, scored: np.ndarray) -> float:
 # ------------------------------------------------------------------------ bench
 
 def run(sets: list[str], limit: int | None, model: str, margin: float,
-        time_model: int, out: Path | None) -> dict:
+        time_model: int, out: Path | None, anchor: str = "") -> dict:
     from hygiene.confidence import GateConfig, assess
     from hygiene.refine import RefineConfig, refine_alpha
 
@@ -172,6 +174,8 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
             t0 = time.perf_counter()
             predict_alpha(pil, model, RuntimeConfig(threads=1))
             model_times.append(time.perf_counter() - t0)
+    if anchor and anchor != model and time_model:
+        results.update(anchor_ratio(sets, model, anchor, time_model))
     if model_times:
         results["model_s_median"] = round(float(np.median(model_times)), 4)
         results["refine_s_median"] = round(float(np.median(refine_times)), 4)
@@ -185,6 +189,29 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
     return results
 
 
+def anchor_ratio(sets: list[str], model: str, anchor: str, n: int) -> dict:
+    """``model``'s time a photo over ``anchor``'s, the two run side by side on the same ``n``
+    photos (order alternated, one thread each, sessions started untimed): median of the
+    per-photo ratios."""
+    from hygiene.segment import predict_alpha
+
+    photos = [img for name in sets for img, _ in (grabcut_items() if name == "grabcut" else coco_items())][:n]
+    rt = RuntimeConfig(threads=1)
+    first = Image.fromarray(load_rgb(photos[0]))
+    for m in (model, anchor):
+        predict_alpha(first, m, rt)
+    secs: dict[str, list[float]] = {model: [], anchor: []}
+    for k, img in enumerate(photos):
+        pil = Image.fromarray(load_rgb(img))
+        for m in ((model, anchor) if k % 2 == 0 else (anchor, model)):
+            t0 = time.perf_counter()
+            predict_alpha(pil, m, rt)
+            secs[m].append(time.perf_counter() - t0)
+    ratio = np.array(secs[model]) / np.array(secs[anchor])
+    return {"anchor": anchor, "anchor_s_median": round(float(np.median(secs[anchor])), 4),
+            "model_over_anchor": round(float(np.median(ratio)), 2), "timed_photos": len(photos)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="grabcut,coco")
@@ -193,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--margin", type=float, default=0.10, help="COCO box margin, share of box side")
     ap.add_argument("--time-model", type=int, default=10,
                     help="re-run the model on N photos in this run for the speed ratio")
+    ap.add_argument("--anchor", default="u2netp",
+                    help="time this model beside --model on the --time-model photos, for the ratio")
     ap.add_argument("--out", type=Path, default=None, help="write per-image JSON here")
     args = ap.parse_args(argv)
-    res = run(args.sets.split(","), args.limit, args.model, args.margin, args.time_model, args.out)
+    res = run(args.sets.split(","), args.limit, args.model, args.margin, args.time_model, args.out, args.anchor)
     json.dump(res, sys.stdout, indent=1)
     print()
     return 0
