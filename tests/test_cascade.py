@@ -172,7 +172,9 @@ def test_a_refused_speck_mask_keeps_the_whole_photo(strong_present, dev_data):
     path = dev_data / "grocery_store/dataset/train/Fruit/Apple/Pink-Lady/Pink-Lady_006.jpg"
     with Image.open(path) as im:
         photo = ImageOps.exif_transpose(im).convert("RGB")
-    got = clean(photo, CleanConfig(model=CASCADE))
+    # the reference engine: on a CPU with native bf16, auto runs IS-Net in bf16, whose mask of
+    # this photo is empty rather than a speck (refused all the same)
+    got = clean(photo, CleanConfig(model=CASCADE, runtime=RuntimeConfig(runtime="onnxruntime", precision="fp32")))
     assert got.model == STRONG and got.status == "needs_review"
     ys, xs = np.nonzero(got.mask >= 128)
     assert xs.size and max(np.ptp(xs), np.ptp(ys)) + 1 < 0.1 * min(photo.size)  # the mask is a speck

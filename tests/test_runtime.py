@@ -37,16 +37,20 @@ def test_resolve(cfg, kind, caps, engine, precision):
 
 def test_auto_bf16_only_for_models_with_a_passing_bf16_path():
     assert runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "u2netp").precision == BF16
-    other = runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "isnet-imgly")
+    isnet = runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "isnet-imgly")
+    assert (isnet.engine, isnet.precision) == (OPENVINO, BF16) and "mixed" not in isnet.reason  # plain bf16
+    assert runtime.resolve(RuntimeConfig(), "remover", AVX2_CPU, "isnet-imgly").precision == FP32
+    other = runtime.resolve(RuntimeConfig(), "remover", BF16_CPU, "u2net")
     assert other.precision == FP32 and "accuracy guard" in other.reason
     # asked for explicitly, bf16 runs for any remover
-    assert runtime.resolve(RuntimeConfig(precision="bf16"), "remover", BF16_CPU, "isnet-imgly").precision == BF16
+    assert runtime.resolve(RuntimeConfig(precision="bf16"), "remover", BF16_CPU, "u2net").precision == BF16
 
 
 def test_fingerprint_resolves_for_the_configured_model(monkeypatch):
     monkeypatch.setattr(runtime, "detect", lambda: BF16_CPU)
     assert '"precision": "bf16"' in CleanConfig(model="u2netp").fingerprint()
-    assert '"precision": "fp32"' in CleanConfig(model="isnet-imgly").fingerprint()
+    assert '"precision": "bf16"' in CleanConfig(model="isnet-imgly").fingerprint()
+    assert '"precision": "fp32"' in CleanConfig(model="u2net").fingerprint()
 
 
 def test_bf16_fallback_says_why():
