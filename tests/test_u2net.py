@@ -24,11 +24,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_masks_equal_rembgs_own(u2net_path, sample_paths, pants_blanket_path):
+def test_masks_equal_rembgs_own(u2net_path, sample_paths, pants_blanket_path, monkeypatch):
     """Our session on the verified file gives rembg's own `remove(..., only_mask=True)`."""
     from rembg import new_session, remove
 
-    theirs_session = new_session("u2net")  # finds the same file where rembg looks: no download
+    monkeypatch.delenv("U2NET_HOME", raising=False)  # rembg looks in <REMBG_HOME>/models/u2net/
+    monkeypatch.setenv("REMBG_HOME", str(u2net_path.parents[2]))
+    theirs_session = new_session("u2net")  # finds the same file (md5 known to rembg): no download
     for path in [pants_blanket_path, *sample_paths[:2]]:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
