@@ -72,9 +72,8 @@ class Engine:
             from hygiene import segment
 
             removers = self.settings.clean_config()  # "cascade" resolved to its two removers
-            for name in (removers.model, removers.fallback_model):
-                if name:
-                    segment.get_session(name, self.settings.runtime)
+            for name in (removers.model, *removers.fallback_models):
+                segment.get_session(name, self.settings.runtime)
             if self.settings.catalog:
                 self._open_catalog(Path(self.settings.catalog))
             if self.settings.warmup:

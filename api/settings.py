@@ -41,7 +41,8 @@ class ApiSettings(BaseSettings):
     embedder: str | None = None  # embedder of a catalog started by the server; None = search's default
     model: str = "u2netp"  # background remover loaded at start-up
     # second remover for the cut-outs the gate does not trust ("" = none; model "cascade"
-    # brings its own), loaded at start-up too (hygiene.config.CleanConfig.fallback_model)
+    # brings its own; a comma-separated chain is tried in turn), loaded at start-up too
+    # (hygiene.config.CleanConfig.fallback_model)
     fallback_model: str = ""
     preset: str = DEFAULT_PRESET  # preset used when a request names none
     workers: int = 0  # inference threads; 0 = one per core

@@ -27,7 +27,8 @@ def parser(description: str, out: str) -> argparse.ArgumentParser:
                    help="comma-separated query/catalog variants of raw, clean, fused (e.g. fused/fused)")
     p.add_argument("--model", default=None, help="remover, e.g. cascade [hygiene default]")
     p.add_argument("--fallback-model", default=None,
-                   help="second remover for the cut-outs the gate does not trust, e.g. u2net [none]")
+                   help="second remover for the cut-outs the gate does not trust, e.g. u2net, or a "
+                        "comma-separated chain tried in turn, e.g. isnet-imgly,u2net [none]")
     p.add_argument("--view", choices=["white", "grey", "blur"], default=None,
                    help="background the embedder sees of a cleaned photo in clean/fused variants "
                         "[search.config.ViewConfig]; a variant may name its own, e.g. clean:blur@0.95")

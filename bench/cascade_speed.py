@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = photos(args.set, args.every)
     from hygiene import segment
 
-    for name in (cascade.model, cascade.fallback_model):  # both removers' sessions, before any timing
+    for name in (cascade.model, *cascade.fallback_models):  # every remover's session, before any timing
         segment.get_session(name, rt)
     warm = load_image(paths[0])
     for cfg in configs.values():

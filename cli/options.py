@@ -49,8 +49,9 @@ def clean_options(func):
                   help=f"Background remover: u2netp (offline default), {_CLEAN.cascade[1]} (opt-in, AGPL-3.0 "
                        f"weights), {CASCADE} ({_CLEAN.cascade[0]} first, {_CLEAN.cascade[1]} only for photos "
                        "the gate does not trust), or any rembg model name.")
-    @click.option("--fallback-model", default=_CLEAN.fallback_model, metavar="NAME",
-                  help="Second remover for the photos whose cut-out the gate does not trust "
+    @click.option("--fallback-model", default=_CLEAN.fallback_model, metavar="NAME[,NAME]",
+                  help="Second remover for the photos whose cut-out the gate does not trust; several, "
+                       "comma-separated, are tried in turn until one's cut-out passes "
                        f"[none; {_CLEAN.cascade[1]} with --model {CASCADE}].")
     @click.option("--fill", type=click.FloatRange(0.1, 1.0), default=None,
                   help="Share of the canvas the product's longer side fills [preset's].")

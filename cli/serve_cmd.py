@@ -25,9 +25,10 @@ _D = ApiSettings.model_construct()  # the defaults, without reading the environm
                    "if it holds none [none: those answer 409].")
 @click.option("--embedder", default=None, help="Embedder of a newly started catalog [search's default].")
 @click.option("--model", default=None, help=f"Background remover [{_D.model}].")
-@click.option("--fallback-model", default=None, metavar="NAME",
+@click.option("--fallback-model", default=None, metavar="NAME[,NAME]",
               help="Second remover, loaded at start-up, for the photos whose cut-out the gate does not "
-                   "trust, e.g. u2net [none; isnet-imgly with --model cascade].")
+                   "trust, e.g. u2net; several, comma-separated, are tried in turn "
+                   "[none; isnet-imgly with --model cascade].")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="Inference threads [0 = one per core].")
 @click.option("--queue", type=click.IntRange(0, 100_000), default=None,

@@ -217,7 +217,8 @@ class CleanConfig:
     preset: str = DEFAULT_PRESET
     model: str = "u2netp"  # or "cascade" (= cascade[0] with fallback_model cascade[1])
     # second remover, run only on photos whose first cut-out the gate does not trust;
-    # "" = none. Opt-in: the strong remover's weights are AGPL-3.0.
+    # "" = none. Opt-in: the strong remover's weights are AGPL-3.0. A comma-separated
+    # chain ("isnet-imgly,u2net") tries each in turn until one's cut-out passes its gate.
     fallback_model: str = ""
     cascade: tuple[str, str] = ("u2netp", "isnet-imgly")  # (fast, strong) of model="cascade"
     fill: float | None = None
@@ -238,8 +239,11 @@ class CleanConfig:
         if self.model == CASCADE:  # resolved here so every caller (CLI, API, benches) agrees
             object.__setattr__(self, "model", self.cascade[0])
             object.__setattr__(self, "fallback_model", self.fallback_model or self.cascade[1])
-        if self.fallback_model == self.model:
-            object.__setattr__(self, "fallback_model", "")
+        chain: list[str] = []
+        for name in (n.strip() for n in self.fallback_model.split(",")):
+            if name and name != self.model and name not in chain:
+                chain.append(name)
+        object.__setattr__(self, "fallback_model", ",".join(chain))
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if self.fill is not None and not 0.1 <= self.fill <= 1.0:
@@ -248,6 +252,11 @@ class CleanConfig:
             raise ValueError(f"size must be between 64 and 10000 px, got {self.size}")
         if self.max_upscale < 1.0:
             raise ValueError(f"max_upscale must be >= 1.0, got {self.max_upscale}")
+
+    @property
+    def fallback_models(self) -> tuple[str, ...]:
+        """The removers tried in turn after ``model`` (``fallback_model`` split)."""
+        return tuple(self.fallback_model.split(",")) if self.fallback_model else ()
 
     def gate_for(self, model: str) -> GateConfig:
         """The gate that judges ``model``'s masks: its own from ``model_gates``, else ``gate``.

@@ -125,14 +125,19 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig(), alpha: np.nda
     timings["mask"] = time.perf_counter() - t
 
     cascade = None
-    if reasons and config.fallback_model and source != "input-alpha":
-        cascade = {"first_model": source, "first_reasons": reasons,
-                   "first_score": gate.score if gate is not None else None,
-                   "fallback_model": config.fallback_model}
+    for fallback in config.fallback_models if source != "input-alpha" else ():
+        if not reasons:  # this remover's cut-out is trusted: the chain stops here
+            break
+        if cascade is None:
+            cascade = {"first_model": source, "first_reasons": reasons,
+                       "first_score": gate.score if gate is not None else None,
+                       "fallback_model": config.fallback_model}
+        else:  # a chain: each refused remover after the first, with its reasons
+            cascade.setdefault("refused", []).append({"model": source, "reasons": reasons})
         t = time.perf_counter()
-        raw_alpha = segment.predict_alpha(image.convert("RGB"), config.fallback_model, config.runtime)
-        source = config.fallback_model
-        timings["segment_fallback"] = time.perf_counter() - t
+        raw_alpha = segment.predict_alpha(image.convert("RGB"), fallback, config.runtime)
+        source = fallback
+        timings["segment_fallback"] = timings.get("segment_fallback", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         alpha, box, gate, reasons = _judge(rgb, raw_alpha, source, config)
         timings["mask"] += time.perf_counter() - t

@@ -122,7 +122,8 @@ def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
     and returns the first one's session."""
     if name == CASCADE:
         cascade = CleanConfig(model=CASCADE)
-        get_session(cascade.fallback_model, runtime)
+        for fallback in cascade.fallback_models:
+            get_session(fallback, runtime)
         return get_session(cascade.model, runtime)
     choice = runtime_mod.resolve(runtime, "remover", model=name)
     key = (name, runtime, choice, str(models.rembg_home()))

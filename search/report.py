@@ -314,7 +314,8 @@ def _models_used(ev: Evaluation, cc: dict) -> str:
             if p.get("model"):
                 counts[p["model"]] = counts.get(p["model"], 0) + 1
         made = ", ".join(f"{m}: {n}" for m, n in sorted(counts.items()))
-        text += f" then {cc['fallback_model']} for cut-outs the gate did not trust (query masks by {made})"
+        chain = ", then ".join(cc["fallback_model"].split(","))
+        text += f" then {chain} for cut-outs the gate did not trust (query masks by {made})"
     return text
 
 

@@ -26,6 +26,11 @@ def test_cascade_name_resolves_in_the_config():
     assert CleanConfig(model=CASCADE, fallback_model="u2net").fallback_model == "u2net"
     assert CleanConfig(model="u2netp", fallback_model="u2netp").fallback_model == ""  # no self-cascade
     assert CleanConfig().fallback_model == ""  # the AGPL model is never used unless asked for
+    chain = CleanConfig(fallback_model=" isnet-imgly , u2net,isnet-imgly,u2netp,")
+    assert chain.fallback_model == "isnet-imgly,u2net"  # a chain: in order, once each, never the first model
+    assert chain.fallback_models == ("isnet-imgly", "u2net") and CleanConfig().fallback_models == ()
+    assert chain.fingerprint() == CleanConfig(fallback_model="isnet-imgly,u2net").fingerprint()
+    assert chain.fingerprint() != CleanConfig(fallback_model="u2net,isnet-imgly").fingerprint()
     assert c.fingerprint() != CleanConfig().fingerprint()
 
 
