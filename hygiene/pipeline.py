@@ -8,8 +8,10 @@ harder to find than the raw one; the crop alone never measured worse.
 With ``config.fallback_model`` (``model="cascade"``) the fast remover runs first
 and only a photo whose cut-out the gate does not trust is segmented again with
 the strong one; that mask is whitened if the gate passes it, else it gives the
-safe crop. ``CleanResult.model`` names the remover whose mask was used, and
-``report["cascade"]`` what the first one gave.
+safe crop. A chain (``fallback_model="isnet-imgly,u2net"``) tries each in turn
+until one's cut-out passes its gate. ``CleanResult.model`` names the remover whose
+mask was used, ``report["cascade"]`` what the first one gave and, in a chain, which
+of the others were refused and why.
 """
 from __future__ import annotations
 
