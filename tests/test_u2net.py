@@ -16,11 +16,7 @@ from PIL import Image
 from cli.main import cli
 from hygiene import clean, segment
 from hygiene.config import CleanConfig
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a >= 128, b >= 128
-    return float((a & b).sum() / max(1, (a | b).sum()))
+from mask_helpers import mask_iou
 
 
 @pytest.mark.slow
@@ -37,7 +33,7 @@ def test_masks_equal_rembgs_own(u2net_path, sample_paths, pants_blanket_path, mo
         ours = segment.predict_alpha(rgb, "u2net")
         theirs = np.asarray(remove(rgb, session=theirs_session, only_mask=True).convert("L"))
         assert ours.shape == theirs.shape == (rgb.height, rgb.width)
-        assert _iou(ours, theirs) >= 0.99, path.name
+        assert mask_iou(ours, theirs) >= 0.99, path.name
         assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 2.0, path.name
 
 
