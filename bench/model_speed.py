@@ -1,9 +1,10 @@
-"""Model-only speed and mask agreement of u2netp variants (fp32, int8, input size).
+"""Model-only speed and mask agreement of u2netp / u2net variants (fp32, int8, input size, bf16).
 
     python bench/model_speed.py latency --rounds 10        # one session.run, per variant x threads
     python bench/model_speed.py layout --per-proc 8        # photos/s of P processes x T threads
     python bench/model_speed.py iou --clothing 100 --grocery 50
     python bench/model_speed.py stages --clothing 20 --grocery 10   # where bf16 moves the mask
+    python bench/model_speed.py iou --model u2net --variants fp32,ov,ovbf16   # the full U^2-Net
     python bench/model_speed.py all
 
 Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_int8,
@@ -15,7 +16,9 @@ hygiene/ov_ir.py that OpenVINO runs in the product: static input, f32 / bf16 wit
 nodes in fp32; ``ovmix`` is what ``auto`` runs on a native-bf16 CPU), ``daz`` (fp32 with
 onnxruntime's denormals-as-zero). ``stages`` measures, per U^2-Net stage, the mask IoU when only
 that stage runs in bf16 (the rest fp32), then none in fp32, then the shipped recipe: how the
-recipe was found.
+recipe was found; ``--keep en1+de1`` adds a row with those stages in fp32 and the rest in bf16.
+``--model u2net`` runs the same on the full U^2-Net (same graph layout and preprocessing as
+u2netp, more channels; ``fp32``, ``ov``, ``ovbf16``, ``ovir``/``ovmix`` when it has a recipe).
 Every timing is taken interleaved with its anchor (fp32) in the same run; medians
 are printed with the ratio to fp32, wall and CPU time (CPU time is steadier on a
 shared machine).
@@ -80,20 +83,24 @@ def resized_model(work: Path, size: int) -> Path:
     return dst
 
 
-def variant_file(name: str, work: Path) -> tuple[Path, int]:
+def variant_file(name: str, work: Path, model: str = "u2netp") -> tuple[Path, int]:
     base, _, size = name.partition("@")
     size = int(size or 320)
     if base in ("ov", "ovbf16", "daz"):
-        return models.verify("u2netp"), size
+        return models.verify(model), size
     if base in ("ovir", "ovmix"):
-        return ov_ir.prepared_ir("u2netp", models.verify("u2netp"), work / "ov"), 320
+        if model not in ov_ir.RECIPES:
+            raise ValueError(f"{model} has no recipe in hygiene/ov_ir.py: use ov / ovbf16")
+        return ov_ir.prepared_ir(model, models.verify(model), work / "ov"), 320
+    if model != "u2netp" and (base != "fp32" or size != 320):
+        raise ValueError(f"variant {name!r} is built for u2netp only")
     if base == "int8":
         if size != 320:
             raise ValueError("int8 is built for 320x320 only")
         return int8_path(work), 320
     if base != "fp32":
         raise ValueError(f"unknown variant {name!r}")
-    return (models.verify("u2netp") if size == 320 else resized_model(work, size)), size
+    return (models.verify(model) if size == 320 else resized_model(work, size)), size
 
 
 class _OpenVinoSession:
@@ -155,11 +162,11 @@ def sample_photo() -> Image.Image:
 
 
 # ---------------------------------------------------------------- latency
-def latency(variants: list[str], threads: list[int], rounds: int, work: Path) -> list[dict]:
+def latency(variants: list[str], threads: list[int], rounds: int, work: Path, model: str = "u2netp") -> list[dict]:
     photo = sample_photo()
     runs = {}
     for v in variants:
-        path, size = variant_file(v, work)
+        path, size = variant_file(v, work, model)
         x = model_input(photo, size)
         for t in threads:
             s = make_session(path, t, v)
@@ -210,10 +217,11 @@ def _layout_once(variant: str, path: Path, size: int, procs: int, threads: int, 
     return procs * n / wall, max(rss)
 
 
-def layout(variants: list[str], shapes: list[tuple[int, int]], per_proc: int, rounds: int, work: Path) -> list[dict]:
+def layout(variants: list[str], shapes: list[tuple[int, int]], per_proc: int, rounds: int, work: Path,
+           model: str = "u2netp") -> list[dict]:
     """Model-only throughput ceiling of each processes x threads shape (alternating rounds)."""
     res: dict = {}
-    files = {v: variant_file(v, work) for v in variants}
+    files = {v: variant_file(v, work, model) for v in variants}
     for _ in range(rounds):
         for v in variants:
             for procs, threads in shapes:
@@ -246,12 +254,13 @@ def iou(a: np.ndarray, b: np.ndarray, thr: int = 128) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def iou_table(variants: list[str], clothing: int, grocery: int, work: Path) -> list[dict]:
+def iou_table(variants: list[str], clothing: int, grocery: int, work: Path, model: str = "u2netp") -> list[dict]:
     from hygiene import segment
 
     photos = dev_photos(clothing, grocery)
-    ref_session = segment.get_session("u2netp", RuntimeConfig(runtime="onnxruntime", precision="fp32"))
-    sessions = {v: (make_session(variant_file(v, work)[0], 0, v), variant_file(v, work)[1]) for v in variants}
+    ref_session = segment.get_session(model, RuntimeConfig(runtime="onnxruntime", precision="fp32"))
+    files = {v: variant_file(v, work, model) for v in variants}
+    sessions = {v: (make_session(path, 0, v), size) for v, (path, size) in files.items()}
     scores = {v: {"clothing": [], "grocery": []} for v in variants}
     for path in photos:
         with Image.open(path) as im:
@@ -274,7 +283,8 @@ _STAGES = [("en1", 0), ("en2", 14), ("en3", 26), ("en4", 36), ("en5", 44), ("en6
 
 
 def stage_map(model) -> dict[str, str]:
-    """Every compute node of u2netp's static model -> its U^2-Net stage (by the conv it follows)."""
+    """Every compute node of a U^2-Net static model (u2netp or u2net: same layout) -> its stage
+    (by the conv it follows)."""
     import re
 
     layers = [(o.get_friendly_name(), o.get_type_name()) for o in model.get_ordered_ops()
@@ -289,19 +299,27 @@ def stage_map(model) -> dict[str, str]:
     return out
 
 
-def stages(clothing: int, grocery: int, work: Path) -> list[dict]:
-    """Mask IoU vs fp32 when only one stage runs in bf16; then all in bf16; then the shipped recipe."""
+def stages(clothing: int, grocery: int, work: Path, model: str = "u2netp", keep: tuple[str, ...] = ()) -> list[dict]:
+    """Mask IoU vs fp32 when only one stage runs in bf16; then all in bf16; then the shipped recipe
+    (if the model has one); then each ``keep`` set of stages ("en1+de1") in fp32, the rest in bf16."""
     from hygiene import segment
 
-    src = models.verify("u2netp")
+    src = models.verify(model)
     where = stage_map(ov_ir._static_model(src, 320))
-    recipe = ov_ir.RECIPES["u2netp"]
     sets = {f"only {s} in bf16": tuple(n for n, st in where.items() if st != s) for s, _ in _STAGES}
     sets["all in bf16"] = ()
-    sets["recipe (4 nodes fp32)"] = recipe.keep_fp32
+    if model in ov_ir.RECIPES:
+        recipe = ov_ir.RECIPES[model]
+        sets[f"recipe ({len(recipe.keep_fp32)} nodes fp32)"] = recipe.keep_fp32
+    for stage_set in keep:
+        names = stage_set.split("+")
+        unknown = set(names) - {s for s, _ in _STAGES}
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; stages are {[s for s, _ in _STAGES]}")
+        sets[f"{stage_set} in fp32"] = tuple(n for n, st in where.items() if st in names)
     photos = [(p, "sample") for p in sorted(SAMPLES.glob("*.jpg"))] + [
         (p, "clothing" if "clothing_small" in str(p) else "grocery") for p in dev_photos(clothing, grocery)]
-    ref_session = segment.get_session("u2netp", RuntimeConfig(runtime="onnxruntime", precision="fp32"))
+    ref_session = segment.get_session(model, RuntimeConfig(runtime="onnxruntime", precision="fp32"))
     images, refs = [], []
     for path, group in photos:
         with Image.open(path) as im:
@@ -309,8 +327,8 @@ def stages(clothing: int, grocery: int, work: Path) -> list[dict]:
         images.append((image, group))
         refs.append(np.asarray(ref_session.predict(image)[0]))
     rows = []
-    for i, (label, keep) in enumerate(sets.items()):
-        ir = ov_ir.write_ir(src, ov_ir.Recipe(320, keep), work / "ov" / f"u2netp-stages-{i}.xml", strict=False)
+    for i, (label, kept) in enumerate(sets.items()):
+        ir = ov_ir.write_ir(src, ov_ir.Recipe(320, kept), work / "ov" / f"{model}-stages-{i}.xml", strict=False)
         session = _OpenVinoSession(ir, 0, "bf16")
         scores: dict[str, list[float]] = {}
         for (image, group), ref in zip(images, refs):
@@ -330,6 +348,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["latency", "layout", "iou", "stages", "all"])
     ap.add_argument("--variants", default="fp32,int8,fp32@288,fp32@256")
+    ap.add_argument("--model", choices=["u2netp", "u2net"], default="u2netp")
+    ap.add_argument("--keep", action="append", default=[], help="stages kept in fp32 (stages), e.g. en1+de1")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--per-proc", type=int, default=8)
@@ -342,17 +362,17 @@ def main(argv=None) -> int:
     variants = a.variants.split(",")
     out = {}
     if a.what in ("latency", "all"):
-        out["latency"] = latency(variants, [int(t) for t in a.threads.split(",")], a.rounds, a.work)
+        out["latency"] = latency(variants, [int(t) for t in a.threads.split(",")], a.rounds, a.work, a.model)
         show("model-only latency (median; ratios vs first variant, same threads)", out["latency"])
     if a.what in ("layout", "all"):
-        out["layout"] = layout(variants[:2], [(1, 2), (2, 1)], a.per_proc, max(1, a.rounds // 4), a.work)
+        out["layout"] = layout(variants[:2], [(1, 2), (2, 1)], a.per_proc, max(1, a.rounds // 4), a.work, a.model)
         show("model-only throughput by processes x threads (ratio vs first row)", out["layout"])
     if a.what in ("iou", "all"):
-        out["iou"] = iou_table([v for v in variants if v != "fp32"], a.clothing, a.grocery, a.work)
-        show("mask IoU vs rembg fp32 at alpha>=128", out["iou"])
+        out["iou"] = iou_table([v for v in variants if v != "fp32"], a.clothing, a.grocery, a.work, a.model)
+        show(f"{a.model}: mask IoU vs rembg fp32 at alpha>=128", out["iou"])
     if a.what == "stages":
-        out["stages"] = stages(a.clothing, a.grocery, a.work)
-        show("mask IoU vs rembg fp32 at alpha>=128, u2netp on OpenVINO, bf16 where named", out["stages"])
+        out["stages"] = stages(a.clothing, a.grocery, a.work, a.model, tuple(a.keep))
+        show(f"mask IoU vs rembg fp32 at alpha>=128, {a.model} on OpenVINO, bf16 where named", out["stages"])
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0
