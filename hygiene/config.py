@@ -218,8 +218,7 @@ class CleanConfig:
     model: str = "u2netp"  # or "cascade" (= cascade[0] with fallback_model cascade[1])
     # second remover, run only on photos whose first cut-out the gate does not trust;
     # "" = none. Opt-in: the strong remover's weights are AGPL-3.0. A comma-separated
-    # chain ("isnet-imgly,u2net") tries each in turn until one's cut-out passes its gate;
-    # when none passes, the photo gets the first remover's own result (its safe crop).
+    # chain ("isnet-imgly,u2net") tries each in turn until one's cut-out passes its gate.
     fallback_model: str = ""
     cascade: tuple[str, str] = ("u2netp", "isnet-imgly")  # (fast, strong) of model="cascade"
     fill: float | None = None

@@ -7,13 +7,11 @@ harder to find than the raw one; the crop alone never measured worse.
 
 With ``config.fallback_model`` (``model="cascade"``) the fast remover runs first
 and only a photo whose cut-out the gate does not trust is segmented again with
-the strong one; that mask is whitened if the gate passes it. A chain
-(``fallback_model="isnet-imgly,u2net"``) tries each in turn until one's cut-out
-passes its gate. When none does, the photo gets the first remover's safe crop,
-exactly as without the cascade: a fallback only ever adds a trusted cut-out (the
-crop around a refused IS-Net mask measured worse than u2netp's on shelf photos).
-``CleanResult.model`` names the remover whose mask was used, ``report["cascade"]``
-what the first one gave and which fallbacks were refused, and why.
+the strong one; that mask is whitened if the gate passes it, else it gives the
+safe crop. A chain (``fallback_model="isnet-imgly,u2net"``) tries each in turn
+until one's cut-out passes its gate. ``CleanResult.model`` names the remover whose
+mask was used, ``report["cascade"]`` what the first one gave and, in a chain, which
+of the others were refused and why.
 """
 from __future__ import annotations
 
@@ -129,7 +127,6 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig(), alpha: np.nda
     timings["mask"] = time.perf_counter() - t
 
     cascade = None
-    first = (raw_alpha, source, gate, reasons)
     for fallback in config.fallback_models if source != "input-alpha" else ():
         if not reasons:  # this remover's cut-out is trusted: the chain stops here
             break
@@ -137,6 +134,8 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig(), alpha: np.nda
             cascade = {"first_model": source, "first_reasons": reasons,
                        "first_score": gate.score if gate is not None else None,
                        "fallback_model": config.fallback_model}
+        else:  # a chain: each refused remover after the first, with its reasons
+            cascade.setdefault("refused", []).append({"model": source, "reasons": reasons})
         t = time.perf_counter()
         raw_alpha = segment.predict_alpha(image.convert("RGB"), fallback, config.runtime)
         source = fallback
@@ -144,10 +143,6 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig(), alpha: np.nda
         t = time.perf_counter()
         alpha, box, gate, reasons = _judge(rgb, raw_alpha, source, config)
         timings["mask"] += time.perf_counter() - t
-        if reasons:  # each refused fallback, with its reasons
-            cascade.setdefault("refused", []).append({"model": source, "reasons": reasons})
-    if reasons and cascade is not None:  # no fallback trusted: the first remover's own result
-        raw_alpha, source, gate, reasons = first
 
     t = time.perf_counter()
     if reasons:
