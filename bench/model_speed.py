@@ -349,7 +349,7 @@ def main(argv=None) -> int:
     ap.add_argument("what", choices=["latency", "layout", "iou", "stages", "all"])
     ap.add_argument("--variants", default="fp32,int8,fp32@288,fp32@256")
     ap.add_argument("--model", choices=["u2netp", "u2net"], default="u2netp")
-    ap.add_argument("--keep", action="append", default=[], help="stages kept in fp32 (stages), e.g. en1+de1")
+    ap.add_argument("--keep", action="append", default=[], help="with `stages`: stages kept in fp32, the rest in bf16, e.g. en1+de1 (repeatable)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--per-proc", type=int, default=8)

@@ -52,7 +52,7 @@ _OV_PRECISION = {FP32: "f32", BF16: "bf16"}
 # verdict on all 86, 0.47x the time. EfficientNet-Lite0 in bf16 gave cosine 0.998
 # (bound 0.999), so the embedder stays fp32 unless bf16 is asked for. The full u2net in
 # plain bf16: grocery mask IoU down to 0.451 (13 of 50 below 0.98); its error is spread over
-# the stages (en1, en2, en3 or de1 alone in bf16 each move a grocery mask below 0.97), and even
+# the stages (en1, en2, en3 or de1 alone in bf16 each take a grocery mask to 0.97 or below), and even
 # en1+en2+de1+de2 kept in fp32 leave a grocery photo at 0.939 (bench/model_speed.py --model u2net):
 # no cheap mixed recipe, so u2net stays fp32.
 AUTO_BF16 = {"remover": frozenset({"u2netp", "isnet-imgly"}), "embedder": frozenset()}
