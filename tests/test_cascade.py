@@ -35,9 +35,9 @@ def test_cascade_name_resolves_in_the_config():
 
 
 @pytest.fixture(scope="module")
-def strong_present():
+def strong_present(isnet_path):
+    """The cascade's weights: the opt-in strong remover (``isnet_path`` skips without it) and u2netp."""
     try:
-        models.verify(STRONG)
         models.verify("u2netp")
     except models.ModelError as exc:
         pytest.skip(f"cascade weights absent ({exc})")
