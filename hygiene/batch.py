@@ -52,6 +52,10 @@ class BatchJob:
     limits: LoadLimits = LoadLimits()
     batch: BatchConfig = BatchConfig()
 
+    def __post_init__(self) -> None:
+        # a transparent cut-out is written as png when jpg was asked for (the name and the bytes agree)
+        object.__setattr__(self, "output", self.output.for_transparency(self.clean.transparent))
+
     def fingerprint(self) -> str:
         """Settings key: every setting that shapes an output, plus the hygiene code version."""
         output = {k: v for k, v in self.output.__dict__.items() if k != "save_mask"}  # a file beside, same pixels
@@ -62,8 +66,7 @@ class BatchJob:
     def out_path(self, rel: Path) -> Path:
         from .io import output_suffix
 
-        fmt = "png" if self.clean.transparent and self.output.format == "jpg" else self.output.format
-        return self.out_dir / rel.with_suffix(output_suffix(fmt))
+        return self.out_dir / rel.with_suffix(output_suffix(self.output.format))
 
 
 def mask_path(output: Path) -> Path:

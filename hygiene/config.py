@@ -300,6 +300,10 @@ class OutputConfig:
         if self.format not in ("jpg", "png", "webp"):
             raise ValueError(f"format must be jpg, png or webp, got {self.format!r}")
 
+    def for_transparency(self, transparent: bool) -> "OutputConfig":
+        """The config a transparent result is written with: jpg has no alpha, so png; png/webp stay."""
+        return dataclasses.replace(self, format="png") if transparent and self.format == "jpg" else self
+
 
 @dataclass(frozen=True)
 class BatchConfig:

@@ -99,26 +99,52 @@ def _chunks(path: Path, rows: int, columns: tuple[str, ...] = COLUMNS) -> Iterat
         pool.release_unused()
 
 
+def _list_storage(vec):
+    """The vector column as an Arrow list array of numbers, whatever layout wrote it: Ray's
+    tensor extension (its storage is a list), fixed_size_list (pandas/pyarrow, Ray with a fixed
+    shape), list or large_list (Spark's array<float>)."""
+    import pyarrow as pa
+
+    if isinstance(vec.type, pa.ExtensionType):
+        vec = vec.storage
+    if not (pa.types.is_list(vec.type) or pa.types.is_large_list(vec.type)
+            or pa.types.is_fixed_size_list(vec.type)):
+        raise EngineError(f"vector column has type {vec.type}: need a list of numbers per row")
+    return vec
+
+
+def _vectors(path: Path, vec) -> tuple[np.ndarray, np.ndarray]:
+    """(has, (n, d) float32) from one vector column: ``has`` whether a row has a vector; rows
+    without one (null) are zeros. Every vector must have the same length."""
+    import pyarrow.compute as pc
+
+    vec = _list_storage(vec)
+    has = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    if vec.null_count:
+        vec = vec.filter(vec.is_valid())
+    n = len(vec)
+    lengths = pc.list_value_length(vec).to_numpy(zero_copy_only=False) if n else np.zeros(0)
+    if n and lengths.min() != lengths.max():
+        raise EngineError(f"{path}: vectors of different lengths ({int(lengths.min())} to {int(lengths.max())})")
+    dim = int(lengths[0]) if n else 0
+    values = vec.flatten()
+    if values.null_count:
+        raise EngineError(f"{path}: a vector holds a null value")
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if n == len(has):
+        return has, flat.reshape(n, dim)
+    full = np.zeros((len(has), dim), dtype=np.float32)
+    if n:
+        full[has] = flat.reshape(n, dim)
+    return has, full
+
+
 def _columns(path: Path, batch, names: list[str]) -> dict:
     """One record batch as the column dict ``_chunks`` yields."""
     cols = {n: batch.column(n) for n in names}
     vec = cols.pop("vector")
     out = {n: c.to_pylist() for n, c in cols.items()}
-    has = np.asarray(vec.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    if vec.null_count:
-        vec = vec.filter(vec.is_valid())
-    flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    n = int(has.sum())
-    dim = len(flat) // n if n else 0
-    if n and dim * n != len(flat):
-        raise EngineError(f"{path}: vectors of different lengths")
-    if n == len(has):
-        full = flat.reshape(n, dim)
-    else:
-        full = np.zeros((len(has), dim), dtype=np.float32)
-        if n:
-            full[has] = flat.reshape(n, dim)
-    out["vector"] = full
+    has, out["vector"] = _vectors(path, vec)
     errors = out.get("error")
     failed = [isinstance(e, str) and bool(e) for e in errors] if errors is not None else None
     out["valid"] = has & ~np.array(failed, dtype=bool) if failed is not None else has

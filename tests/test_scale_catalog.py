@@ -162,6 +162,65 @@ def test_small_auto_build_is_exact_and_matches_an_in_memory_catalog(tmp_path):
     assert got == want
 
 
+def _vector_column(layout: str, rows: list):
+    """``rows`` (float32 lists, None for a missing vector) as the Arrow column ``layout`` writes:
+    Spark's array<float> (list), large_list, pandas'/pyarrow's fixed_size_list, Ray's tensor extension."""
+    if layout == "list":
+        return pa.array(rows, type=pa.list_(pa.float32()))
+    if layout == "large_list":
+        return pa.array(rows, type=pa.large_list(pa.float32()))
+    if layout == "float64_list":  # Spark's array<double>
+        return pa.array(rows, type=pa.list_(pa.float64()))
+    fixed = pa.array(rows, type=pa.list_(pa.float32(), DIM))
+    if layout == "fixed_size_list":
+        return fixed
+    ext = pytest.importorskip("ray.data.extensions", reason="Ray's tensor type needs ray (shelfready[ray])")
+    full = ext.ArrowTensorArray.from_numpy(np.asarray([r or [0.0] * DIM for r in rows], dtype=np.float32))
+    if not any(r is None for r in rows):
+        return full
+    storage = pa.array(rows, type=full.storage.type)  # Ray's own type, its storage with null rows
+    return pa.ExtensionArray.from_storage(full.type, storage)
+
+
+LAYOUTS = ("list", "large_list", "float64_list", "fixed_size_list", "ray_tensor")
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["full", "with-nulls"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_vectors_are_read_in_every_arrow_layout(tmp_path, layout, nulls):
+    x = _vectors(40, seed=3)
+    missing = {5, 17} if nulls else set()
+    rows = [None if i in missing else x[i].tolist() for i in range(len(x))]
+    column = _vector_column(layout, rows)
+    if layout == "ray_tensor" and not nulls:
+        assert type(column).__name__ == "ArrowTensorArray"  # what `catalog build --engine ray` writes
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    table = pa.table({"id": list(range(len(x))), "sku": [f"sku{i}" for i in range(len(x))],
+                      "label": ["l"] * len(x), "path": [f"/p/{i}.jpg" for i in range(len(x))],
+                      "content_hash": [f"h{i}" for i in range(len(x))], "vector": column})
+    pq.write_table(table, folder / "part-0.parquet")
+    built = build_from_parquet(folder, tmp_path / "cat", embedder="test:random", index_type="flat")
+    assert built.added == len(x) - len(missing)
+    cat = Catalog.open(tmp_path / "cat")
+    kept = [i for i in range(len(x)) if i not in missing]
+    hits = cat.search(x[kept], k=1)
+    assert [h[0].path for h in hits] == [f"/p/{i}.jpg" for i in kept]
+    assert np.allclose([h[0].score for h in hits], 1.0, atol=1e-5)  # the very vectors, not a neighbour
+
+
+def test_vectors_of_different_lengths_are_one_line_errors(tmp_path):
+    from scale import EngineError
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    x = _vectors(3)
+    column = pa.array([x[0].tolist(), x[1][:10].tolist(), x[2].tolist()], type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"path": ["a", "b", "c"], "vector": column}), folder / "part-0.parquet")
+    with pytest.raises(EngineError, match=r"part-0.parquet: vectors of different lengths \(10 to 64\)"):
+        build_from_parquet(folder, tmp_path / "cat", embedder="test:random", index_type="flat")
+
+
 def test_from_parquet_cli_needs_the_embedder_name(tmp_path):
     _write_shards(tmp_path / "shards", _vectors(10))
     proc = run([sys.executable, "-m", "cli", "catalog", "build", "--from-parquet", str(tmp_path / "shards"),
@@ -174,21 +233,25 @@ def test_from_parquet_cli_needs_the_embedder_name(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_build_equals_the_local_build(tmp_path, sample_paths):
+@pytest.mark.parametrize("broken", [False, True], ids=["good-photos", "one-broken"])
+def test_ray_build_equals_the_local_build(tmp_path, sample_paths, broken):
+    """With good photos only Ray writes its tensor type (a broken photo's null makes it a plain list)."""
     src = tmp_path / "photos"
-    src.mkdir()
-    for p in sample_paths[:6]:
-        shutil.copy(p, src / p.name)
-    (src / "broken.jpg").write_bytes(b"not an image")
-    local = run([sys.executable, "-m", "cli", "catalog", "build", str(src), "--out", str(tmp_path / "local")])
-    ray = run([sys.executable, "-m", "cli", "catalog", "build", str(src), "--out", str(tmp_path / "ray"),
-               "--engine", "ray", "--quiet"])
-    assert local.returncode == ray.returncode == 1  # the broken photo, reported the same way
+    for i, p in enumerate(sample_paths[:6]):  # labels from folders, as README's example
+        (src / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, src / f"class{i % 3}" / p.name)
+    if broken:
+        (src / "class0" / "broken.jpg").write_bytes(b"not an image")
+    args = [sys.executable, "-m", "cli", "catalog", "build", str(src), "--labels-from-folders", "--out"]
+    local = run([*args, str(tmp_path / "local")])
+    ray = run([*args, str(tmp_path / "ray"), "--engine", "ray", "--quiet"])
+    assert local.returncode == ray.returncode == int(broken), ray.stderr[-3000:]  # the broken photo, alike
+    assert "Traceback" not in ray.stderr
     assert local.stdout.splitlines()[-1].replace("local", "ray") == ray.stdout.splitlines()[-1]
     assert [ln for ln in ray.stderr.splitlines() if ln.startswith("error:")] == [
         ln for ln in local.stderr.splitlines() if ln.startswith("error:")]
     shards = sorted((tmp_path / "ray-shards").glob("*.parquet"))
-    assert shards and json.loads((tmp_path / "ray-shards" / SIDECAR).read_text())["rows"] == 7
+    assert shards and json.loads((tmp_path / "ray-shards" / SIDECAR).read_text())["rows"] == 6 + broken
     table = pq.read_table(shards[0])
     assert set(table.column_names) >= {"id", "sku", "label", "path", "content_hash", "vector"}
     a, b = Catalog.open(tmp_path / "local"), Catalog.open(tmp_path / "ray")
@@ -196,7 +259,7 @@ def test_ray_build_equals_the_local_build(tmp_path, sample_paths):
     def items(cat):
         return sorted((it.path, it.sku, it.label, it.content_hash) for it in map(cat.get, cat.ids()))
 
-    assert items(a) == items(b)
+    assert items(a) == items(b) and len(items(a)) == 6
     from hygiene.io import load_image
     from search import create_embedder
 
