@@ -49,16 +49,27 @@ def test_refine_agreement_is_measured():
 
 
 def test_score_is_half_at_the_threshold_and_monotone():
+    """A 34-row product with an undecided strip under it: 6 rows give exactly max_undecided
+    (720 / (720 + 4080) = 0.15), the pass line, where the score is 0.5 and the gate passes;
+    one row more fails below 0.5, one row fewer passes above it; more rows, lower scores."""
     cfg = GateConfig()
+    assert cfg.max_undecided == 0.15  # the strip heights below are chosen for this threshold
     rgb = np.zeros((100, 200, 3), np.uint8)
-    scores = []
-    for undecided_rows in (0, 10, 30):
+    results = {}
+    for undecided_rows in (0, 2, 5, 6, 7, 10, 30):
         a = blank()
-        a[20:60, 40:160] = 255
-        a[60:60 + undecided_rows, 40:160] = 100
-        scores.append(assess(rgb, a, None, cfg).score)
-    assert scores[0] >= scores[1] >= scores[2]
-    assert scores[0] >= 0.5
+        a[20:54, 40:160] = 255
+        a[54:54 + undecided_rows, 40:160] = 100
+        results[undecided_rows] = assess(rgb, a, None, cfg)
+    at = results[6]
+    assert at.signals["undecided"] == cfg.max_undecided
+    assert at.score == 0.5 and at.passed and at.reasons == []
+    assert results[5].passed and results[5].score > 0.5
+    assert not results[7].passed and results[7].score < 0.5
+    assert any("mask is unsure" in r for r in results[7].reasons)
+    scores = [results[n].score for n in sorted(results)]
+    assert all(a >= b for a, b in zip(scores, scores[1:])), scores
+    assert scores[0] > scores[-1] and len(set(scores)) >= 5, scores
 
 
 def test_disabled_gate_passes_everything():

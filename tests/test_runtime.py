@@ -82,13 +82,24 @@ def test_fingerprint_records_what_runs_not_auto():
     assert CleanConfig(runtime=same).fingerprint() == fp
 
 
-def test_detect_reads_this_cpu():
+def test_detect_reads_this_cpu(monkeypatch):
+    """On every CPU (AVX2-only ones too): native bf16 exactly when the kernel reports amx_bf16 or
+    avx512_bf16; with OpenVINO, its version, and no bf16 when OpenVINO reports no BF16 capability."""
     caps = runtime.detect()
     flags = runtime._cpu_flags()
+    bf16 = {"amx_bf16", "avx512_bf16"}
+    assert caps.native_bf16 == bool(flags & bf16), (caps, sorted(flags & (bf16 | {"avx2"})))
+    assert caps.bf16_source
     if caps.openvino is None:
-        assert caps.native_bf16 == bool(flags & {"amx_bf16", "avx512_bf16"})
-    elif flags & {"amx_bf16", "avx512_bf16"}:
-        assert caps.native_bf16  # OpenVINO sees what the kernel reports
+        return
+    import openvino as ov
+
+    assert caps.openvino == ov.get_version().split("-")[0]
+    uncached = getattr(runtime.detect, "__wrapped__", runtime.detect)
+    monkeypatch.setattr(ov.Core, "get_property", lambda self, device, name: ["FP32", "INT8", "EXPORT_IMPORT"])
+    assert uncached().native_bf16 is False  # what OpenVINO says of an AVX2 CPU without bf16
+    monkeypatch.setattr(ov.Core, "get_property", lambda self, device, name: ["FP32", "BF16", "INT8"])
+    assert uncached().native_bf16 is True
 
 
 def test_openvino_runner_matches_onnxruntime_calling_convention(tmp_path):
