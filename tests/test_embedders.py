@@ -166,10 +166,20 @@ def test_cnn_near_duplicates_are_nearer_than_other_garments(cnn, samples):
 
 @pytest.mark.slow
 def test_cnn_transparent_cutout_is_embedded_on_white(cnn, samples):
-    im = samples[0]
-    rgba = im.convert("RGBA")
-    rgba.putalpha(255)
-    np.testing.assert_allclose(cnn.embed([rgba]), cnn.embed([im]), atol=1e-6)
+    """A cut-out whose outer part is fully transparent (with black, not white, under it) embeds
+    as the photo with that part painted white, not as the photo on black."""
+    im = samples[0].convert("RGB")
+    w, h = im.size
+    alpha = np.zeros((h, w), np.uint8)
+    alpha[h // 6: h - h // 6, w // 6: w - w // 6] = 255  # the middle kept, a wide frame transparent
+    keep = alpha[..., None] == 255
+    rgb = np.asarray(im)
+    rgba = Image.fromarray(np.dstack([np.where(keep, rgb, 0), alpha]), "RGBA")  # black under the alpha
+    on_white = Image.fromarray(np.where(keep, rgb, 255).astype(np.uint8), "RGB")
+    on_black = Image.fromarray(np.where(keep, rgb, 0).astype(np.uint8), "RGB")
+    got, white, black = (cnn.embed([x])[0] for x in (rgba, on_white, on_black))
+    np.testing.assert_allclose(got, white, atol=1e-6)
+    assert float(got @ black) < 0.99  # the two backgrounds embed apart: the test can tell them
 
 
 @pytest.mark.slow
