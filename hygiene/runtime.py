@@ -22,7 +22,11 @@ and bench/embed_speed.py (README, "Speed"):
 ``runtime="onnxruntime"`` names each model's reference engine: onnxruntime for the
 ONNX removers, torch for the torch embedder.
 
-``build_runner(path, choice, threads, spin, cache_dir)`` gives an object with
+``plan(threads, concurrent)`` is the one decision of a process's threading (threads,
+OpenVINO streams, pinning: see "threading of one process" below); every runner is
+built with it.
+
+``build_runner(path, choice, runtime, model)`` gives an object with
 onnxruntime's calling convention (``get_inputs()``, ``get_outputs()``,
 ``run(output_names, feed)``) whichever engine runs, so the removers' pre- and
 post-processing (rembg's, or hygiene.segment's) stays the same code.
@@ -30,6 +34,7 @@ post-processing (rembg's, or hygiene.segment's) stays the same code.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,12 +221,80 @@ class OpenVinoRunner:
         return [np.array(result[self.compiled.outputs[names.index(n)]]) for n in wanted]
 
 
+# --------------------------------------------------------------------------- threading of one process
+#
+# The one place that decides how a process's models use its cores: how many
+# threads, how many OpenVINO streams, whether OpenVINO pins its threads to cores.
+# Every engine's worker goes through here (the local pool's and Ray's via
+# ``RuntimeConfig.threads``, the API through ``concurrent``, the embedder through
+# ``create_embedder``), so no worker decides on its own.
+#
+# Pinning: OpenVINO's CPU plugin pins its inference threads to cores by default on
+# Linux (ENABLE_CPU_PINNING), always starting from the first core of the process's
+# CPU set. Two worker processes sharing the cores both pinned to the same first
+# core, and a third of a 2-core machine sat idle (issue 23). So OpenVINO pins only
+# in a process that owns its CPU set (``own_cpus``: a pool worker given cores no
+# sibling shares) and only while ``PIN_OWNED_CPUS`` says that pays; a CPU set that
+# a process merely inherited (taskset, a container's cpuset) is shared with its
+# siblings and is never pinned to.
+PIN_OWNED_CPUS = False  # off until pinning within an owned CPU set is measured to pay (docs/speed.md)
+_owned_cpus: frozenset[int] | None = None
+
+
+def given_cpus() -> frozenset[int]:
+    """The CPUs this process may run on: its affinity (taskset, a cgroup cpuset, ``own_cpus``)."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return frozenset(range(os.cpu_count() or 1))
+
+
+def own_cpus(cpus) -> None:
+    """Make ``cpus`` this process's own CPU set: it runs only there, and no sibling worker shares
+    them, so its models may pin their threads to them (``plan``). For a pool that gives each
+    worker a disjoint share of the cores."""
+    global _owned_cpus
+    os.sched_setaffinity(0, cpus)
+    _owned_cpus = frozenset(cpus)
+
+
+@dataclass(frozen=True)
+class Threading:
+    """How one model uses this process's cores."""
+
+    threads: int  # intra-op threads per call (OpenVINO: per stream)
+    streams: int  # calls one OpenVINO compiled model runs at once
+    pin: bool  # OpenVINO pins its threads to cores
+
+    @property
+    def total_threads(self) -> int:
+        return self.threads * self.streams
+
+
+def plan(threads: int = 0, concurrent: int = 1) -> Threading:
+    """The threading of a model in this process.
+
+    ``threads``: intra-op threads per call (``RuntimeConfig.threads``; 0 = every core this
+    process is given). ``concurrent``: calls this process makes at once on one model (the
+    API's inference threads); OpenVINO then runs that many streams, sharing the threads, so
+    the calls run side by side instead of queueing for one stream. Pinning: see above."""
+    cores = len(given_cpus())
+    concurrent = max(1, concurrent)
+    if concurrent == 1:
+        per_call, streams = threads or cores, 1
+    else:
+        streams = min(concurrent, cores)
+        per_call = max(1, (threads or cores) // streams)
+    owned = _owned_cpus is not None and _owned_cpus == given_cpus()
+    return Threading(threads=per_call, streams=streams, pin=owned and PIN_OWNED_CPUS)
+
+
 def limit_threads(threads: int) -> None:
     """Cap this process's native thread pools at ``threads`` (>= 1): OpenCV's, and the
     BLAS/OpenMP pools of the libraries loaded so far (numpy's and OpenCV's OpenBLAS,
     libgomp when loaded) through threadpoolctl. For worker processes that share the
     cores (2 workers x 2 threads each on 2 cores would oversubscribe). The models' own
-    threads are ``RuntimeConfig.threads``, given to onnxruntime / OpenVINO directly."""
+    threads are ``RuntimeConfig.threads``, given to onnxruntime / OpenVINO through ``plan``."""
     import cv2
     import numpy  # noqa: F401 - loaded first so that its BLAS is among the pools capped
     from threadpoolctl import threadpool_limits
@@ -238,35 +311,36 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("shelfready")) / "openvino"
 
 
-def ov_config(precision: str, threads: int, cache_dir: Path | None) -> dict:
-    """OpenVINO CPU properties for one compiled model (latency: one stream)."""
-    cfg = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
-           "NUM_STREAMS": 1}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = threads
+def ov_config(precision: str, threading_: Threading, cache_dir: Path | None) -> dict:
+    """OpenVINO CPU properties for one compiled model: ``threading_`` (``plan``) says the threads,
+    streams and pinning. One stream: latency hint; several: their threads split between them."""
+    cfg = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
+           "PERFORMANCE_HINT": "LATENCY" if threading_.streams == 1 else "THROUGHPUT",
+           "NUM_STREAMS": threading_.streams, "INFERENCE_NUM_THREADS": threading_.total_threads,
+           "ENABLE_CPU_PINNING": threading_.pin}
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         cfg["CACHE_DIR"] = str(cache_dir)
     return cfg
 
 
-def compile_openvino(model, precision: str, threads: int, cache_dir: Path | None = None):
-    """Compile an ONNX path or an ``ov.Model`` for the CPU."""
+def compile_openvino(model, precision: str, threading_: Threading, cache_dir: Path | None = None):
+    """Compile an ONNX path or an ``ov.Model`` for the CPU with ``threading_`` (``plan``)."""
     import openvino as ov
 
     return ov.Core().compile_model(model if not isinstance(model, Path) else str(model), "CPU",
-                                   ov_config(precision, threads, cache_dir))
+                                   ov_config(precision, threading_, cache_dir))
 
 
 def ort_options(threads: int, spin: bool):
-    """onnxruntime options: ``threads`` (0 = all cores) and intra-op spin-waiting."""
+    """onnxruntime options: ``threads`` (0 = every core given, ``plan``) and intra-op spin-waiting.
+    onnxruntime does not pin its threads unless asked to."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = plan(threads).threads
+    opts.inter_op_num_threads = 1
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
@@ -284,7 +358,7 @@ def build_runner(path: Path, choice: Choice, runtime: RuntimeConfig = RuntimeCon
             from .ov_ir import prepared_ir
 
             source = prepared_ir(model, source, cache)
-        return OpenVinoRunner(compile_openvino(source, choice.precision, runtime.threads, cache))
+        return OpenVinoRunner(compile_openvino(source, choice.precision, plan(runtime.threads), cache))
     if choice.engine != ONNXRUNTIME:
         raise ValueError(f"an ONNX file runs on onnxruntime or openvino, not {choice.engine!r}")
     import onnxruntime as ort

@@ -26,3 +26,10 @@ class RayConfig:
             raise ValueError(f"actor_cpus must be > 0, got {self.actor_cpus}")
         if self.actors < 0 or self.num_cpus < 0 or self.task_retries < 0:
             raise ValueError("actors, num_cpus and task_retries must be >= 0")
+
+    @property
+    def actor_threads(self) -> int:
+        """Model threads of one actor: its share of the CPUs (at least one). Each actor is told it
+        (``RuntimeConfig.threads``), so actors sharing a node do not each take every core, and
+        hygiene.runtime.plan keeps OpenVINO from pinning them all to the node's first cores."""
+        return max(1, round(self.actor_cpus))

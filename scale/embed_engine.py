@@ -76,7 +76,7 @@ def _embedded(ray, rows: list[dict], embedder: str, cfg: RayConfig, batch_size: 
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     # Ray Data restarts dead actors and retries their batches by default; scale.attempts caps the retries
     return ds.map_batches(EmbedActor, fn_constructor_kwargs={
-        "embedder": embedder, "threads": max(1, int(cfg.actor_cpus)), "device": device,
+        "embedder": embedder, "threads": cfg.actor_threads, "device": device,
         "attempts": attempts_counter(ray), "tries": cfg.task_retries + 1},
         batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=size),
         num_cpus=cfg.actor_cpus, num_gpus=cfg.actor_gpus if device == "cuda" else None)

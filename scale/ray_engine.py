@@ -127,7 +127,7 @@ def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, pr
     ctx.max_errored_blocks = -1  # a block that raised in the actor: recorded as lost, the job goes on
     ctx.enable_progress_bars = progress
     ctx.print_on_execution_start = progress
-    threads = job.clean.runtime.threads or max(1, int(cfg.actor_cpus))
+    threads = job.clean.runtime.threads or cfg.actor_threads
     blocks = max(1, min(len(todo), cfg.max_blocks))
     ds = ray.data.from_items([{"i": i, "task": pickle.dumps(t)} for i, t in enumerate(todo)],
                              override_num_blocks=blocks)
@@ -149,7 +149,7 @@ def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = 
 
     def execute(job: BatchJob, todo: list[Task], summary: BatchSummary) -> int:
         nonlocal cfg
-        job = with_threads(job, max(1, int(cfg.actor_cpus)))
+        job = with_threads(job, cfg.actor_threads)
         cfg = cfg if cfg.address or cfg.num_cpus else dataclasses.replace(cfg, num_cpus=job.batch.workers)
         return _run(job, todo, summary, cfg, progress, process)
 

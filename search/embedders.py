@@ -180,7 +180,7 @@ def _set_threads(threads: int | None) -> None:
 
     if threads < 0:
         raise ValueError(f"threads must be >= 0, got {threads}")
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(runtime_mod.plan(threads).threads)  # 0: every core this process is given
 
 
 class _TorchEmbedder:
@@ -319,7 +319,8 @@ class CnnEmbedder(_TorchEmbedder):
         if self.choice.engine == runtime_mod.OPENVINO:
             ir = openvino_model(self.model, self.choice.precision, runtime, cfg.image_size)
             self.runner = runtime_mod.OpenVinoRunner(
-                runtime_mod.compile_openvino(ir, self.choice.precision, runtime.threads, _cache_dir(runtime)))
+                runtime_mod.compile_openvino(ir, self.choice.precision, runtime_mod.plan(runtime.threads),
+                                             _cache_dir(runtime)))
 
     def _forward_images(self, batch):
         if self.runner is None:
