@@ -3,6 +3,7 @@ real uvicorn server configured as `shelfready serve` configures it (small limits
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 
@@ -96,7 +97,9 @@ def test_trickled_body_gets_json_408_and_is_closed(server):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower()
     assert json.loads(body)["error"] == "request_timeout"
-    assert READ_TIMEOUT * 0.9 <= elapsed <= 3 * READ_TIMEOUT + 2
+    # not cut before one read period (a busy machine can only make the cut later, never earlier);
+    # how late is bounded by the loop's deadline, not timed here (a loaded machine stretches it)
+    assert elapsed >= 0.9 * READ_TIMEOUT
     assert _closed(sock)
     sock.close()
     with server.client() as c:  # the server is fine afterwards
@@ -127,8 +130,8 @@ def test_trickled_request_head_gets_408(server):
 def test_silent_connection_is_closed(server):
     sock = _connect(server)
     started = time.monotonic()
-    assert _closed(sock, timeout=10)  # closed without an answer: it asked nothing
-    assert time.monotonic() - started <= 3 * READ_TIMEOUT + 2
+    assert _closed(sock, timeout=30)  # closed without an answer: it asked nothing (30 s: a deadline, not a timing)
+    assert time.monotonic() - started >= 0.9 * READ_TIMEOUT  # after a read period, not at once
     sock.close()
 
 
@@ -137,13 +140,17 @@ def test_steady_slow_upload_is_not_cut(server):
     photo = photo_bytes("dress.jpg")[:2000]  # a truncated JPEG: a fast 422, after the upload
     body = (b'--XX\r\nContent-Disposition: form-data; name="photo"; filename="p"\r\n\r\n'
             + photo + b"\r\n--XX--\r\n")
+    chunks = [body[i:i + 100] for i in range(0, len(body), 100)]
+    assert len(chunks) * 0.25 > 2 * READ_TIMEOUT  # the upload spans several read periods (by design)
     sock = _connect(server)
     sock.sendall(_multipart_head(len(body)))
-    started = time.monotonic()
-    for i in range(0, len(body), 100):  # 100 bytes every 0.25 s = 400 B/s > 64 B/s, ~5 s in all
-        sock.sendall(body[i:i + 100])
+    for chunk in chunks[:-1]:  # 100 bytes every 0.25 s = 400 B/s > 64 B/s, ~5 s in all
+        sock.sendall(chunk)
         time.sleep(0.25)
-    assert time.monotonic() - started > 2 * READ_TIMEOUT
+        # the server has answered nothing yet (no 408, no early close) while the body keeps coming
+        ready, _, _ = select.select([sock], [], [], 0)
+        assert not ready, sock.recv(65536)
+    sock.sendall(chunks[-1])
     status, headers, payload = _read_response(sock, timeout=60)
     _json_error(status, headers, payload, 422, "truncated_image")
     sock.close()
