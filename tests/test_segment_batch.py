@@ -199,9 +199,28 @@ def test_a_group_cleans_every_photo_as_it_is_cleaned_alone(sample_paths, tmp_pat
     assert made == _file_digests(tmp_path / "alone") and len(made) == 2 * (len(paths) - 1)  # outputs and masks
 
 
+def _decoy_graph(like: Path) -> bytes:
+    """A batch-capable graph with u2netp's input and output names whose "mask" is the photo's
+    brightness: whatever runs it gives masks no u2netp gives."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    real = onnx.load(str(like), load_external_data=False)
+    x, y = real.graph.input[0].name, real.graph.output[0].name
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", [x], [y], axes=[1], keepdims=1)], "decoy",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [segment_batch.BATCH_DIM, 3, 320, 320])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, [segment_batch.BATCH_DIM, 1, 320, 320])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.mark.slow
 def test_clean_remover_batch_option_reaches_the_remover_and_keeps_the_photos(sample_paths, tmp_path):
     """`shelfready clean --remover-batch 3` (onnxruntime: the engine batches run on) runs the
-    batch-capable graph: the same output bytes as the default, the batch recorded in the settings."""
+    batch-capable graph: the same output bytes as the default, the batch recorded in the settings,
+    the derived graph kept in the cache folder of the run (XDG_CACHE_HOME here, never the user's).
+    That graph is what ran: replaced by a decoy (with a valid record), the photos come out otherwise."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -210,16 +229,33 @@ def test_clean_remover_batch_option_reaches_the_remover_and_keeps_the_photos(sam
     src.mkdir()
     for p in sample_paths[:3]:
         shutil.copy(p, src / p.name)
-    outs = {}
-    for name, extra in (("one", []), ("three", ["--remover-batch", "3"])):
+    cache = tmp_path / "xdg-cache"
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache))
+    derived = cache / "shelfready" / "batched"
+
+    def clean_into(name: str, *extra: str) -> Path:
         out = tmp_path / name
         proc = subprocess.run([sys.executable, "-m", "cli", "clean", str(src), str(out), "--size", "256",
                                "--runtime", "onnxruntime", "--workers", "1", "--quiet", *extra],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        outs[name] = out
-    summary = {n: json.loads((o / "summary.json").read_text()) for n, o in outs.items()}
+        return out
+
+    one = clean_into("one")
+    assert not list(derived.glob("*.onnx"))  # batch 1: the shipped graph, nothing derived
+    three = clean_into("three", "--remover-batch", "3")
+    graphs = list(derived.glob("u2netp-batch-*.onnx"))
+    assert len(graphs) == 1, list(cache.rglob("*"))
+    summary = {n: json.loads((o / "summary.json").read_text()) for n, o in (("one", one), ("three", three))}
     assert summary["three"]["settings"]["runtime"]["remover_batch"] == 3
     assert "remover_batch" not in summary["one"]["settings"]["runtime"]
-    made = _file_digests(outs["one"], skip=(".", "summary"))
-    assert made and made == _file_digests(outs["three"], skip=(".", "summary"))
+    made = _file_digests(one, skip=(".", "summary"))
+    assert made and made == _file_digests(three, skip=(".", "summary"))
+
+    decoy = _decoy_graph(models.verify("u2netp"))
+    graphs[0].write_bytes(decoy)
+    graphs[0].with_name(graphs[0].name + ".sha256").write_text(hashlib.sha256(decoy).hexdigest() + "\n")
+    fooled = clean_into("decoy", "--remover-batch", "3")
+    assert graphs[0].read_bytes() == decoy  # a valid copy is reused, not derived again
+    assert _file_digests(fooled, skip=(".", "summary")).keys() == made.keys()
+    assert _file_digests(fooled, skip=(".", "summary")) != made  # the decoy's masks: the batched graph ran
