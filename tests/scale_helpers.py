@@ -83,3 +83,29 @@ def exactly_once(out: Path, names: list[str]) -> None:
 def nodes_of(out: Path) -> Counter:
     lines = (out / NODES).read_text(encoding="utf-8").splitlines()
     return Counter(json.loads(line)["node"] for line in lines)
+
+
+def gpu_notes(out: Path) -> Path:
+    """Where ``clean_on_cpu_noting_the_gpu`` writes its notes for a job writing to ``out``."""
+    return out.with_name(out.name + "-gpu-notes")
+
+
+def clean_on_cpu_noting_the_gpu(args) -> dict:
+    """The per-photo step of a cuda job on a machine without a GPU: the real step on the CPU, and
+    a note of what Ray gave the actor that ran it (its GPU ids, actor id, process) beside OUT."""
+    import dataclasses
+    import os
+
+    import ray
+
+    from hygiene.batch import process_one
+
+    job, task = args
+    ctx = ray.get_runtime_context()
+    notes = gpu_notes(job.out_dir)
+    notes.mkdir(exist_ok=True)
+    (notes / f"{task.rel}.json").write_text(json.dumps({
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "actor": ctx.get_actor_id(), "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+    cpu = dataclasses.replace(job.clean, runtime=dataclasses.replace(job.clean.runtime, device="cpu"))
+    return process_one(dataclasses.replace(job, clean=cpu), task)

@@ -186,13 +186,24 @@ def test_batched_remover_on_ray_cleans_as_the_local_engine_one_by_one(tmp_path, 
     assert list((tmp_path / "cache" / "batched").glob("u2netp-batch-*.onnx"))
 
 
-def test_a_cuda_job_sizes_its_actor_pool_by_the_cluster_gpus():
-    """A real local Ray declaring one logical GPU: an actor asking for a GPU no node has would never start."""
+def test_a_cuda_job_sizes_its_actor_pool_by_the_cluster_gpus(tmp_path, sample_paths):
+    """A real local Ray declaring one logical GPU runs a real --device cuda clean job: its actors ask
+    for a GPU each, so the pool is one actor (the CPUs would hold four), Ray gives it GPU 0, and it
+    does every photo. No GPU here: each photo's step is the real one on the CPU (the actor notes
+    what Ray gave it); an actor asking for a GPU no node has would never start and the job would hang."""
     import ray
+    import ray.cloudpickle
 
+    import scale_helpers
+    from hygiene.batch import BatchJob
+    from hygiene.config import BatchConfig, CleanConfig, RuntimeConfig
     from scale.cluster import pool_size
     from scale.config import RayConfig
+    from scale.ray_engine import run_batch_ray
 
+    ray.cloudpickle.register_pickle_by_value(scale_helpers)  # the actors import it from the pickle
+    src = photos(sample_paths, tmp_path / "in", 4)
+    out = tmp_path / "out"
     assert not ray.is_initialized()
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
@@ -201,5 +212,14 @@ def test_a_cuda_job_sizes_its_actor_pool_by_the_cluster_gpus():
         assert pool_size(cfg, ray, 100, gpus=True) == 1  # one GPU
         assert pool_size(RayConfig(actor_cpus=0.5, actor_gpus=0.5), ray, 100, gpus=True) == 2
         assert pool_size(cfg, ray, 3) == 3 and pool_size(RayConfig(actors=3), ray, 100, gpus=True) == 3
+        cuda = CleanConfig(size=256, runtime=RuntimeConfig(device="cuda", remover_batch=1))
+        summary = run_batch_ray(BatchJob(src, out, cuda, batch=BatchConfig(workers=2)), cfg, progress=False,
+                                process=scale_helpers.clean_on_cpu_noting_the_gpu)
     finally:
         ray.shutdown()
+    names = sorted(p.name for p in src.iterdir())
+    assert sorted(r["rel"] for r in summary.rows) == names
+    exactly_once(out, names)
+    notes = [json.loads((scale_helpers.gpu_notes(out) / f"{n}.json").read_text()) for n in names]
+    assert len({n["actor"] for n in notes}) == 1, notes  # one actor: as many as GPUs
+    assert all(n["gpu_ids"] == ["0"] and n["cuda_visible_devices"] == "0" for n in notes), notes
