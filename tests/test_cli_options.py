@@ -138,3 +138,100 @@ def test_search_text_on_a_clip_catalog_ranks_by_the_text_tower(tmp_path):
     # an image query on the same catalog runs the image tower: the photo finds itself
     same = json.loads(shelfready("search", out, shop / "hat.jpg", "-k", "1", "--json"))
     assert same[0]["sku"] == "hat" and same[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory):
+    """A plain-embedder catalog of the 10 shop photos, the 2 query photos in label folders, and an
+    evaluation cache shared by this module's runs (cleaned photos are cleaned once)."""
+    base = tmp_path_factory.mktemp("evaluate")
+    shop = copy_samples(base / "shop", shop_stems())
+    cat = base / "cat"
+    shelfready("catalog", "build", shop, "--out", cat, "--embedder", EMBEDDER, "--index", "flat", "--quiet")
+    queries = copy_samples(base / "queries", QUERY_STEMS, by_label=True)
+    return cat, queries, base / "cache"
+
+
+def evaluate_into(out: Path, cat: Path, cache: Path, *args) -> tuple[str, dict]:
+    """`shelfready evaluate --catalog CAT ... --out OUT`: (output, report.json)."""
+    output = shelfready("evaluate", "--catalog", cat, "--out", out, "--cache-dir", cache, "--quiet", *args)
+    assert f"report: {out / 'index.html'}" in output
+    data = json.loads((out / "report.json").read_text())
+    assert f"verdict: {data['verdict']}" in output.splitlines()
+    return output, data
+
+
+def test_evaluate_clean_catalog_scores_cleaned_queries_against_a_cleaned_catalog(eval_setup, tmp_path):
+    """`shelfready evaluate --catalog cat/ --queries shots/ --clean-catalog --out report/`."""
+    cat, queries, cache = eval_setup
+    output, data = evaluate_into(tmp_path / "report", cat, cache, "--queries", queries, "--clean-catalog")
+    assert data["variants"][0] == "raw/raw" and "clean/clean" in data["variants"]
+    assert data["headline"] == "clean/clean"  # the cleaned-catalog comparison gives the verdict
+    assert_too_few_queries_for_a_verdict(data)
+    assert sorted(Path(p["path"]).stem for p in data["photos"]) == sorted(QUERY_STEMS)
+    for p in data["photos"]:
+        assert 1 <= p["rank_clean_clean"] <= 10 and p["rr_clean_clean"] == pytest.approx(1 / p["rank_clean_clean"])
+    # the catalog side was cleaned too: every listing has its cleaned photo, used in the ranking
+    assert len(data["catalog"]) == 10
+    for row in data["catalog"]:
+        assert row["status"] in ("cleaned", "needs_review") and Path(row["cleaned_path"]).is_file(), row
+    with (tmp_path / "report" / "per_photo.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 2 and "rank_clean_clean" in table[0]
+
+
+@pytest.mark.ray
+def test_evaluate_clean_catalog_on_ray_scores_as_the_local_engine(eval_setup, tmp_path):
+    """`... --clean-catalog --engine ray`: cleanup and embedding on Ray actors (a fresh cache, so
+    they do all of it), the same metrics and ranks as the local engine."""
+    cat, queries, cache = eval_setup
+    _, local = evaluate_into(tmp_path / "local", cat, cache, "--queries", queries, "--clean-catalog")
+    _, ray = evaluate_into(tmp_path / "ray", cat, tmp_path / "ray-cache", "--queries", queries, "--clean-catalog",
+                           "--engine", "ray", "--workers", "2")
+    assert ray["variants"] == local["variants"] and "clean/clean" in local["variants"]
+    assert ray["metrics"] == local["metrics"] and ray["verdict"] == local["verdict"]
+    ranks = [{k: v for k, v in p.items() if k.startswith("rank_")} for p in local["photos"]]
+    assert [{k: v for k, v in p.items() if k.startswith("rank_")} for p in ray["photos"]] == ranks
+    # the actors filled the fresh cache: cleaned queries and listings
+    assert len(list((tmp_path / "ray-cache").rglob("*.png")) + list((tmp_path / "ray-cache").rglob("*.jpg"))) >= 12
+
+
+def test_evaluate_queries_csv_takes_paths_and_labels_from_the_csv(eval_setup, tmp_path):
+    """`shelfready evaluate --queries-csv shots.csv`: paths relative to the CSV, labels from it (the
+    folders' names are not labels here)."""
+    cat, _, cache = eval_setup
+    shots = copy_samples(tmp_path / "csv" / "shots", QUERY_STEMS)
+    table = tmp_path / "csv" / "queries.csv"
+    table.write_text("path,label\nshots/hat-2.jpg,hat\nshots/shoes-2.jpg,shoes\n")
+    _, data = evaluate_into(tmp_path / "report", cat, cache, "--queries-csv", table)
+    assert data["settings"]["n_queries"] == 2
+    got = {Path(p["path"]).name: p["label"] for p in data["photos"]}
+    assert got == {"hat-2.jpg": "hat", "shoes-2.jpg": "shoes"}
+    assert {Path(p["path"]).parent for p in data["photos"]} == {shots}
+    # the same photos and labels as the folder form: the same ranks
+    _, folders = evaluate_into(tmp_path / "folders", cat, cache, "--queries", eval_setup[1])
+    assert ([p["rank_raw_raw"] for p in data["photos"]] == [p["rank_raw_raw"] for p in folders["photos"]])
+
+
+def test_evaluate_view_grey_and_blur_change_what_the_embedder_sees_of_cleaned_photos(eval_setup, tmp_path):
+    """`shelfready evaluate ... --view grey` and `--view blur`: the cleaned queries are embedded on a
+    grey or blurred-photo background (recorded in the report), so their scores move; the raw ones
+    do not."""
+    cat, queries, cache = eval_setup
+    runs = {view: evaluate_into(tmp_path / view, cat, cache, "--queries", queries, "--view", view)[1]
+            for view in ("white", "grey", "blur")}
+    for view, data in runs.items():
+        clean_views = [v for v in data["settings"]["views"].values() if v["background"] == view]
+        assert clean_views, (view, data["settings"]["views"])
+        assert_too_few_queries_for_a_verdict(data)
+
+    def scores(view: str, variant: str) -> list[float]:
+        return [p[f"top1_score_{variant}"] for p in sorted(runs[view]["photos"], key=lambda p: p["path"])]
+
+    assert scores("grey", "raw_raw") == scores("blur", "raw_raw") == scores("white", "raw_raw")
+    white, grey, blur = (np.array(scores(v, "clean_raw")) for v in ("white", "grey", "blur"))
+    assert np.abs(grey - white).min() > 1e-4 and np.abs(blur - white).min() > 1e-4
+    assert np.abs(blur - grey).min() > 1e-4
