@@ -235,3 +235,66 @@ def test_evaluate_view_grey_and_blur_change_what_the_embedder_sees_of_cleaned_ph
     white, grey, blur = (np.array(scores(v, "clean_raw")) for v in ("white", "grey", "blur"))
     assert np.abs(grey - white).min() > 1e-4 and np.abs(blur - white).min() > 1e-4
     assert np.abs(blur - grey).min() > 1e-4
+
+
+# ---------------------------------------------------------------- catalog build --embed clean
+
+
+def test_catalog_build_embed_clean_stores_the_cleaned_photos_vectors(tmp_path):
+    """`shelfready catalog build shop/ --embed clean`: each item's vector is the embedding of the
+    photo as `hygiene.clean` outputs it (made here anew), not of the photo as given; `search`
+    embeds a query the same way unless `--query-embed raw`."""
+    from hygiene import CleanConfig, clean
+    from hygiene.io import load_image
+    from search import Catalog, create_embedder
+
+    shop = copy_samples(tmp_path / "shop", ["dress", "hat", "shoes", "skirt"])
+    out = tmp_path / "cat"
+    shelfready("catalog", "build", shop, "--out", out, "--embed", "clean", "--embedder", EMBEDDER,
+               "--index", "flat", "--quiet")
+    header = json.loads((out / "catalog.json").read_text())
+    assert header["embed"]["mode"] == "clean" and header["embed"]["model"] == "u2netp"
+    emb = create_embedder(EMBEDDER)
+    image = load_image(shop / "dress.jpg")
+    cleaned = emb.embed([clean(image, CleanConfig()).image.convert("RGB")])
+    raw = emb.embed([image])
+    with Catalog.open(out) as cat:
+        hit = cat.search(cleaned, 1)[0][0]
+        assert hit.sku == "dress" and hit.score == pytest.approx(1.0, abs=1e-4)
+        assert cat.search(raw, 1)[0][0].score < 0.99  # the raw photo's vector is not what is stored
+    same = json.loads(shelfready("search", out, shop / "dress.jpg", "-k", "1", "--json"))[0]
+    assert same["sku"] == "dress" and same["score"] == pytest.approx(1.0, abs=1e-4)
+    as_raw = json.loads(shelfready("search", out, shop / "dress.jpg", "-k", "1", "--json", "--query-embed", "raw"))
+    assert as_raw[0]["score"] < 0.99
+
+
+# ---------------------------------------------------------------- --precision
+
+
+def test_clean_precision_is_what_runs_and_is_recorded(tmp_path):
+    """`shelfready clean --precision fp32` and `--precision bf16`: the summary records the precision
+    that ran (bf16 only where this CPU has it natively, else fp32 with the reason in `models list`);
+    where bf16 runs its masks differ a little from fp32's, so the photos differ a little too."""
+    from hygiene import runtime
+
+    src = copy_samples(tmp_path / "in", ["dress", "shoes"])
+    native = runtime.detect().native_bf16
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        shelfready("clean", src, out, "--precision", precision, "--size", "512", "--workers", "1", "--quiet")
+        settings = json.loads((out / "summary.json").read_text())["settings"]["runtime"]
+        runs[precision] = (settings, {p.name: np.asarray(Image.open(p).convert("RGB"), np.int16)
+                                      for p in sorted(out.glob("*.jpg"))})
+    assert runs["fp32"][0]["precision"] == "fp32"
+    assert runs["bf16"][0]["precision"] == ("bf16" if native else "fp32")
+    fp32, bf16 = runs["fp32"][1], runs["bf16"][1]
+    assert fp32.keys() == bf16.keys() == {"dress.jpg", "shoes.jpg"}
+    diffs = [np.abs(fp32[n] - bf16[n]).mean() for n in fp32]
+    assert max(diffs) < 2.0, diffs  # the same photos (the accuracy guard holds bf16 masks to IoU 0.99)
+    if native:
+        assert max(diffs) > 0, "bf16 asked and native, yet the output equals fp32's: bf16 did not run"
+    else:
+        assert max(diffs) == 0
+    listing = shelfready("models", "list", "--precision", "bf16")
+    assert ("u2netp" in listing) and (("bf16" if native else "no native bf16") in listing)
