@@ -13,12 +13,12 @@ from hygiene.batch import BatchError, BatchJob, run_batch
 from hygiene.config import BatchConfig
 from hygiene.keys import utf8_text
 
-from .options import clean_options, device_option, engine_options, onnx_device, output_options
+from .options import Location, clean_options, device_option, engine_options, onnx_device, output_options
 
 
 @click.command()
-@click.argument("in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("in_dir", type=Location(exists=True, file_okay=False))
+@click.argument("out_dir", type=Location(file_okay=False))
 @clean_options
 @output_options
 @click.option("--workers", type=click.IntRange(0, 64), default=BatchConfig().workers, show_default=True,
@@ -32,8 +32,11 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, 
     Re-running skips photos already done with the same bytes and settings.
     Exit code 1 when any photo failed.
 
+    IN_DIR and OUT_DIR may be object-store URIs (s3://bucket/prefix; credentials and
+    endpoint from the AWS variables or profiles); OUT inside IN is then refused.
+
     With --engine ray the same per-photo step runs in Ray actors (IN and OUT must be
-    the same paths on every node, e.g. shared storage); which node cleaned each
+    the same paths on every node, e.g. shared storage, or URIs); which node cleaned each
     photo is in OUT/.shelfready-nodes.jsonl.
 
     Example: shelfready clean photos/ ready/ --preset amazon --format jpg
@@ -60,8 +63,8 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, 
     if summary.interrupted:
         click.echo(f"stopped by {signal.Signals(summary.interrupted).name}: {c['not_run']} photos not run; "
                    "run the same command again to resume", err=True)
-    click.echo(f"results: {utf8_text(str(out_dir))}  summary: {utf8_text(str(out_dir / job.batch.summary_json))}, "
-               f"{utf8_text(str(out_dir / job.batch.summary_csv))}")
+    click.echo(f"results: {utf8_text(str(out_dir))}  summary: {utf8_text(str(job.out_file(job.batch.summary_json)))}, "
+               f"{utf8_text(str(job.out_file(job.batch.summary_csv)))}")
     sys.exit(128 + summary.interrupted if summary.interrupted else 0 if summary.ok else 1)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,25 @@ from hygiene.config import (CASCADE, CUDA_REMOVER_BATCH, DEFAULT_PRESET, PRECISI
 _CLEAN = CleanConfig()
 _OUT = OutputConfig()
 _RT = RuntimeConfig()
+
+
+class Location(click.ParamType):
+    """A local folder (checked as ``click.Path(**path_args)`` checks it, given as a ``Path``) or an
+    object-store URI such as ``s3://bucket/prefix`` (given as a str, checked when it is used)."""
+
+    name = "path"
+
+    def __init__(self, **path_args) -> None:
+        self.local = click.Path(path_type=Path, **path_args)
+
+    def convert(self, value, param, ctx):
+        from hygiene.store import is_uri, location
+
+        if isinstance(value, (str, Path)) and is_uri(str(value)):
+            value = location(str(value))
+            if is_uri(value):
+                return value
+        return self.local.convert(value, param, ctx)
 
 
 def runtime_flags(func, default: str | None = "config"):

@@ -16,6 +16,13 @@ Guarantees: originals are only read; every output is written to a temp file
 and renamed; a re-run skips photos whose bytes and settings (including the
 hygiene code version) match a manifest line; a photo that killed its worker
 twice is recorded as failed and skipped until its bytes or the settings change.
+
+IN and OUT may each be an object-store URI (``s3://bucket/prefix``, a str; a
+local folder is a ``Path``): hygiene/store.py then lists, reads and writes
+(one PUT per output, one record object per finished photo merged into the
+manifest at the end, a leased lock object instead of flock). A photo read from
+a URI is known by its ETag at planning (nothing is read twice) and by the
+sha256 of its bytes in its record.
 """
 from __future__ import annotations
 
@@ -33,7 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import BatchConfig, CleanConfig, LoadLimits, OutputConfig
-from .keys import code_version, file_sha256, one_line, utf8_text
+from . import store
+from .keys import bytes_sha256, code_version, file_sha256, one_line, utf8_text
+from .store import StoreError, is_uri
 
 OK_STATUSES = ("cleaned", "needs_review")
 WORKER_DIED = "worker died"
@@ -45,8 +54,8 @@ class BatchError(ValueError):
 
 @dataclass(frozen=True)
 class BatchJob:
-    in_dir: Path | None
-    out_dir: Path
+    in_dir: Path | str | None  # a str: an object-store URI (hygiene.store)
+    out_dir: Path | str
     clean: CleanConfig = CleanConfig()
     output: OutputConfig = OutputConfig()
     limits: LoadLimits = LoadLimits()
@@ -63,23 +72,37 @@ class BatchJob:
                 + code_version())
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def out_path(self, rel: Path) -> Path:
+    def out_path(self, rel: Path) -> Path | str:
         from .io import output_suffix
 
+        if is_uri(self.out_dir):
+            return store.join(self.out_dir, rel.with_suffix(output_suffix(self.output.format)).as_posix())
         return self.out_dir / rel.with_suffix(output_suffix(self.output.format))
 
+    def out_file(self, name: str) -> Path | str:
+        """OUT/name: a summary file, the manifest."""
+        return store.join(self.out_dir, name) if is_uri(self.out_dir) else self.out_dir / name
 
-def mask_path(output: Path) -> Path:
+
+def _out_rel(job: BatchJob, out: Path | str) -> str:
+    return store.relative(out, job.out_dir) if is_uri(out) else str(out.relative_to(job.out_dir))
+
+
+def mask_path(output: Path | str) -> Path | str:
     """Where ``OutputConfig.save_mask`` puts the mask of the photo whose output is ``output``."""
+    if is_uri(output):
+        return output.rsplit(".", 1)[0] + ".mask.png"
     return output.with_name(output.stem + ".mask.png")
 
 
 @dataclass(frozen=True)
 class Task:
-    src: Path  # the photo to read
+    src: Path | str  # the photo to read (a str: an object-store URI)
     rel: str  # its name in the manifest and summary (utf8_text)
-    out: Path  # where its output goes
-    digest: str  # sha256 of its bytes
+    out: Path | str  # where its output goes
+    digest: str  # sha256 of its bytes ("" for a URI: its reader hashes them)
+    etag: str = ""  # a URI's ETag when listed (what a re-run compares)
+    size: int = -1  # a URI's size when listed
 
 
 @dataclass
@@ -144,9 +167,11 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     return len(stale)
 
 
-def read_manifest(path: Path) -> dict[str, dict]:
+def read_manifest(path: Path | str) -> dict[str, dict]:
     """rel -> last finished record; a torn last line (killed writer) is ignored."""
     done: dict[str, dict] = {}
+    if is_uri(path):
+        return store.RecordLog(path).read()[0]
     if not path.exists():
         return done
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -159,17 +184,28 @@ def read_manifest(path: Path) -> dict[str, dict]:
     return done
 
 
-def _finished(prev: dict | None, task: Task, settings: str, masks: bool = False) -> bool:
-    """Whether a manifest record already covers this task (same bytes, same settings)."""
-    if not prev or prev.get("sha256") != task.digest or prev.get("settings") != settings:
+def _finished(prev: dict | None, task: Task, settings: str, masks: bool = False, exists=None) -> bool:
+    """Whether a manifest record already covers this task (same bytes, same settings).
+    ``exists(out)``: whether an output is there (default: a local file)."""
+    same = prev.get("etag") == task.etag if prev and task.etag else prev and prev.get("sha256") == task.digest
+    if not same or prev.get("settings") != settings:
         return False
     if prev.get("status") in OK_STATUSES:
-        return task.out.is_file() and (not masks or mask_path(task.out).is_file())
+        exists = exists or (lambda p: p.is_file())
+        return exists(task.out) and (not masks or exists(mask_path(task.out)))
     return str(prev.get("error", "")).startswith(WORKER_DIED)  # it would kill a worker again
 
 
 def _check_folders(job: BatchJob) -> None:
     if job.in_dir is None:
+        return
+    if is_uri(job.in_dir) or is_uri(job.out_dir):
+        if is_uri(job.in_dir) and is_uri(job.out_dir) and store.inside(job.out_dir, job.in_dir):
+            what = "is the input prefix" if job.out_dir == job.in_dir else "is inside the input prefix"
+            raise BatchError(f"output {job.out_dir} {what} {job.in_dir}: refusing to write next to the "
+                             "originals; choose an OUT_DIR outside IN_DIR")
+        if not is_uri(job.in_dir) and not job.in_dir.is_dir():
+            raise BatchError(f"input folder not found: {utf8_text(str(job.in_dir))}")
         return
     if not job.in_dir.is_dir():
         raise BatchError(f"input folder not found: {utf8_text(str(job.in_dir))}")
@@ -178,15 +214,51 @@ def _check_folders(job: BatchJob) -> None:
                          "over the originals; choose another OUT_DIR")
 
 
-def _tasks_of_folder(job: BatchJob) -> Iterable[tuple[Path, str, Path]]:
-    for src in find_images(job.in_dir, job.batch, exclude=job.out_dir):
+def _tasks_of_folder(job: BatchJob) -> Iterable[tuple[Path | store.Entry, str, Path | str]]:
+    if is_uri(job.in_dir):
+        yield from _tasks_of_prefix(job)
+        return
+    exclude = None if is_uri(job.out_dir) else job.out_dir
+    for src in find_images(job.in_dir, job.batch, exclude=exclude):
         rel = src.relative_to(job.in_dir)
         yield src, utf8_text(str(rel)), job.out_path(rel)
 
 
-def _tasks_of_files(job: BatchJob, sources: Sequence[Path]) -> Iterable[tuple[Path, str | None, None]]:
+def _tasks_of_prefix(job: BatchJob) -> Iterable[tuple[store.Entry, str, str]]:
+    """The photos under an IN that is a URI: image extensions, no hidden names, nothing below a
+    prefix holding a shelfready manifest (an earlier OUT)."""
+    try:
+        entries = store.list_files(job.in_dir)
+    except StoreError as exc:
+        raise BatchError(str(exc)) from None
+    rels = [(e, store.relative(e.uri, job.in_dir)) for e in entries]
+    outputs = {rel.rsplit("/", 1)[0] for _, rel in rels if rel.rsplit("/", 1)[-1] == job.batch.manifest_name}
+    for entry, rel in rels:
+        parts = rel.split("/")
+        if (any(p.startswith(".") for p in parts) or Path(parts[-1]).suffix.lower() not in job.batch.extensions
+                or any("/".join(parts[:i]) in outputs for i in range(1, len(parts)))):
+            continue
+        yield entry, utf8_text(rel), job.out_path(Path(rel))
+
+
+def _tasks_of_files(job: BatchJob, sources: Sequence[Path | str]) -> Iterable[tuple[Path | str, str | None, None]]:
     for src in sources:  # content-addressed outputs: named by the hash of the photo's bytes
-        yield Path(src), None, None
+        yield (src if is_uri(src) else Path(src)), None, None
+
+
+def _output_lister(job: BatchJob):
+    """``exists(out)`` for planning: one listing of OUT when it is a URI."""
+    if not is_uri(job.out_dir):
+        return None
+    try:
+        present = {e.uri for e in store.list_files(job.out_dir, must_exist=False)}
+    except StoreError as exc:
+        raise BatchError(str(exc)) from None
+    return present.__contains__
+
+
+def _source_key(src) -> str:
+    return src.uri if isinstance(src, store.Entry) else src if is_uri(src) else os.path.realpath(src)
 
 
 def plan_batch(job: BatchJob, sources: Sequence[Path] | None = None) -> tuple[list[Task], BatchSummary]:
@@ -197,28 +269,38 @@ def plan_batch(job: BatchJob, sources: Sequence[Path] | None = None) -> tuple[li
     """
     _check_folders(job)
     settings = job.fingerprint()
-    manifest = read_manifest(job.out_dir / job.batch.manifest_name)
+    try:
+        manifest = read_manifest(job.out_file(job.batch.manifest_name))
+    except StoreError as exc:
+        raise BatchError(str(exc)) from None
+    exists = _output_lister(job)
     summary = BatchSummary()
     tasks: list[Task] = []
     items = list(_tasks_of_folder(job) if sources is None else _tasks_of_files(job, sources))
-    inputs = {os.path.realpath(src) for src, _, _ in items} if sources is None else set()
+    inputs = {_source_key(src) for src, _, _ in items} if sources is None else set()
     for src, rel, out in items:
         summary.total += 1
+        etag, size = "", -1
         try:
-            digest = file_sha256(src)
+            if isinstance(src, store.Entry):  # listed under a URI IN: its reader hashes it
+                digest, etag, size, src = "", src.etag, src.size, src.uri
+            elif is_uri(src):  # a URI source named by its content: read here
+                digest = bytes_sha256(store.read(src))
+            else:
+                digest = file_sha256(src)
         except OSError as exc:
-            summary.add({"rel": rel or utf8_text(str(src)), "status": "failed",
-                         "error": utf8_text(f"cannot read file: {exc.strerror}")})
+            error = str(exc) if isinstance(exc, StoreError) else f"cannot read file: {exc.strerror}"
+            summary.add({"rel": rel or utf8_text(str(src)), "status": "failed", "error": utf8_text(error)})
             continue
         if rel is None:
             rel = f"{digest[:2]}/{digest}"
             out = job.out_path(Path(rel))
-        if os.path.realpath(out) in inputs:
+        if (out if is_uri(out) else os.path.realpath(out)) in inputs:
             raise BatchError(f"output {utf8_text(str(out))} would overwrite the input photo "
                              f"{utf8_text(str(src))}: choose an OUT_DIR outside the input folder")
-        task = Task(Path(src), rel, out, digest)
+        task = Task(src if is_uri(src) else Path(src), rel, out, digest, etag, size)
         prev = manifest.get(rel)
-        if _finished(prev, task, settings, job.output.save_mask):
+        if _finished(prev, task, settings, job.output.save_mask, exists):
             summary.add({**prev, "skipped": True})
         else:
             tasks.append(task)
@@ -236,31 +318,65 @@ def init_worker(threads: int) -> None:
     limit_threads(threads)
 
 
+def load_task(task: Task, limits: LoadLimits):
+    """(the photo of ``task`` decoded, ``task`` with the sha256 of its bytes): a URI is read here,
+    once, and hashed; a local file was hashed at planning."""
+    from .io import load_image
+
+    if not is_uri(task.src):
+        return load_image(task.src, limits), task
+    from .load_errors import FileTooLargeError, _fmt_bytes
+
+    if task.size > limits.max_bytes:  # decided from the listing, nothing is read
+        raise FileTooLargeError(f"file too large: {_fmt_bytes(task.size)} exceeds the "
+                                f"{_fmt_bytes(limits.max_bytes)} limit")
+    data = store.read(task.src)
+    task = dataclasses.replace(task, digest=bytes_sha256(data))
+    return load_image(data, limits), task
+
+
+def _save(image, out: Path | str, fmt) -> None:
+    """All or nothing: temp file + rename on disk, one PUT on an object store."""
+    from .io import encode_image, save_image_atomic
+
+    if is_uri(out):
+        store.put(out, encode_image(image, fmt))
+    else:
+        save_image_atomic(image, out, fmt)
+
+
+def _source_row(task: Task) -> dict:
+    return {"etag": task.etag} if task.etag else {}
+
+
 def process_one(job: BatchJob, task: Task, image=None, alpha=None) -> dict:
     """Load, clean and save one photo; never raises (errors become the row). ``image``/``alpha``:
-    the photo already loaded and its remover mask already predicted (hygiene/batch_group.py)."""
-    from .io import ImageLoadError, load_image, save_image_atomic
+    the photo already loaded and its remover mask already predicted (hygiene/batch_group.py; a
+    URI's ``task`` then carries its digest, ``load_task``)."""
+    from .io import ImageLoadError
     from .models import ModelError
     from .pipeline import clean
 
     row = {"rel": task.rel, "sha256": task.digest, "settings": job.fingerprint(), "output": "",
            "status": "failed", "error": "", "model": job.clean.model, "reasons": [], "ready": False,
-           "failed_checks": "", "seconds": 0.0}
+           "failed_checks": "", "seconds": 0.0, **_source_row(task)}
     t = time.perf_counter()
     try:
-        image = load_image(task.src, job.limits) if image is None else image
+        if image is None:
+            image, task = load_task(task, job.limits)
+            row["sha256"] = task.digest
         result = clean(image, job.clean, alpha)
         if job.output.save_mask:  # first: a present output then implies its mask
             from PIL import Image
 
-            save_image_atomic(Image.fromarray(result.mask, "L"), mask_path(task.out), "png")
-        save_image_atomic(result.image, task.out, job.output)
-        row.update(status=result.status, output=utf8_text(str(task.out.relative_to(job.out_dir))),
+            _save(Image.fromarray(result.mask, "L"), mask_path(task.out), "png")
+        _save(result.image, task.out, job.output)
+        row.update(status=result.status, output=utf8_text(_out_rel(job, task.out)),
                    model=result.model, reasons=result.reasons, ready=result.report["ready"],
                    failed_checks=",".join(result.report["failed"]),
                    checks={k: v["value"] for k, v in result.report["checks"].items()},
                    timings=result.timings)
-    except (ImageLoadError, ModelError, ValueError) as exc:
+    except (ImageLoadError, ModelError, ValueError, StoreError) as exc:
         row["error"] = utf8_text(one_line(exc))
     except OSError as exc:  # the output folder (full, read-only) or a file vanishing mid-read
         written = str(exc.filename or "").startswith(str(job.out_dir))
@@ -283,15 +399,23 @@ class Recorder:
 
     def __init__(self, job: BatchJob, summary: BatchSummary, on_row=None) -> None:
         self.job, self.summary, self.on_row = job, summary, on_row
-        self.path = job.out_dir / job.batch.manifest_name
+        self.path = job.out_file(job.batch.manifest_name)
+        self.records = store.RecordLog(self.path) if is_uri(self.path) else None
 
     def record(self, row: dict) -> None:
         if row["status"] in OK_STATUSES or str(row.get("error", "")).startswith(WORKER_DIED):
-            line = json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+            if self.records is not None:  # one object per photo: written whole, a re-record replaces it
+                try:
+                    self.records.write(row)
+                except StoreError as exc:  # not recorded: failed here, done again by the next run
+                    row = {**row, "status": "failed", "output": "",
+                           "error": f"not recorded (the next run does it again): {exc}"}
+            else:
+                line = json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n"
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
         self.summary.add(row)
         if self.on_row is not None:
             self.on_row(row)
@@ -302,18 +426,25 @@ class Recorder:
         what = f"signal {signum} ({signal.Signals(signum).name})" if signum else f"exit code {code}"
         row = {"rel": task.rel, "sha256": task.digest, "settings": self.job.fingerprint(), "output": "",
                "status": "failed", "error": f"{WORKER_DIED}: {what}", "model": self.job.clean.model,
-               "reasons": [], "ready": False, "failed_checks": "", "seconds": 0.0}
+               "reasons": [], "ready": False, "failed_checks": "", "seconds": 0.0, **_source_row(task)}
         self.record(row)
         return row
 
 
-def write_summary(job: BatchJob, summary: BatchSummary) -> None:
+def _write_text(target: Path | str, text: str) -> None:
     from .io import write_text_atomic
 
+    if is_uri(target):
+        store.put(target, text.encode("utf-8"))
+    else:
+        write_text_atomic(target, text)
+
+
+def write_summary(job: BatchJob, summary: BatchSummary) -> None:
     payload = {"counts": summary.counts(), "interrupted": summary.interrupted,
                "settings": json.loads(job.clean.fingerprint()), "code_version": code_version(),
                "output_format": job.output.format, "photos": summary.rows}
-    write_text_atomic(job.out_dir / job.batch.summary_json, json.dumps(payload, indent=2, default=str))
+    _write_text(job.out_file(job.batch.summary_json), json.dumps(payload, indent=2, default=str))
     cols = ["rel", "status", "output", "error", "reasons", "ready", "failed_checks", "model", "seconds", "skipped"]
     buf = _stdio.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -321,15 +452,33 @@ def write_summary(job: BatchJob, summary: BatchSummary) -> None:
     for row in summary.rows:
         reasons = row.get("reasons", "")
         writer.writerow({**row, "reasons": "; ".join(reasons) if isinstance(reasons, list) else reasons})
-    write_text_atomic(job.out_dir / job.batch.summary_csv, buf.getvalue())
+    _write_text(job.out_file(job.batch.summary_csv), buf.getvalue())
 
 
 # --------------------------------------------------------------------------- the local engine
 
 
+class _LeaseHandle:
+    """``_prepare_out``'s lock of an OUT on an object store (``close`` releases it)."""
+
+    def __init__(self, lease: store.Lease) -> None:
+        self.lease = lease
+
+    def close(self) -> None:
+        self.lease.release()
+
+
 def _prepare_out(job: BatchJob, wait: bool):
     """Create OUT, prove it writable, and hold its manifest locked (one batch per folder at a
-    time: a second one fails at once, or with ``wait`` waits its turn)."""
+    time: a second one fails at once, or with ``wait`` waits its turn). An OUT on an object store:
+    its lease (hygiene.store.Lease), whose conditional PUT also proves it writable."""
+    if is_uri(job.out_dir):
+        lease = store.Lease(job.out_dir, job.batch.lock_lease)
+        try:
+            lease.acquire(wait)
+        except StoreError as exc:
+            raise BatchError(str(exc)) from None
+        return _LeaseHandle(lease)
     try:
         job.out_dir.mkdir(parents=True, exist_ok=True)
         fh = (job.out_dir / job.batch.manifest_name).open("a", encoding="utf-8")
@@ -364,17 +513,25 @@ def run_with(execute, job: BatchJob, sources: Sequence[Path] | None = None, summ
     shared cache) instead of failing."""
     _check_folders(job)
     lock = _prepare_out(job, wait_for_folder)
+    local = not is_uri(job.out_dir)  # an object store has no temp files: one PUT per object
     try:
-        remove_stale_temp_files(job.out_dir)
+        if local:
+            remove_stale_temp_files(job.out_dir)
         start = time.perf_counter()
         todo, summary = plan_batch(job, sources)
         if todo:
             summary.interrupted = execute(job, todo, summary)
-        remove_stale_temp_files(job.out_dir)  # of workers killed while stopping
+        if local:
+            remove_stale_temp_files(job.out_dir)  # of workers killed while stopping
         summary.seconds = time.perf_counter() - start
         if summary_files:
             try:
                 write_summary(job, summary)
+                if not local:  # the photos' record objects into the manifest (one PUT)
+                    store.RecordLog(job.out_file(job.batch.manifest_name)).merge()
+            except StoreError as exc:
+                raise BatchError(f"cannot write the summary: {exc}; the photos recorded are kept, "
+                                 "run the same command again") from None
             except OSError as exc:
                 raise BatchError(f"cannot write the summary in {utf8_text(str(job.out_dir))}: {exc.strerror}") from None
         return summary

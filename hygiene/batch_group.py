@@ -21,22 +21,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .batch import BatchJob, Task, process_one
+from .batch import BatchJob, Task, load_task, process_one
 
 
 def process_group(job: BatchJob, tasks: Sequence[Task]) -> list[dict]:
     """Rows of ``tasks`` (in order), as ``process_one`` makes them; never raises."""
-    from .io import load_image
     from .pipeline import needs_model
     from .segment_batch import batched, predict_alphas
 
     if len(tasks) < 2 or not batched(job.clean.model, job.clean.runtime):
         return [process_one(job, task) for task in tasks]
-    images, seconds = {}, {}
+    images, seconds, tasks = {}, {}, list(tasks)
     for i, task in enumerate(tasks):
         t = time.perf_counter()
         try:
-            images[i] = load_image(task.src, job.limits)
+            images[i], tasks[i] = load_task(task, job.limits)  # a URI's task gains its bytes' sha256
         except Exception:  # noqa: BLE001 - process_one reads it again and reports it
             pass
         seconds[i] = time.perf_counter() - t

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 # Orchestration modules: they decide which photos run, not what a photo becomes.
-_NOT_PIXELS = frozenset({"batch.py", "batch_group.py", "pool.py", "keys.py"})
+_NOT_PIXELS = frozenset({"batch.py", "batch_group.py", "pool.py", "keys.py", "store.py"})
 
 
 def bytes_sha256(data: bytes) -> str:

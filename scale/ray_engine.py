@@ -38,10 +38,12 @@ import pickle
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 from hygiene.batch import OK_STATUSES, BatchJob, BatchSummary, Recorder, Task, init_worker, run_with, with_threads
 from hygiene.keys import one_line
+from hygiene.store import run_log
 from hygiene.pool import signals_caught
 
 from . import EngineError
@@ -165,7 +167,7 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
 
     recorder = Recorder(job, summary, show)
     pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
-    with ray_connection(cfg) as ray, (job.out_dir / NODES_FILE).open("a", encoding="utf-8") as nodes:
+    with ray_connection(cfg) as ray, closing(run_log(job.out_dir, NODES_FILE)) as nodes:  # hygiene.store
         runtime = job.clean.runtime
         size = pool_size(cfg, ray, -(-len(todo) // runtime.batch_size()), gpus=runtime.device == "cuda")
         ds = _dataset(ray, job, todo, cfg, size, progress, process)
@@ -188,5 +190,6 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
                               "recorded, run the same command again to do the rest") from None
         for task in list(pending.values()):  # blocks that raised in the actor (an engine error)
             recorder.record(_lost_row(job, task, cfg.task_retries + 1))
-        os.fsync(nodes.fileno())
+        if hasattr(nodes, "fileno"):  # a local file (on an object store: one object, PUT at the end)
+            os.fsync(nodes.fileno())
     return 0

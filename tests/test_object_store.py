@@ -1,0 +1,289 @@
+"""`shelfready clean s3://... s3://...`: the real CLI against an S3-compatible server on 127.0.0.1.
+
+The server is moto's (``moto.server.ThreadedMotoServer``, the way s3fs tests
+itself), started by these tests in this process on a free port of 127.0.0.1;
+the CLI finds it the standard way (``AWS_ENDPOINT_URL`` and the AWS key
+variables), nothing shelfready-specific. Not tested here: AWS itself, GCS,
+MinIO, R2.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ".shelfready-manifest.jsonl"
+TIMING = ("seconds", "timings", "etag")  # etag: only a URI source has one
+SIZE = "256"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3:
+    """A moto S3 server on 127.0.0.1 and a boto3 client of it."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+                    "AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                    "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                    # the client library's own retry settings: 2 tries keep a stopped server's errors quick
+                    "AWS_MAX_ATTEMPTS": "2", "AWS_RETRY_MODE": "standard"}
+        self.server = None
+        self.start()
+        import boto3
+
+        self.client = boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
+                                   aws_secret_access_key="testing", region_name="us-east-1")
+
+    def start(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def bucket(self, name: str) -> str:
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def upload(self, paths: list[Path], bucket: str, prefix: str) -> None:
+        for p in paths:
+            self.client.upload_file(str(p), bucket, f"{prefix}/{p.name}")
+
+    def keys(self, bucket: str, prefix: str) -> dict[str, str]:
+        """key -> ETag under prefix."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+        return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+    def download(self, bucket: str, prefix: str, dst: Path) -> Path:
+        for key in self.keys(bucket, prefix):
+            target = dst / key[len(prefix) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(bucket, key, str(target))
+        return dst
+
+
+@pytest.fixture(scope="module")
+def s3():
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log
+    server = S3()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def clean_cmd(src: str, out: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cli", "clean", src, out, "--size", SIZE, "--quiet", *extra]
+
+
+def run(args: list[str], env: dict | None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _strip(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING}
+
+
+def outcome(out: Path) -> dict:
+    """What a batch left in OUT, less timings and ETags: output bytes, manifest, summaries."""
+    import csv
+
+    files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".")
+             and p.name not in ("summary.json", "summary.csv")}
+    manifest = sorted((_strip(json.loads(line)) for line in (out / MANIFEST).read_text().splitlines()),
+                      key=lambda r: r["rel"])
+    summary = json.loads((out / "summary.json").read_text())
+    summary["counts"].pop("seconds")
+    summary["photos"] = sorted((_strip(r) for r in summary["photos"]), key=lambda r: r["rel"])
+    with (out / "summary.csv").open(newline="") as fh:
+        table = sorted((_strip(r) for r in csv.DictReader(fh)), key=lambda r: r["rel"])
+    return {"files": files, "manifest": manifest, "summary": summary, "csv": table}
+
+
+def exactly_once(s3: S3, bucket: str, prefix: str, names: list[str], tmp: Path) -> Path:
+    """Every photo once in the merged manifest and the summary, with its output; no record objects
+    left unmerged, no lock left behind."""
+    keys = s3.keys(bucket, prefix)
+    assert not [k for k in keys if f"{MANIFEST}.d/" in k], "record objects left unmerged"
+    assert f"{prefix}/.shelfready-lock" not in keys, "lock left behind"
+    out = s3.download(bucket, prefix, tmp)
+    rels = [json.loads(line)["rel"] for line in (out / MANIFEST).read_text().splitlines()]
+    assert Counter(rels) == Counter(names), rels
+    rows = json.loads((out / "summary.json").read_text())["photos"]
+    assert Counter(r["rel"] for r in rows) == Counter(names)
+    assert all(r["status"] in ("cleaned", "needs_review") for r in rows), rows
+    for name in names:
+        assert (out / name).is_file(), name
+    return out
+
+
+def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"the run ended before {what}: {proc.returncode}"
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} after {timeout} s")
+
+
+def _records(s3: S3, bucket: str, prefix: str) -> int:
+    return sum(f"{MANIFEST}.d/" in k for k in s3.keys(bucket, prefix))
+
+
+def _one_line_error(r: subprocess.CompletedProcess) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ the local engine
+
+
+def test_s3_in_and_out_equal_a_local_disk_run_and_resume(tmp_path, sample_paths, s3):
+    photos = sample_paths[:3]
+    local_in = tmp_path / "in"
+    local_in.mkdir()
+    for p in photos:
+        (local_in / p.name).write_bytes(p.read_bytes())
+    bucket = s3.bucket("equal")
+    s3.upload(photos, bucket, "shop/in")
+    before = s3.keys(bucket, "shop/in")
+
+    local = run(clean_cmd(str(local_in), str(tmp_path / "local"), "--workers", "2"), s3.env)
+    assert local.returncode == 0, local.stderr
+    remote = run(clean_cmd(f"s3://{bucket}/shop/in", f"s3://{bucket}/shop/out/", "--workers", "2"), s3.env)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout.split(" (")[0] == local.stdout.split(" (")[0]  # same counts
+    assert f"summary: s3://{bucket}/shop/out/summary.json" in remote.stdout
+    out = exactly_once(s3, bucket, "shop/out", [p.name for p in photos], tmp_path / "remote")
+    assert outcome(out) == outcome(tmp_path / "local")  # byte-identical outputs, same rows
+    rows = [json.loads(line) for line in (out / MANIFEST).read_text().splitlines()]
+    assert all(r["sha256"] == hashlib.sha256((local_in / r["rel"]).read_bytes()).hexdigest() for r in rows)
+    assert s3.keys(bucket, "shop/in") == before  # originals untouched, nothing added beside them
+
+    again = run(clean_cmd(f"s3://{bucket}/shop/in", f"s3://{bucket}/shop/out"), s3.env)
+    assert again.returncode == 0, again.stderr
+    assert "3 already done" in again.stdout, again.stdout
+
+    # a changed original is done again, alone (its ETag changed)
+    s3.client.put_object(Bucket=bucket, Key=f"shop/in/{photos[0].name}", Body=photos[1].read_bytes())
+    third = run(clean_cmd(f"s3://{bucket}/shop/in", f"s3://{bucket}/shop/out"), s3.env)
+    assert third.returncode == 0, third.stderr
+    assert "1 cleaned" in third.stdout and "2 already done" in third.stdout, third.stdout
+
+    # mixed: a local IN into a URI OUT gives the same outputs too
+    mixed = run(clean_cmd(str(local_in), f"s3://{bucket}/mixed", "--workers", "1"), s3.env)
+    assert mixed.returncode == 0, mixed.stderr
+    got = s3.download(bucket, "mixed", tmp_path / "mixed")
+    assert outcome(got)["files"] == outcome(tmp_path / "local")["files"]
+
+
+def test_refusals_and_one_line_errors(tmp_path, sample_paths, s3):
+    bucket = s3.bucket("refuse")
+    s3.upload(sample_paths[:1], bucket, "in")
+    before = s3.keys(bucket, "in")
+    for out in (f"s3://{bucket}/in", f"s3://{bucket}/in/", f"s3://{bucket}//in", f"s3://{bucket}/in/cleaned"):
+        line = _one_line_error(run(clean_cmd(f"s3://{bucket}/in", out), s3.env))
+        assert "input prefix" in line and "refusing" in line, line
+    assert s3.keys(bucket, "in") == before
+
+    line = _one_line_error(run(clean_cmd("s3://no-such-bucket/in", f"s3://{bucket}/out"), s3.env))
+    assert "s3://no-such-bucket/in" in line and "bucket not found" in line, line
+    line = _one_line_error(run(clean_cmd(f"s3://{bucket}/in", "s3://no-such-bucket/out"), s3.env))
+    assert "s3://no-such-bucket/out" in line and "bucket not found" in line, line
+    line = _one_line_error(run(clean_cmd(f"s3://{bucket}/nothing-here", f"s3://{bucket}/out"), s3.env))
+    assert "no objects" in line, line
+
+    closed = {**s3.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}"}
+    line = _one_line_error(run(clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/out"), closed))
+    assert f"s3://{bucket}/" in line and "cannot reach the endpoint" in line, line
+
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # the server now checks keys: ours are unknown to it
+    try:
+        line = _one_line_error(run(clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/out"), s3.env))
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+    assert f"s3://{bucket}/" in line and "credentials refused" in line, line
+    assert s3.keys(bucket, "in") == before and not s3.keys(bucket, "out")  # nothing written anywhere
+
+
+def test_second_run_refused_then_killed_driver_rerun_ends_exactly_once(tmp_path, sample_paths, s3):
+    photos = sample_paths[:4]
+    bucket = s3.bucket("killed")
+    s3.upload(photos, bucket, "in")
+    cmd = clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/out", "--workers", "1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=s3.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: f"out/.shelfready-lock" in s3.keys(bucket, "out"), proc, "the lock object")
+        second = run(cmd, s3.env)  # the same OUT while the first run holds it
+        line = _one_line_error(second)
+        assert "is being written by another shelfready run" in line and f"s3://{bucket}/out" in line, line
+        wait_for(lambda: _records(s3, bucket, "out") >= 1, proc, "a record object")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    first = _records(s3, bucket, "out")
+    assert first < 4, "the run ended before the kill: nothing tested"
+    assert not [k for k in s3.keys(bucket, "out") if k.endswith("summary.json")]
+    again = run(cmd, s3.env)  # the killed run's lock is stale (its process is gone): taken over
+    assert again.returncode == 0, again.stderr
+    assert f"{first} already done" in again.stdout, again.stdout
+    exactly_once(s3, bucket, "out", [p.name for p in photos], tmp_path / "out")
+
+
+def test_server_stopped_mid_run_one_line_per_photo_then_resume(tmp_path, sample_paths, s3):
+    photos = sample_paths[:4]
+    bucket = s3.bucket("stopped")
+    s3.upload(photos, bucket, "in")
+    cmd = [*clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/out", "--workers", "1")]
+    cmd.remove("--quiet")  # the per-photo error lines go to stderr with the progress bar
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=s3.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _records(s3, bucket, "out") >= 1, proc, "a record object")
+    finally:
+        s3.stop()
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        s3.start()  # the same server state, on the same port
+    recorded = _records(s3, bucket, "out")
+    assert recorded < 4, "the run ended before the server stopped: nothing tested"
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+    errors = [line.split("error: ", 1)[1] for line in stderr.splitlines() if "error: " in line]
+    failed = sorted(e.split(": ", 1)[0] for e in errors)
+    assert len(failed) == len(set(failed)) and len(failed) == 4 - recorded, stderr  # one line per photo left
+    assert all("cannot reach the endpoint" in e for e in errors), errors
+    final = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(final) == 1 and "cannot write the summary" in final[0], stderr
+
+    again = run(cmd, s3.env)
+    assert again.returncode == 0, again.stderr
+    assert f"{recorded} already done" in again.stdout, again.stdout
+    exactly_once(s3, bucket, "out", [p.name for p in photos], tmp_path / "out")
