@@ -298,3 +298,46 @@ def test_clean_precision_is_what_runs_and_is_recorded(tmp_path):
         assert max(diffs) == 0
     listing = shelfready("models", "list", "--precision", "bf16")
     assert ("u2netp" in listing) and (("bf16" if native else "no native bf16") in listing)
+
+
+# ---------------------------------------------------------------- models build-int8
+
+
+def test_models_build_int8_makes_a_remover_that_clean_runs(tmp_path, monkeypatch):
+    """`shelfready models build-int8 PHOTOS` (into a model folder of its own here, never the
+    user's): an int8 QDQ u2netp calibrated on those photos, with its checksum record, which
+    `clean --model u2netp-int8` then runs; its cut-outs track u2netp's."""
+    import onnx
+
+    from hygiene import models, segment
+
+    home = tmp_path / "home"
+    (home / "models" / "u2netp").mkdir(parents=True)
+    weights = models.verify("u2netp")
+    (home / "models" / "u2netp" / weights.name).symlink_to(weights)
+    monkeypatch.setenv(models.HOME_ENV, str(home))
+    calibration = copy_samples(tmp_path / "calibration", ["dress", "shoes"])
+    output = shelfready("models", "build-int8", calibration)
+    built = home / "models" / segment.INT8 / f"{segment.INT8}.onnx"
+    assert output.strip() == f"ok  {segment.INT8}: {built} (calibrated on 2 photos)"
+    meta = json.loads(built.with_name(built.name + ".json").read_text())
+    assert meta["calibration"] == ["dress.jpg", "shoes.jpg"] and meta["size"] == built.stat().st_size
+    ops = {node.op_type for node in onnx.load(str(built)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # int8 QDQ, not a copy of the fp32 graph
+
+    src = copy_samples(tmp_path / "in", ["t-shirt"])
+    for model in ("u2netp", segment.INT8):
+        out = tmp_path / model
+        shelfready("clean", src, out, "--model", model, "--runtime", "onnxruntime", "--size", "512",
+                   "--workers", "1", "--quiet")
+        row = json.loads((out / "summary.json").read_text())["photos"][0]
+        assert row["model"] == model and row["status"] in ("cleaned", "needs_review"), row
+    # the int8 remover's mask of the photo tracks u2netp's (a broken build gave IoU ~0.45)
+    from hygiene.config import RuntimeConfig
+    from hygiene.io import load_image
+    from mask_helpers import mask_iou
+
+    image = load_image(src / "t-shirt.jpg")
+    rt = RuntimeConfig(runtime="onnxruntime")
+    iou = mask_iou(segment.predict_alpha(image, "u2netp", rt), segment.predict_alpha(image, segment.INT8, rt))
+    assert iou >= 0.7, iou
