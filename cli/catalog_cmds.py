@@ -16,6 +16,7 @@ import click
 from hygiene.keys import one_line
 from hygiene.config import CleanConfig
 from search.config import DEFAULT_EMBEDDER, DEFAULT_VIEW, INDEX_TYPES, VIEW_BACKGROUNDS
+from search.scenarios import SCENARIO_NAMES
 from search.embed_modes import EMBED_MODES
 
 from .options import clean_options, device_option, engine_options, onnx_device, runtime_options
@@ -271,7 +272,17 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
               help="Query photos in DIR/<label>/... (label = sub-folder).")
 @click.option("--queries-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV of path,label (paths relative to the CSV).")
-@click.option("--clean-catalog", is_flag=True, help="Also score cleaned queries against a cleaned catalog.")
+@click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default=None,
+              help="The question asked: shop-search (shoppers' raw photos vs the listings, raw vs cleaned), "
+                   "catalog-match (your photo, raw vs cleaned, vs the catalog as given), normalised-index "
+                   "(every photo cleaned) [catalog-match; normalised-index with --clean-catalog].")
+@click.option("--variants", default=None,
+              help="More query/catalog variants in the same run, comma-separated, e.g. clean/clean,fused/fused.")
+@click.option("--embedders", default=None,
+              help="Comma-separated embedders that each answer the question, e.g. "
+                   "cnn:efficientnet_lite0+flip,cnn:efficientnet_lite2+flip; the first writes the report "
+                   "[the catalog's embedder].")
+@click.option("--clean-catalog", is_flag=True, help="Without --scenario: the normalised-index scenario.")
 @clean_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Cleaning processes.")
@@ -285,21 +296,27 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @engine_options
 @device_option
-def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config, out, workers, cache_dir, view,
-                 view_fill, quiet, engine, ray_config, device):
-    """Does cleanup make your photos easier to find? Raw vs cleaned queries against CATALOG.
+def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedders, clean_catalog, clean_config, out,
+                 workers, cache_dir, view, view_fill, quiet, engine, ray_config, device):
+    """Does cleanup make your photos easier to find? Answers one scenario's question on CATALOG.
 
-    Writes OUT/index.html (verdict, numbers with 95% CIs, plots, examples),
-    OUT/report.json and OUT/per_photo.csv.
+    Writes OUT/index.html (the question, the verdict, why: background shortcut,
+    context reliance, framing, per class; numbers with 95% CIs, plots, examples),
+    OUT/report.json and OUT/per_photo.csv. With --embedders a,b each embedder
+    answers too, and the verdict is called robust only when they agree.
 
-    Example: shelfready evaluate --catalog cat/ --queries shots/ --clean-catalog --out report/
+    Example: shelfready evaluate --catalog cat/ --queries shots/ --scenario shop-search --out report/
     """
     import dataclasses
 
     from search import create_embedder, datasets
     from search.evaluate import EvalConfig, evaluate
-    from search.report import verdict_sentence, write_report
+    from search.opinions import combine, sentence
+    from search.report import ci_level, verdict_sentence, write_report
 
+    scenario = scenario or ("normalised-index" if clean_catalog else "catalog-match")
+    extra = [v for v in variants.split(",") if v.strip()] if variants else None
+    names = [n.strip() for n in embedders.split(",") if n.strip()] if embedders else []
     if (queries is None) == (queries_csv is None):
         raise click.UsageError("give either --queries DIR or --queries-csv CSV")
     if device != "cpu":  # before any photo is read: cuda without a GPU is one line
@@ -319,26 +336,35 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, clean_catalog, clean_config,
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir,
                      view=ViewConfig(background=view, fill=view_fill, grey=DEFAULT_VIEW.grey,
                                      blur_sigma=DEFAULT_VIEW.blur_sigma))
+    evs = []
     try:
-        embedder = create_embedder(cat.embedder_name, device=None if device == "auto" else device,
-                                   runtime=clean_config.runtime)
-        if engine == "ray":  # cleanup and embedding on Ray actors, into the cache; the scoring here
-            from scale import EngineError
-            from scale.eval_engine import evaluate_on_ray
+        for name in names or [cat.embedder_name]:
+            embedder = create_embedder(name, device=None if device == "auto" else device,
+                                       runtime=clean_config.runtime)
+            if engine == "ray":  # cleanup and embedding on Ray actors, into the cache; the scoring here
+                from scale import EngineError
+                from scale.eval_engine import evaluate_on_ray
 
-            ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
-            try:
-                ev = evaluate_on_ray(query_items, catalog_items, embedder, clean_config, clean_catalog, cfg,
-                                     ray_config, device=device, progress=not quiet)
-            except EngineError as exc:
-                raise click.ClickException(str(exc)) from None
-        else:
-            ev = evaluate(query_items, catalog_items, embedder, clean_config, clean_catalog=clean_catalog,
-                          config=cfg, progress=not quiet)
+                ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
+                try:  # both sides cleaned on Ray (the reasons need both); the scenario is scored below
+                    evaluate_on_ray(query_items, catalog_items, embedder, clean_config, True, cfg,
+                                    ray_config, device=device, progress=not quiet)
+                except EngineError as exc:
+                    raise click.ClickException(str(exc)) from None
+            evs.append(evaluate(query_items, catalog_items, embedder, clean_config, variants=extra, config=cfg,
+                                progress=not quiet, scenario=scenario))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    ev = evs[0]
+    combined = combine(evs) if len(evs) > 1 else None
+    if combined:
+        ev.opinions = combined["opinions"]
     index = write_report(ev, out)
-    for v in ev.variants[1:]:
+    for v in [ev.headline] + [v for v in ev.variants[1:] if v != ev.headline]:
         click.echo(verdict_sentence(ev, v))
-    click.echo(f"verdict: {ev.verdict}")
+    for line in (ev.reasons or {}).get("sentences", [])[:1]:
+        click.echo(f"Why: {line}")
+    if combined:
+        click.echo(sentence(combined, ci_level(ev)))
+    click.echo(f"verdict: {ev.verdict}" + (f" ({combined['agreement']})" if combined else ""))
     click.echo(f"report: {index}")

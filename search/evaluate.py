@@ -16,6 +16,13 @@ output); ``clean:<view>`` / ``fused:<view>`` name another view, e.g.
 ``clean:blur/clean:blur`` or ``fused:grey@0.95/fused:grey@0.95``, so views compare
 in one run on the same photos.
 
+A *scenario* (``search.scenarios``: shop-search, catalog-match, normalised-index)
+names the seller's question and the variant that answers it; ``evaluate(...,
+scenario=...)`` runs raw/raw, that variant and any extra ``variants``, and gives the
+verdict of the scenario's variant. Every evaluation also measures its *reasons*
+(``search.reasons``: context reliance, background shortcut, framing, per class) on the
+same photos, unless ``EvalConfig.reasons.enabled`` is off; they need both sides cleaned.
+
 Statistics (all seeded): 95 % percentile bootstrap CIs of each metric's mean;
 for each variant against ``raw/raw`` a paired bootstrap of the difference
 (the same resampled photos for both) and a Wilcoxon signed-rank test on the
@@ -39,15 +46,17 @@ import numpy as np
 from hygiene.config import CleanConfig
 
 from . import metrics
-from .config import DEFAULT_VIEW, EmbedConfig, ViewConfig
+from . import reasons as reasons_mod
+from . import scenarios
+from .config import DEFAULT_REASONS, DEFAULT_VIEW, EmbedConfig, ReasonsConfig, ViewConfig
 from .datasets import LabelledImage
 from .embed_modes import fuse
 from hygiene.keys import code_version
 
 from .photo_cache import cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
-from .views import load_view, parse_view, view_key, view_name
+from .views import FRAMED_KINDS, load_framed, load_view, parse_view, view_key, view_name
 
-BASELINE = "raw/raw"
+BASELINE = scenarios.BASELINE
 MODES = ("raw", "clean", "fused")  # fused: mean of the raw and the cleaned photo's embeddings, normalised
 VARIANTS = tuple(f"{q}/{c}" for q in MODES for c in MODES)
 
@@ -67,6 +76,7 @@ class EvalConfig:
     cache_dir: Path | None = None  # None = default_cache_dir()
     cache_key: str | None = None  # pin cleaned images to this cache key (default: clean_key(config))
     view: ViewConfig = DEFAULT_VIEW  # what the embedder sees of a cleaned photo in "clean"/"fused" modes
+    reasons: ReasonsConfig = DEFAULT_REASONS  # why a gain or a loss (search/reasons.py)
 
     def __post_init__(self) -> None:
         if self.resamples < 100:
@@ -101,6 +111,9 @@ class Evaluation:
     catalog: list[dict]  # per catalog item: path, label, sku, cleaned path, status
     excluded: list[dict]  # photos left out and why
     settings: dict
+    scenario: dict | None = None  # search.scenarios.Scenario as a dict (None: no scenario named)
+    reasons: dict | None = None  # search.reasons.measure + "sentences", or {"error": ...}
+    opinions: list | None = None  # other embedders' verdicts on the same question (search.opinions)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -150,15 +163,22 @@ def _variant_list(variants, clean_catalog: bool) -> list[str]:
 def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage], embedder,
              clean_config: CleanConfig = CleanConfig(), variants: Sequence[str] | None = None,
              clean_catalog: bool = False, config: EvalConfig = EvalConfig(),
-             progress: bool = True) -> Evaluation:
-    """Score raw vs cleaned query photos (and catalog) against the same catalog; see module doc."""
+             progress: bool = True, scenario: str | None = None) -> Evaluation:
+    """Score raw vs cleaned query photos (and catalog) against the same catalog; see module doc.
+
+    ``scenario`` (search.scenarios) picks the variant that gives the verdict; ``variants`` then
+    adds others to the same run (``clean_catalog`` is ignored)."""
     if not queries or not catalog:
         raise ValueError("need at least one query photo and one catalog item")
+    scene = scenarios.get(scenario) if scenario else None
     if isinstance(embedder, str):
         from .embedders import create_embedder
 
         embedder = create_embedder(embedder, batch_size=config.batch_size)
-    variants = _variant_list(variants, clean_catalog)
+    if scene is not None:
+        variants = _variant_list(scenarios.variants_for(scene.name, variants), True)
+    else:
+        variants = _variant_list(variants, clean_catalog)
     cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     q_modes = _needed({v.split("/")[0] for v in variants})
     c_modes = _needed({v.split("/")[1] for v in variants})
@@ -168,10 +188,11 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
     prep = {("q", "raw"): raw_photos([q.path for q in queries]),
             ("c", "raw"): raw_photos([c.path for c in catalog])}
     ckey = config.cache_key or clean_key(clean_config)
-    if q_modes - {"raw"}:
+    want_reasons = config.reasons.enabled
+    if q_modes - {"raw"} or want_reasons:
         prep[("q", "clean")] = clean_photos([q.path for q in queries], clean_config, cache,
                                             config.workers, progress, ckey)
-    if c_modes - {"raw"}:
+    if c_modes - {"raw"} or want_reasons:
         prep[("c", "clean")] = clean_photos([c.path for c in catalog], clean_config, cache,
                                             config.workers, progress, ckey)
     composed = [m for m in views if view_key(views[m], clean_config)]
@@ -258,7 +279,13 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
                  "status": cat_clean[j].status if cat_clean else "raw",
                  "model": cat_clean[j].model if cat_clean else "", "used": bool(c_ok[j])}
                 for j, c in enumerate(catalog)]
-    headline = "clean/clean" if "clean/clean" in variants else variants[1]
+    headline = scene.variant if scene else "clean/clean" if "clean/clean" in variants else variants[1]
+    why = None
+    if want_reasons:
+        why = _reasons(prep, q_idx, c_idx, q_labels, c_labels, vecs, embedder, cache, ckey, clean_config, config,
+                       {v: per_variant[v][1]["RR"] for v in variants}, headline, progress)
+        if "error" not in why:
+            why["sentences"] = reasons_mod.explain(why, stats["comparisons"][headline]["verdict"])
     settings = {"embedder": embedder.name, "clean_config": json.loads(clean_config.fingerprint()),
                 "clean_key": ckey, "hygiene_code": code_version(),
                 "views": {m: {"name": view_name(v), **asdict(v)} for m, v in sorted(views.items())},
@@ -271,7 +298,47 @@ def evaluate(queries: Sequence[LabelledImage], catalog: Sequence[LabelledImage],
                       verdict=stats["comparisons"][headline]["verdict"], metrics=stats["metrics"],
                       comparisons=stats["comparisons"], by_class=stats["by_class"],
                       curves=stats["curves"], photos=photos, catalog=cat_rows, excluded=excluded,
-                      settings=settings)
+                      settings=settings, scenario=asdict(scene) if scene else None, reasons=why)
+
+
+def _reasons(prep, q_idx, c_idx, q_labels, c_labels, vecs, embedder, cache, ckey, clean_config, config,
+             variant_rr, headline, progress) -> dict:
+    """Embed the framed views of the scored photos (cached) and measure the reasons on them."""
+    import copy
+
+    rc = config.reasons
+    views, ok = {"raw": {}, "clean": {}}, {}
+    for side, idx in (("q", q_idx), ("c", c_idx)):
+        views["raw"][side] = vecs[(side, "raw")][idx]
+        photos = [copy.copy(p) for p in prep[(side, "clean")]]  # a failed view must not touch the variants
+        if not any(p.ok for p in photos):
+            return {"error": "no photo could be cleaned, so nothing can be said about why"}
+        if any(p.ok and not (p.mask_path and p.mask_path.is_file()) for p in photos):
+            return {"error": f"the cleaned-photo cache {ckey} holds no masks (made before views): clean "
+                             "again (without --cache-key) to measure the reasons"}
+        views["clean"][side] = embed_prepared(photos, embedder, cache, f"clean-{ckey}", config.batch_size,
+                                              progress)[idx]  # the marketplace output, whatever config.view
+        for kind in FRAMED_KINDS:
+            loader = (lambda p, k=kind: load_framed(p.source, p.mask_path, p.model, clean_config, k, rc.grey))
+            v = embed_prepared(photos, embedder, cache, f"framed-{ckey}-{kind}{rc.grey}", config.batch_size,
+                               progress, loader=loader)
+            views.setdefault(kind, {})[side] = v[idx]
+        ok[side] = np.array([photos[i].ok for i in idx])
+    return _measure_ok(views, ok["q"], ok["c"], q_labels, c_labels, variant_rr, headline, config)
+
+
+def _measure_ok(views, q_ok, c_ok, q_labels, c_labels, variant_rr, headline, config) -> dict:
+    if not q_ok.any() or not c_ok.any():
+        return {"error": "no photo had a usable mask on one side, so nothing can be said about why"}
+    vectors = {k: (v["q"][q_ok], v["c"][c_ok]) for k, v in views.items()}
+    cl = np.asarray(c_labels, dtype=object)[c_ok]
+    ql = np.asarray(q_labels, dtype=object)[q_ok]
+    keep = np.isin(ql, np.unique(cl))
+    vectors = {k: (q[keep], c) for k, (q, c) in vectors.items()}
+    out = reasons_mod.measure(vectors, ql[keep], cl, {v: rr[q_ok][keep] for v, rr in variant_rr.items()},
+                              BASELINE, headline, config.resamples, config.confidence, config.seed, config.reasons)
+    out["left_out"] = {"queries": int(q_ok.size - keep.sum()), "catalog": int((~c_ok).sum())}
+    return out
 
 
 def _statistics(per_variant: dict, variants: list[str], labels: np.ndarray, config: EvalConfig) -> dict:

@@ -141,7 +141,8 @@ body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24
 color:#222;padding:0 16px}h1{font-size:24px}h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd}
 .verdict{padding:12px 16px;border-radius:6px;margin:10px 0;font-size:16px}
 .gain{background:#e6f6ea;border-left:6px solid #27ae60}.loss{background:#fbe9e7;border-left:6px solid #c0392b}
-.none{background:#f2f2f2;border-left:6px solid #888}table{border-collapse:collapse;margin:8px 0}
+.none{background:#f2f2f2;border-left:6px solid #888}
+.question{font-size:17px;background:#f5f8fc;border-left:6px solid #2e6da4;padding:10px 14px}table{border-collapse:collapse;margin:8px 0}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f7f7f7}td.l,th.l{text-align:left}.ci{color:#777;font-size:12px}
 .pair{display:flex;gap:10px;align-items:flex-start;margin:10px 0;padding:8px;border:1px solid #eee}
@@ -174,12 +175,26 @@ def ci_level(ev: Evaluation) -> str:
     return f"{100 * ev.settings['eval_config']['confidence']:g}%"
 
 
+ANSWER = {"gain": "Yes: cleanup HELPED", "loss": "No: cleanup HURT",
+          "no significant change": "Not measurably: no significant change"}
+
+
+def question(ev: Evaluation) -> str:
+    """The scenario's question in words ("" when the evaluation named no scenario)."""
+    sc = ev.scenario
+    return f"{sc['title']}: {sc['question']}" if sc else ""
+
+
 def verdict_sentence(ev: Evaluation, variant: str) -> str:
+    """The verdict of ``variant`` in words with its figures; the scenario's own variant opens with
+    the scenario's question and answers it."""
     c = ev.comparisons[variant]
     base, new, d = ev.metrics[ev.baseline]["MRR"]["mean"], ev.metrics[variant]["MRR"]["mean"], c["diff"]["MRR"]
     r1b, r1v = ev.metrics[ev.baseline]["R@1"]["mean"], ev.metrics[variant]["R@1"]["mean"]
     what = {"gain": "Cleanup HELPED", "loss": "Cleanup HURT",
             "no significant change": "No significant change"}[c["verdict"]]
+    if ev.scenario and variant == ev.headline:
+        what = f"{question(ev)} {ANSWER[c['verdict']]}"
     return (f"{what} ({VARIANT_TEXT[variant]}, compared with {VARIANT_TEXT[ev.baseline]}): "
             f"MRR {base:.3f} -> {new:.3f} "
             f"(difference {d['mean']:+.3f}, {ci_level(ev)} CI [{d['low']:+.3f}, {d['high']:+.3f}], Wilcoxon p = "
@@ -221,7 +236,7 @@ def _examples(ev: Evaluation, variant: str, gained: bool) -> str:
     picked = [i for i in order[:EXAMPLES] if (change[i] > 0 if gained else change[i] < 0)]
     if not picked:
         return "<p>None.</p>"
-    cat_side = variant.split("/")[1]
+    q_side, cat_side = variant.split("/")
     slug_b, slug_v = ev.baseline.replace("/", "_"), variant.replace("/", "_")
     blocks = []
     for i in picked:
@@ -229,7 +244,7 @@ def _examples(ev: Evaluation, variant: str, gained: bool) -> str:
 
         def match(slug: str, side: str) -> str:
             item = ev.catalog[p[f"top1_{slug}"]]
-            path = item["cleaned_path"] if side == "clean" and item["cleaned_path"] else item["path"]
+            path = item["cleaned_path"] if side.split(":")[0] != "raw" and item["cleaned_path"] else item["path"]
             ok = item["label"] == p["label"]
             mark = "<span class=ok>correct</span>" if ok else "<span class=bad>wrong</span>"
             return _fig(thumbnail(path), f"top match ({slug.replace('_', '/')}): {_e(item['label'])} {mark}")
@@ -238,8 +253,9 @@ def _examples(ev: Evaluation, variant: str, gained: bool) -> str:
         blocks.append(
             "<div class=pair>"
             + _fig(thumbnail(p["path"]), f"raw photo, label {_e(p['label'])}<br>rank {rank(slug_b)}")
-            + _fig(thumbnail(p["cleaned_path"]) if p["cleaned_path"] else "",
-                   f"cleaned ({_e(p['status'])})<br>rank {rank(slug_v)}")
+            + (_fig(thumbnail(p["cleaned_path"]) if p["cleaned_path"] else "",
+                    f"cleaned ({_e(p['status'])})<br>rank {rank(slug_v)}") if q_side != "raw"
+               else f"<div class=small>rank {rank(slug_v)} with the {_e(_mode_text(cat_side))} catalog</div>")
             + match(slug_b, "raw") + match(slug_v, cat_side)
             + f"<div class=small>{_e(p['path'])}<br>{_e(p['reasons'])}</div></div>")
     return "".join(blocks)
@@ -282,7 +298,9 @@ def _gallery(ev: Evaluation) -> str:
     cc = ev.settings["clean_config"]
     config = CleanConfig(preset=cc["preset"], checks=CheckConfig(**cc["checks"]))
     parts = []
-    for name, rows in (("Query photos", ev.photos), ("Catalog items", ev.catalog)):
+    for side, (name, rows) in enumerate((("Query photos", ev.photos), ("Catalog items", ev.catalog))):
+        if all(v.split("/")[side] == "raw" for v in ev.variants):
+            continue  # this side is cleaned only to measure the reasons
         done = [r for r in rows if r.get("cleaned_path")]
         if not done:
             continue
@@ -319,32 +337,99 @@ def _models_used(ev: Evaluation, cc: dict) -> str:
     return text
 
 
+def _reasons_html(ev: Evaluation) -> str:
+    """The reasons block: plain sentences, the conditions with CIs against chance, per class."""
+    r = ev.reasons
+    if not r:
+        return "<p>Reasons were not measured in this run (EvalConfig.reasons.enabled is off).</p>"
+    if "error" in r:
+        return f"<p class=bad>Reasons could not be measured: {_e(r['error'])}</p>"
+    lvl = ci_level(ev)
+    sentences = r.get("sentences", [])
+    head = f"<p><b>{_e(sentences[0])}</b></p>" if sentences else ""
+    rest = "".join(f"<li>{_e(x)}</li>" for x in sentences[1:])
+    rows = []
+    for c, vals in r["conditions"].items():
+        rows.append(f"<tr><td class=l>{_e(r['condition_text'][c])}</td><td>{_fmt_ci(vals['R@1'])}</td>"
+                    f"<td>{_fmt_ci(vals['MRR'])}</td></tr>")
+    rows.append(f"<tr><td class=l>chance (a random ranking)</td><td>{r['chance']['R@1']:.3f}</td>"
+                f"<td>{r['chance']['MRR']:.3f}</td></tr>")
+    table = (f"<table><tr><th class=l>what the embedder is shown, queries and catalog alike</th>"
+             f"<th>R@1</th><th>MRR</th></tr>{''.join(rows)}</table>")
+    v = r["variant"]
+    crow = []
+    for lab, row in r["by_class"].items():
+        cells = [f"{row['n']}"]
+        if "MRR_change" in row:
+            cells += [f"{row['MRR_' + ev.baseline]:.3f}", f"{row['MRR_' + v]:.3f}", f"{row['MRR_change']:+.3f}"]
+        cells += [f"{row.get('R@1_' + c, float('nan')):.3f}" for c in ("raw", "product-grey", "background")]
+        cells.append(f"{row['chance_R@1']:.3f}")
+        crow.append(f"<tr><td class=l>{_e(lab)}</td>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    mrr_head = (f"<th>MRR {_e(ev.baseline)}</th><th>MRR {_e(v)}</th><th>change</th>"
+                if crow and "MRR_change" in next(iter(r["by_class"].values())) else "")
+    per_class = (f"<table><tr><th class=l>class</th><th>n</th>{mrr_head}<th>R@1 raw</th>"
+                 f"<th>R@1 product alone</th><th>R@1 background alone</th><th>R@1 chance</th></tr>"
+                 f"{''.join(crow)}</table>")
+    left = r.get("left_out", {})
+    note = (f"<p class=small>Measured on the same photos ({r['n_queries']} queries, {r['n_catalog']} catalog "
+            f"items{'; left out for want of a mask: ' + str(left) if any(left.values()) else ''}), both sides "
+            f"shown the same way, at the photo's own framing, with the cleanup's own mask; grey level "
+            f"{r['grey']}. Brackets: {lvl} bootstrap CI over query photos (paired for differences). Chance: "
+            "the expected score of a random ranking of this catalog.</p>")
+    return f"{head}<ul>{rest}</ul>{table}{note}<h3>By class</h3>{per_class}"
+
+
+def _opinions_html(ev: Evaluation) -> str:
+    """Second opinions: the same question under other embedders (``evaluate --embedders``)."""
+    if not ev.opinions:
+        return ""
+    from .opinions import agreement, sentence
+
+    combined = {"opinions": ev.opinions, "agreement": agreement(ev.opinions)}
+    rows = "".join(
+        f"<tr><td class=l>{_e(o['embedder'])}</td><td>{o['mrr_raw']:.3f}</td><td>{o['mrr']:.3f}</td>"
+        f"<td>{_fmt_ci(o['diff'], True)}</td><td>{o['wilcoxon_p_rr']:.3g}</td><td class=l>{_e(o['verdict'])}</td></tr>"
+        for o in ev.opinions)
+    return (f"<h2>Second opinion: other embedders</h2><p><b>{_e(sentence(combined, ci_level(ev)))}</b></p>"
+            f"<table><tr><th class=l>embedder</th><th>MRR {_e(ev.baseline)}</th><th>MRR {_e(ev.headline)}</th>"
+            f"<th>difference</th><th>Wilcoxon p</th><th class=l>verdict</th></tr>{rows}</table>"
+            "<p class=small>A gain or a loss is called robust only when every embedder's difference has the "
+            "same sign and each CI excludes 0. This report's other sections are for the first embedder.</p>")
+
+
 def render_html(ev: Evaluation, title: str) -> str:
     s = ev.settings
     cc = s["clean_config"]
-    verdicts = []
-    for v in ev.variants:
-        if v == ev.baseline:
-            continue
+    verdicts, others = [], []
+    for v in [ev.headline] + [v for v in ev.variants if v not in (ev.baseline, ev.headline)]:
         kind = {"gain": "gain", "loss": "loss"}.get(ev.comparisons[v]["verdict"], "none")
-        verdicts.append(f"<div class='verdict {kind}'>{_e(verdict_sentence(ev, v))}</div>")
+        (verdicts if v == ev.headline else others).append(
+            f"<div class='verdict {kind}'>{_e(verdict_sentence(ev, v))}</div>")
+    if others:
+        verdicts.append("<h3>Other variants (they answer other questions)</h3>" + "".join(others))
+    opening = ""
+    if ev.scenario:
+        sc = ev.scenario
+        opening = (f"<p class=question><b>{_e(sc['title'])}.</b> {_e(sc['question'])}<br>"
+                   f"<span class=small>Compared: {_e(sc['setup'])} (scenario <code>{_e(sc['name'])}</code>; "
+                   f"other scenarios: <code>shelfready evaluate --scenario</code>).</span></p>")
     sections = [
-        f"<h1>{_e(title)}</h1>",
+        f"<h1>{_e(title)}</h1>", opening,
         f"<p class=small>Embedder {_e(s['embedder'])}; cleanup model {_e(_models_used(ev, cc))}, preset "
         f"{_e(cc['preset'])}; {s['n_queries']} query photos, {s['n_catalog']} catalog items; "
         f"{_e(s['ranking'])}; {ci_level(ev)} bootstrap CIs over photos ({s['eval_config']['resamples']} resamples, "
         f"seed {s['eval_config']['seed']}); verdict = MRR difference CI excludes 0 and Wilcoxon "
         f"p &lt; {s['eval_config']['alpha']}. {_e(s.get('note', ''))}</p>",
         f"<h2>Verdict</h2>{''.join(verdicts)}",
+        f"<h2>Why</h2>{_reasons_html(ev)}",
+        _opinions_html(ev),
         f"<h2>Numbers</h2>{_metrics_table(ev)}"
         "<p class=small>R@k = share of photos with a correct item in the top k; P@k = share of the top k "
         f"that is correct; mAP and MRR over the full ranking. Brackets: {ci_level(ev)} CI.</p>",
         f"<h2>Before and after</h2>{_gallery(ev)}",
         f"<h2>Recall@k</h2><img src='{recall_curve_plot(ev)}' alt='recall at k'>",
     ]
-    for v in ev.variants:
-        if v == ev.baseline:
-            continue
+    for v in [ev.headline] + [v for v in ev.variants if v not in (ev.baseline, ev.headline)]:
         sections += [
             f"<h2>Rank changes: {_e(VARIANT_TEXT[v])}</h2><img src='{rank_change_plot(ev, v)}' alt='rank changes'>",
             f"<h3>Gained most</h3>{_examples(ev, v, True)}",

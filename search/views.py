@@ -150,3 +150,47 @@ def load_view(source: Path, cleaned: Path, mask: Path | None, status: str, model
                          "without --cache-key")
     alpha = np.asarray(Image.open(mask).convert("L"))
     return compose_view(load_image(source), alpha, config, view, given_alpha=model == "input-alpha")
+
+
+# --------------------------------------------------------------------------- the photo's own framing
+# What the reasons (search/reasons.py) show the embedder: the raw photo, nothing moved or resized,
+# with the product or its surroundings taken away, using the same tidied mask as the cleanup.
+
+FRAMED_KINDS = ("product-grey", "product-white", "background")
+
+
+def framed_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, kind: str, grey: int,
+                given_alpha: bool = False) -> Image.Image:
+    """The photo at its own framing and size: ``product-grey`` / ``product-white`` keep only the
+    product (on a flat ``grey`` level / on white); ``background`` keeps only the surroundings, the
+    product's box filled with ``grey``. A mask with no product gives an all-grey ``product-*``
+    view and the whole photo as ``background``."""
+    if kind not in FRAMED_KINDS:
+        raise ValueError(f"unknown framed view {kind!r}; known: {', '.join(FRAMED_KINDS)}")
+    rgb = _rgb_of(image)
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the photo "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}")
+    alpha = mask if given_alpha else refine.refine_alpha(rgb, mask, config.refine)
+    alpha = compose.tidy_alpha(alpha, config.mask_threshold, config.min_component_share)
+    if kind == "background":
+        out = rgb.copy()
+        box = frame.product_box(alpha, config.mask_threshold)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            out[y0:y1, x0:x1] = grey
+        return Image.fromarray(out, "RGB")
+    level = 255 if kind == "product-white" else grey
+    return Image.fromarray(over(rgb, alpha, np.full_like(rgb, level)), "RGB")
+
+
+def load_framed(source: Path, mask: Path | None, model: str, config: CleanConfig, kind: str,
+                grey: int) -> Image.Image:
+    """``framed_view`` of one cached photo (any status: the remover's mask is cached for each)."""
+    from hygiene.io import load_image
+
+    if mask is None or not Path(mask).is_file():
+        raise ValueError("no cached mask for this photo (cache made before views): clean it again "
+                         "without --cache-key")
+    alpha = np.asarray(Image.open(mask).convert("L"))
+    return framed_view(load_image(source), alpha, config, kind, grey, given_alpha=model == "input-alpha")

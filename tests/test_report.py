@@ -179,7 +179,17 @@ def test_demo_evaluates_the_shipped_photos(demo_run):
     n_queries = len(list((ROOT / "demo_data" / "queries").glob("*/*.jpg")))
     assert (n_listings, n_queries) == (40, 40)
     data = json.loads((out / "report" / "report.json").read_text())
-    assert data["variants"] == ["raw/raw", "clean/raw", "clean/clean"]
+    # the demo asks the shop's own question: shoppers' raw photos vs the listings, raw vs cleaned
+    assert data["variants"] == ["raw/raw", "raw/clean"] and data["headline"] == "raw/clean"
+    assert data["scenario"]["name"] == "shop-search"
+    verdict = [ln for ln in stdout.splitlines() if ln.startswith("Shop search: ")]
+    assert len(verdict) == 1 and "Do shoppers' own photos" in verdict[0] and "MRR" in verdict[0]
+    # and why: the reasons measured on the same photos, the first in plain words
+    why = data["reasons"]
+    assert why["n_queries"] == n_queries and why["n_catalog"] == n_listings
+    assert set(why["conditions"]) == {"raw", "product-grey", "background", "product-white", "clean"}
+    assert why["chance"]["R@1"] == pytest.approx(0.1)
+    assert f"Why: {why['sentences'][0]}" in stdout and "Background shortcut" in stdout
     assert data["settings"]["n_queries"] == n_queries and data["settings"]["n_catalog"] == n_listings
     assert_verdict_follows_the_numbers(data)
     assert f"{n_listings} listings and {n_queries} shopper photos (10 classes)" in stdout
@@ -219,7 +229,7 @@ def test_demo_report_in_chromium_shows_the_gallery(demo_run, request, tmp_path):
         assert driver.save_screenshot(str(shot))
     finally:
         driver.quit()
-    assert pairs == 80  # every query and every listing: raw | cleaned
+    assert pairs == 40  # every listing: raw | cleaned (shoppers' photos stay raw in shop search)
     assert images == loaded and images >= 2 * pairs + 2  # thumbnails + the two plots, all decoded
     assert visible
     with Image.open(shot) as im:
