@@ -341,3 +341,68 @@ def test_models_build_int8_makes_a_remover_that_clean_runs(tmp_path, monkeypatch
     rt = RuntimeConfig(runtime="onnxruntime")
     iou = mask_iou(segment.predict_alpha(image, "u2netp", rt), segment.predict_alpha(image, segment.INT8, rt))
     assert iou >= 0.7, iou
+
+
+# ---------------------------------------------------------------- Ray: --shards, --from-parquet, --ray-actor-cpus
+
+
+def _pool_sizes(monkeypatch, module) -> list[tuple[float, int]]:
+    """(actor_cpus asked, actors in the pool) of each Ray job ``module`` sizes (a spy on pool_size)."""
+    calls: list[tuple[float, int]] = []
+    real = module.pool_size
+
+    def spy(cfg, ray, units, gpus=False):
+        size = real(cfg, ray, units, gpus)
+        calls.append((cfg.actor_cpus, size))
+        return size
+
+    monkeypatch.setattr(module, "pool_size", spy)
+    return calls
+
+
+@pytest.mark.ray
+def test_catalog_shards_then_from_parquet_with_the_embedder_named(tmp_path):
+    """`shelfready catalog build shop/ --out cat/ --engine ray --shards shards/` writes its Parquet
+    shards where --shards says; `shelfready catalog build --from-parquet shards/ --out cat2/
+    --embedder cnn:efficientnet_lite0` on those shards alone (no sidecar, as if made elsewhere)
+    builds the same catalog: same items, a photo finds itself at score 1."""
+    from search import Catalog
+
+    shop = copy_samples(tmp_path / "shop", ["dress", "hat", "shoes", "skirt"])
+    shards = tmp_path / "where-the-shards-go"
+    cat = tmp_path / "cat"
+    output = shelfready("catalog", "build", shop, "--out", cat, "--engine", "ray", "--shards", shards,
+                        "--embedder", EMBEDDER, "--index", "flat", "--quiet")
+    assert "added 4, already present 0, failed 0" in output
+    assert list(shards.glob("*.parquet")) and not (tmp_path / "cat-shards").exists()
+    (shards / "shelfready-shards.json").unlink()  # Parquet only, as shards made by another tool
+    res = CliRunner().invoke(cli, ["catalog", "build", "--from-parquet", str(shards), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "give --embedder" in res.output
+    cat2 = tmp_path / "cat2"
+    output = shelfready("catalog", "build", "--from-parquet", shards, "--out", cat2, "--embedder", EMBEDDER)
+    assert "added 4, already present 0, failed 0" in output and EMBEDDER in output
+    with Catalog.open(cat) as a, Catalog.open(cat2) as b:
+        assert b.embedder_name == EMBEDDER and b.dim == 1280
+        assert ([(i.id, i.sku, i.label, i.content_hash) for i in b.items()]
+                == [(i.id, i.sku, i.label, i.content_hash) for i in a.items()])
+    hit = json.loads(shelfready("search", cat2, shop / "skirt.jpg", "-k", "1", "--json"))[0]
+    assert hit["sku"] == "skirt" and hit["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.ray
+def test_clean_ray_actor_cpus_packs_more_actors(tmp_path, monkeypatch, sample_paths):
+    """`shelfready clean photos/ ready/ --engine ray --workers 2 --ray-actor-cpus 0.5`: a local Ray
+    of 2 CPUs holds 4 actors of half a CPU (2 at the default 1 CPU); every photo is cleaned
+    once, as the local engine cleans it."""
+    from scale import ray_engine
+    from scale_helpers import exactly_once, outcome, photos
+
+    sizes = _pool_sizes(monkeypatch, ray_engine)
+    src = photos(sample_paths, tmp_path / "in", 4)
+    shelfready("clean", src, tmp_path / "ray", "--engine", "ray", "--workers", "2", "--ray-actor-cpus", "0.5",
+               "--size", "256", "--quiet")
+    assert sizes == [(0.5, 4)]
+    names = sorted(p.name for p in src.iterdir())
+    exactly_once(tmp_path / "ray", names)
+    shelfready("clean", src, tmp_path / "local", "--workers", "2", "--size", "256", "--quiet")
+    assert outcome(tmp_path / "ray")["files"] == outcome(tmp_path / "local")["files"]
