@@ -112,7 +112,8 @@ def outcome(out: Path) -> dict:
     import csv
 
     files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".")
+             for p in sorted(out.rglob("*")) if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(out).parts)
              and p.name not in ("summary.json", "summary.csv")}
     manifest = sorted((_strip(json.loads(line)) for line in (out / MANIFEST).read_text().splitlines()),
                       key=lambda r: r["rel"])
@@ -286,4 +287,91 @@ def test_server_stopped_mid_run_one_line_per_photo_then_resume(tmp_path, sample_
     again = run(cmd, s3.env)
     assert again.returncode == 0, again.stderr
     assert f"{recorded} already done" in again.stdout, again.stdout
+    exactly_once(s3, bucket, "out", [p.name for p in photos], tmp_path / "out")
+
+
+# ------------------------------------------------------------------ the Ray engine
+
+
+def _nodes(s3: S3, bucket: str, prefix: str) -> Counter:
+    """Node of each photo, from the node logs of the runs (one object per run on a URI OUT)."""
+    nodes: Counter = Counter()
+    for key in s3.keys(bucket, prefix):
+        if "/.shelfready-nodes.jsonl.d/" in key:
+            body = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            nodes.update(json.loads(line)["node"] for line in body.splitlines())
+    return nodes
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    """Two raylets of 1 CPU (ray.cluster_utils.Cluster, as tests/test_scale_cluster.py); their actors
+    get the AWS variables the standard way: from the environment the nodes start in."""
+    from ray.cluster_utils import Cluster
+
+    from scale.cluster import LOCAL_SYSTEM_CONFIG
+
+    saved = dict(os.environ)
+    os.environ.update({k: v for k, v in s3.env.items() if k.startswith("AWS_")})
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": LOCAL_SYSTEM_CONFIG})
+    c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    try:
+        yield c
+    finally:
+        c.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_engine_s3_local_ray_and_2_node_cluster_equal_local_disk(tmp_path, sample_paths, s3, cluster):
+    photos = sample_paths[:4]
+    local_in = tmp_path / "in"
+    local_in.mkdir()
+    for p in photos:
+        (local_in / p.name).write_bytes(p.read_bytes())
+    bucket = s3.bucket("ray-equal")
+    s3.upload(photos, bucket, "in")
+    local = run(clean_cmd(str(local_in), str(tmp_path / "local"), "--workers", "2"), s3.env)
+    assert local.returncode == 0, local.stderr
+    expected = outcome(tmp_path / "local")
+
+    on_cluster = run(clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/cluster", "--engine", "ray",
+                               "--ray-address", cluster.address), s3.env)
+    assert on_cluster.returncode == 0, on_cluster.stderr
+    assert on_cluster.stdout.split(" (")[0] == local.stdout.split(" (")[0]
+    got = exactly_once(s3, bucket, "cluster", [p.name for p in photos], tmp_path / "cluster")
+    assert outcome(got) == expected
+    nodes = _nodes(s3, bucket, "cluster")
+    assert len(nodes) == 2 and sum(nodes.values()) == 4, nodes  # both nodes read and wrote the bucket
+
+    s3.upload(photos[:2], bucket, "in2")  # a local Ray started and stopped by the command
+    alone = run(clean_cmd(f"s3://{bucket}/in2", f"s3://{bucket}/alone", "--engine", "ray", "--workers", "1"), s3.env)
+    assert alone.returncode == 0, alone.stderr
+    got = exactly_once(s3, bucket, "alone", [p.name for p in photos[:2]], tmp_path / "alone")
+    assert {k: v for k, v in outcome(got)["files"].items()} == {
+        k: v for k, v in expected["files"].items() if k in {p.name for p in photos[:2]}}
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_driver_killed_on_the_cluster_then_rerun_exactly_once(tmp_path, sample_paths, s3, cluster):
+    photos = sample_paths[:6]
+    bucket = s3.bucket("ray-killed")
+    s3.upload(photos, bucket, "in")
+    cmd = clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/out", "--engine", "ray", "--ray-address", cluster.address)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=s3.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _records(s3, bucket, "out") >= 2, proc, "two record objects")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    first = _records(s3, bucket, "out")
+    assert first < 6, "the job ended before the kill: nothing tested"
+    again = run(cmd, s3.env)
+    assert again.returncode == 0, again.stderr
+    # a photo whose record was PUT while the driver died may be cleaned again, but recorded once
+    assert f"{first} already done" in again.stdout, again.stdout
     exactly_once(s3, bucket, "out", [p.name for p in photos], tmp_path / "out")
