@@ -4,7 +4,12 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+# With an NVIDIA GPU (`nvidia-smi -L` lists one) the [gpu] extra (onnxruntime's CUDA provider)
+# is installed too, so `make test` runs the GPU tests instead of skipping them.
+comma  := ,
+GPU    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu)
+EXTRAS := dev,ray$(if $(GPU),$(comma)gpu)
+STAMP  := $(VENV)/.installed-stamp$(if $(GPU),-gpu)
 DEMO_OUT ?= out/demo
 PYTEST_ARGS ?=
 
@@ -12,7 +17,17 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,ray]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+ifneq ($(GPU),)
+	@# onnxruntime-gpu and rembg[cpu]'s onnxruntime install into the same package folder:
+	@# the GPU build goes back on top, alone, so the CUDA provider is the one imported; its
+	@# [cuda,cudnn] extras bring the CUDA and cuDNN libraries it was built for
+	$(PY) -m pip uninstall --quiet -y onnxruntime
+	ORT=$$($(PY) -c 'import importlib.metadata as m; print(m.version("onnxruntime-gpu"))') && \
+	$(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "onnxruntime-gpu==$$ORT" && \
+	$(PY) -m pip install --quiet --disable-pip-version-check "onnxruntime-gpu[cuda,cudnn]==$$ORT"
+	$(PY) -c 'import onnxruntime as o, sys; sys.exit("CUDAExecutionProvider" not in o.get_available_providers())'
+endif
 	touch $(STAMP)
 
 models: $(STAMP)

@@ -16,6 +16,30 @@ def _ort_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def _nvidia_gpu() -> bool:
+    """An NVIDIA GPU this machine's driver lists (what `make` checks to install the [gpu] extra)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _no_ort_cuda_reason() -> str:
+    """Exactly what is missing for the onnxruntime GPU tests."""
+    if not _nvidia_gpu():
+        return "no NVIDIA GPU here (`nvidia-smi -L` lists none)"
+    import onnxruntime as ort
+
+    return (f"a GPU is here, but onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+            f"(providers: {', '.join(ort.get_available_providers())}): install the [gpu] extra, "
+            "onnxruntime-gpu, alone (`make test` does when `nvidia-smi -L` lists a GPU)")
+
+
+NO_ORT_CUDA = "" if _ort_cuda() else _no_ort_cuda_reason()
+
+
 def test_cpu_device_keeps_the_settings_key_and_cuda_is_keyed():
     cpu = CleanConfig()
     assert '"device"' not in cpu.fingerprint()  # CPU runs are keyed as before devices existed
@@ -36,7 +60,7 @@ def test_cuda_without_a_gpu_is_one_line_before_any_photo(tmp_path, sample_paths)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _ort_cuda(), reason="no GPU here: onnxruntime has no CUDAExecutionProvider")
+@pytest.mark.skipif(bool(NO_ORT_CUDA), reason=NO_ORT_CUDA)
 def test_cuda_masks_match_cpu(sample_paths):
     from hygiene.io import load_image
     from hygiene.segment import predict_alpha
@@ -49,7 +73,7 @@ def test_cuda_masks_match_cpu(sample_paths):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _ort_cuda(), reason="no GPU here: onnxruntime has no CUDAExecutionProvider")
+@pytest.mark.skipif(bool(NO_ORT_CUDA), reason=NO_ORT_CUDA)
 def test_cuda_batched_masks_match_cpu_in_one_call(sample_paths, tmp_path):
     """The default cuda path: the batch-capable graph, batch_size() photos per call (CPU twin:
     tests/test_segment_batch.py)."""
@@ -74,7 +98,9 @@ def test_cuda_batched_masks_match_cpu_in_one_call(sample_paths, tmp_path):
 def test_cuda_embedder_matches_cpu(sample_paths):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
-        pytest.skip("no GPU here: torch.cuda.is_available() is False")
+        pytest.skip("no NVIDIA GPU here (`nvidia-smi -L` lists none)" if not _nvidia_gpu() else
+                    f"a GPU is here, but torch {torch.__version__} cannot use it (torch.cuda.is_available() "
+                    f"is False; CUDA build: {torch.version.cuda or 'none, a CPU-only torch'})")
     from hygiene.io import load_image
     from search import create_embedder
 
