@@ -1,4 +1,5 @@
-"""Shared plumbing of the retrieval benches: arguments, run, table."""
+"""Shared plumbing of the benches: the retrieval benches' arguments, run and table, and the CPU
+utilisation figure of the speed benches (``tree_cpu_seconds``, ``utilisation``, ``CpuMeter``)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,64 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = Path("/tmp/shelfready-cache")
+# A run that keeps less than this share of its cores busy is flagged (issue 23: OpenVINO pinned
+# every worker to the same core and a third of the machine sat idle).
+UTILISATION_FLOOR = 0.90
+
+
+def given_cores() -> int:
+    """Cores this process may run on (its affinity), which its children inherit."""
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def tree_cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of a process and its live descendants, each with its reaped
+    children: a pool's or Ray's workers count while they run and, once waited for, in their parent."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def utilisation(cpu_seconds: float, wall_seconds: float, cores: int) -> float:
+    """CPU used as a share of the cores given over the run."""
+    return cpu_seconds / max(1e-9, wall_seconds * cores)
+
+
+def flag(share: float) -> str:
+    """``share`` as a percentage, marked when under UTILISATION_FLOOR."""
+    return f"{share * 100:.0f} %" + (f"  << under {UTILISATION_FLOOR * 100:.0f} %" if share < UTILISATION_FLOOR else "")
+
+
+class CpuMeter:
+    """``with CpuMeter(cores) as m: ...`` then ``m.cpu``, ``m.wall``, ``m.share``: the process tree's
+    CPU time over the block (this process and its descendants, or ``pid``'s) per core given."""
+
+    def __init__(self, cores: int | None = None, pid: int | None = None) -> None:
+        self.cores, self.pid = cores or given_cores(), pid
+        self.cpu = self.wall = self.share = 0.0
+
+    def __enter__(self) -> "CpuMeter":
+        self._cpu0, self._t0 = tree_cpu_seconds(self.pid), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self._t0
+        self.cpu = tree_cpu_seconds(self.pid) - self._cpu0
+        self.share = utilisation(self.cpu, self.wall, self.cores)
 
 
 def parser(description: str, out: str) -> argparse.ArgumentParser:

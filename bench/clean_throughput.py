@@ -11,8 +11,12 @@ copied to a temp folder. Each round runs every contender once, in an order that
 rotates from round to round; a contender is timed as the whole command (start-up
 and model load included, as a user sees it). Reported per contender: median
 photos/s, its ratio to rembg's, CPU seconds per photo (user+sys of all its
-processes: steadier than wall time on a shared machine), peak RSS of the largest
-single process (a worker) and peak RSS of the whole process tree.
+processes: steadier than wall time on a shared machine), CPU utilisation (that
+CPU time as a share of the cores given over the wall time; under 90 % is flagged:
+cores left idle, e.g. workers pinned to the same core, issue 23), peak RSS of the
+largest single process (a worker) and peak RSS of the whole process tree. On a
+shared machine other jobs depress the utilisation of every contender alike: read
+it against rembg's in the same run.
 rembg does less work: a cut-out PNG at input size. shelfready does the full job:
 cut-out, white compose with foreground estimation, square frame resized to the
 preset's 1600 px (less when that would enlarge the product > 2x), readiness checks, JPEG write, manifest.
@@ -34,6 +38,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench._common import flag, given_cores, utilisation  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 
@@ -67,9 +74,11 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
-def run_timed(cmd: list[str], env: dict) -> dict:
+def run_timed(cmd: list[str], env: dict, cwd: Path | None = None) -> dict:
+    """Run ``cmd`` (in ``cwd``: ``python -m cli`` imports the checkout of the working folder, which
+    comes before PYTHONPATH) and measure it."""
     peak = [0]
-    proc = subprocess.Popen([sys.executable, "-c", _RUSAGE, *cmd], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", _RUSAGE, *cmd], env=env, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.perf_counter()
     done = threading.Event()
@@ -95,14 +104,14 @@ def run_timed(cmd: list[str], env: dict) -> dict:
 
 
 def contenders(models: list[str], workers: list[int], runtimes: list[str],
-               baseline: Path | None = None) -> dict[str, tuple[list[str], dict]]:
+               baseline: Path | None = None) -> dict[str, tuple[list[str], dict, Path]]:
     """rembg, then shelfready (this checkout's code: ``python -m cli``) per model x workers x runtime,
     and with ``baseline`` the first runtime from that checkout.
 
     A runtime is ``RUNTIME[/PRECISION]`` (e.g. ``auto``, ``openvino/bf16``, ``onnxruntime/fp32``)."""
     base_env = {k: v for k, v in os.environ.items() if k not in ("SHELFREADY_THREADS", "PYTHONPATH")}
     env = dict(base_env, PYTHONPATH=str(ROOT))
-    out = {"rembg p -m u2netp": ([str(BIN / "rembg"), "p", "-m", "u2netp"], env)}
+    out = {"rembg p -m u2netp": ([str(BIN / "rembg"), "p", "-m", "u2netp"], env, ROOT)}
     for model in models:
         for w in workers:
             if baseline is not None:
@@ -111,13 +120,13 @@ def contenders(models: list[str], workers: list[int], runtimes: list[str],
                     f"--precision {precision or 'auto'} [baseline {baseline.name}]"] = (
                     [sys.executable, "-m", "cli", "clean", "--quiet", "--model", model, "--workers", str(w),
                      "--runtime", engine, "--precision", precision or "auto"],
-                    dict(base_env, PYTHONPATH=str(baseline.resolve())))
+                    dict(base_env, PYTHONPATH=str(baseline.resolve())), baseline.resolve())
             for rt in runtimes:
                 engine, _, precision = rt.partition("/")
                 flags = ["--runtime", engine, "--precision", precision or "auto"]
                 out[f"shelfready clean --model {model} --workers {w} {' '.join(flags)}"] = (
                     [sys.executable, "-m", "cli", "clean", "--quiet", "--model", model, "--workers", str(w),
-                     *flags], env)
+                     *flags], env, ROOT)
     return out
 
 
@@ -150,6 +159,8 @@ def main(argv=None) -> int:
                       a.baseline)
     names = list(runs)
     res: dict[str, list[dict]] = {k: [] for k in names}
+    cores = given_cores()
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="shelfready-bench-") as tmp:
         src = Path(tmp) / "in"
         src.mkdir()
@@ -158,34 +169,41 @@ def main(argv=None) -> int:
         for r in range(a.rounds):
             order = names[r % len(names):] + names[: r % len(names)]
             for name in order:
-                cmd, env = runs[name]
+                cmd, env, cwd = runs[name]
                 out = Path(tmp) / f"out-{r}-{names.index(name)}"
-                m = run_timed(cmd + [str(src), str(out)], env)
+                m = run_timed(cmd + [str(src), str(out)], env, cwd)
                 check_outputs(name, out, a.n)
                 shutil.rmtree(out)
                 m["photos_per_s"] = a.n / m["wall"]
+                m["utilisation"] = utilisation(m["cpu"], m["wall"], cores)
                 res[name].append(m)
                 print(f"round {r + 1}: {name}: {m['photos_per_s']:.2f} photos/s, "
-                      f"{m['cpu'] / a.n:.3f} CPU s/photo", flush=True)
+                      f"{m['cpu'] / a.n:.3f} CPU s/photo, CPU {m['utilisation'] * 100:.0f} % of {cores} cores",
+                      flush=True)
     base = statistics.median(m["photos_per_s"] for m in res[names[0]])
     base_cpu = statistics.median(m["cpu"] for m in res[names[0]])
     rows = []
     from profile_clean import cpu_name
 
-    print(f"\n{a.n} photos, {a.rounds} rounds, {cpu_name()}, load avg {os.getloadavg()[0]:.1f}")
+    load_end = os.getloadavg()
+    print(f"\n{a.n} photos, {a.rounds} rounds, {cpu_name()}, {cores} cores given, load avg (1 min) "
+          f"{load_start[0]:.1f} at start, {load_end[0]:.1f} at end")
     for name in names:
         ms = res[name]
         row = {"contender": name, "photos_per_s": statistics.median(m["photos_per_s"] for m in ms),
                "cpu_s_per_photo": statistics.median(m["cpu"] for m in ms) / a.n,
                "worker_rss_mib": max(m["worker_rss_mib"] for m in ms),
-               "tree_rss_mib": max(m["tree_rss_mib"] for m in ms)}
+               "tree_rss_mib": max(m["tree_rss_mib"] for m in ms),
+               "utilisation": statistics.median(m["utilisation"] for m in ms)}
         row["vs_rembg"] = row["photos_per_s"] / base
         row["cpu_vs_rembg"] = statistics.median(m["cpu"] for m in ms) / base_cpu
         rows.append(row)
         print(f"  {name:45s} {row['photos_per_s']:5.2f} photos/s  x{row['vs_rembg']:.2f} vs rembg  "
               f"{row['cpu_s_per_photo']:.3f} CPU s/photo (x{row['cpu_vs_rembg']:.2f})  "
+              f"CPU {flag(row['utilisation'])} of {cores} cores  "
               f"peak RSS worker {row['worker_rss_mib']:.0f} MiB, tree {row['tree_rss_mib']:.0f} MiB")
-    out = {"n": a.n, "rounds": a.rounds, "rows": rows, "raw": res}
+    out = {"n": a.n, "rounds": a.rounds, "cpu": cpu_name(), "cores": cores,
+           "load_average": [load_start, load_end], "rows": rows, "raw": res}
     if a.model_limit:
         sys.path.insert(0, str(ROOT / "bench"))
         import model_speed

@@ -111,9 +111,9 @@ class _OpenVinoSession:
             import openvino as ov
         except ImportError:
             raise SystemExit("the 'ov' variants need OpenVINO: .venv/bin/pip install openvino") from None
-        cfg = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if threads:
-            cfg["INFERENCE_NUM_THREADS"] = threads
+        from hygiene import runtime  # the product's threading: threads, one stream, no pinning
+
+        cfg = runtime.ov_config("bf16" if precision == "bf16" else "fp32", runtime.plan(threads), None)
         model = ov.Core().compile_model(str(path), "CPU", cfg)
         self._input = model.inputs[0].get_any_name()
         self._request = model.create_infer_request()
