@@ -116,3 +116,15 @@ def isnet_path() -> Path:
     from hygiene import isnet
 
     return _opt_in_weights(isnet.NAME)
+
+
+@pytest.fixture(scope="session")
+def made_demo() -> tuple[Path, str]:
+    """`make demo` as README's quick start runs it, once a session: (its output folder, its stdout).
+    README's block and the demo's own tests read the same run."""
+    import subprocess
+
+    res = subprocess.run(["bash", "-c", "make demo"], cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return ROOT / "out" / "demo", res.stdout
