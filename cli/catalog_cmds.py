@@ -19,7 +19,7 @@ from search.config import DEFAULT_EMBEDDER, DEFAULT_VIEW, INDEX_TYPES, VIEW_BACK
 from search.scenarios import SCENARIO_NAMES
 from search.embed_modes import EMBED_MODES
 
-from .options import clean_options, device_option, engine_options, onnx_device, runtime_options
+from .options import Location, clean_options, device_option, engine_options, onnx_device, runtime_options
 
 
 def _labelled(images: Path, labels: Path | None, from_folders: bool):
@@ -47,7 +47,8 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     from hygiene.io import load_image
     from search.config import DEFAULT_EMBED
     from search.items import check_text, printable
-    from hygiene.keys import file_sha256
+    from hygiene.keys import bytes_sha256
+    from hygiene.store import is_uri, read_path
 
     from search.embed_modes import embed_images, settings_of
 
@@ -59,12 +60,14 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
         for it in items[start:start + batch]:
             try:
                 row = {"sku": check_text("sku", it.sku), "label": check_text("label", it.label)}
-                digest = file_sha256(it.path)
+                data = read_path(it.path)  # a file or an object (s3://...), read once
+                digest = bytes_sha256(data)
                 if catalog.find_hash(digest):
                     skipped += 1
                     continue
-                images.append(load_image(it.path))
-                rows.append(dict(row, path=str(Path(it.path).resolve()), content_hash=digest))
+                images.append(load_image(data))
+                rows.append(dict(row, path=it.path if is_uri(it.path) else str(Path(it.path).resolve()),
+                                 content_hash=digest))
             except (ValueError, OSError) as exc:
                 errors.append(printable(f"{it.path}: {exc}"))
         if images:
@@ -122,9 +125,10 @@ def catalog_group():
 
 
 @catalog_group.command("build")
-@click.argument("images", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("images", required=False, type=Location(exists=True, file_okay=False))
 @_label_options
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Catalog folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Catalog folder (local; IMAGES, --shards and --from-parquet may be s3:// URIs).")
 @click.option("--embedder", default=DEFAULT_EMBEDDER, show_default=True,
               help="source:arch[/tag]; append +flip for a mirror-averaged embedding (twice the model work).")
 @click.option("--index", "index_type", type=click.Choice(INDEX_TYPES), default="auto", show_default=True,
@@ -132,9 +136,9 @@ def catalog_group():
 @_lock_timeout_option
 @runtime_options
 @engine_options
-@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--shards", type=Location(file_okay=False),
               help="--engine ray: where the Parquet shards of embeddings go [OUT-shards].")
-@click.option("--from-parquet", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--from-parquet", type=Location(exists=True, file_okay=False),
               help="Build from Parquet shards (id, sku, label, path, content_hash, vector) instead of IMAGES.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--embed", "embed_mode", type=click.Choice(EMBED_MODES), default="raw", show_default=True,

@@ -417,3 +417,29 @@ def run_log(out, name: str):
         stem = PurePosixPath(name)
         return LogObject(join(out, f"{stem}.d/{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.jsonl"))
     return (Path(out) / name).open("a", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- other readers
+
+
+def open_input(uri: str):
+    """A seekable binary file object reading ``uri`` with ranged GETs (Parquet shards)."""
+    fs, path = _fs(uri)
+    return _call(uri, fs.open, path, "rb")
+
+
+def read_path(path) -> bytes:
+    """The bytes of a local file or of an object."""
+    if is_uri(path):
+        return read(path)
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def arrow_filesystem(uri: str):
+    """(pyarrow filesystem, path in it) for ``uri``: fsspec's client wrapped for pyarrow/Ray Data, so
+    Parquet written by Ray goes through the same client, credentials and endpoint as the rest."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = _fs(uri)
+    return PyFileSystem(FSSpecHandler(fs)), path

@@ -33,7 +33,8 @@ class EmbedActor:
         import numpy as np
 
         from hygiene.io import load_image
-        from hygiene.keys import file_sha256, one_line
+        from hygiene.keys import bytes_sha256, one_line
+        from hygiene.store import read_path
 
         n = len(batch["path"])
         if started(self.attempts, str(batch["id"][0])) > self.tries:  # its actor died every time: give up
@@ -45,8 +46,9 @@ class EmbedActor:
         for i, path in enumerate(batch["path"]):
             digest, error = None, None
             try:
-                digest = file_sha256(path)
-                images.append(load_image(Path(path)))
+                data = read_path(path)  # a local file or an object (s3://...): read once
+                digest = bytes_sha256(data)
+                images.append(load_image(data))
                 where.append(i)
             except (ValueError, OSError) as exc:  # as the local build: the photo is reported, not added
                 error = one_line(exc)
@@ -103,21 +105,42 @@ def embed_paths(paths, embedder: str, cfg: RayConfig = RayConfig(), batch_size: 
 def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConfig(), batch_size: int = 16,
                     device: str | None = "cpu", progress: bool = True, rows_per_shard: int = 50_000) -> int:
     """Embed ``items`` (search.datasets.LabelledImage) on Ray into Parquet files under ``shards``; rows written."""
-    shards = Path(shards)
-    if shards.exists() and any(shards.iterdir()):
-        raise EngineError(f"shard folder {shards} is not empty; choose another or remove it")
+    from hygiene import store
+
+    uri = store.is_uri(shards)
+    if uri:
+        try:
+            if store.list_files(shards, must_exist=False):
+                raise EngineError(f"shard prefix {shards} is not empty; choose another or remove it")
+        except store.StoreError as exc:
+            raise EngineError(str(exc)) from None
+    else:
+        shards = Path(shards)
+        if shards.exists() and any(shards.iterdir()):
+            raise EngineError(f"shard folder {shards} is not empty; choose another or remove it")
     from search import create_embedder  # fail fast on a bad name; its canonical name and dim for the sidecar
 
     emb = create_embedder(embedder, device="cpu")
-    rows = [{"id": i, "sku": it.sku, "label": it.label, "path": str(Path(it.path).resolve())}
-            for i, it in enumerate(items)]
+    rows = [{"id": i, "sku": it.sku, "label": it.label,
+             "path": it.path if store.is_uri(it.path) else str(Path(it.path).resolve())} for i, it in enumerate(items)]
     if not rows:
         raise EngineError("no photos to embed")
     with ray_connection(cfg) as ray:
         ds = _embedded(ray, rows, embedder, cfg, batch_size, device, progress)
-        shards.mkdir(parents=True, exist_ok=True)
-        ds.write_parquet(str(shards), min_rows_per_file=min(rows_per_shard, len(rows)))
-    (shards / SIDECAR).write_text(json.dumps({"embedder": emb.name, "dim": emb.dim, "rows": len(rows)}))
+        side = json.dumps({"embedder": emb.name, "dim": emb.dim, "rows": len(rows)})
+        if uri:  # each shard one object, through the same client as the rest (hygiene.store)
+            fs, path = store.arrow_filesystem(shards)
+            ds.write_parquet(path, filesystem=fs, min_rows_per_file=min(rows_per_shard, len(rows)))
+        else:
+            shards.mkdir(parents=True, exist_ok=True)
+            ds.write_parquet(str(shards), min_rows_per_file=min(rows_per_shard, len(rows)))
+    if uri:
+        try:
+            store.put(store.join(shards, SIDECAR), side.encode())
+        except store.StoreError as exc:
+            raise EngineError(str(exc)) from None
+    else:
+        (shards / SIDECAR).write_text(side)
     return len(rows)
 
 
@@ -129,7 +152,7 @@ def build_catalog_ray(items, embedder: str, out: Path, shards: Path, index_type:
 
     from .shard_index import build_from_parquet
 
-    if (Path(out) / HEADER).exists():
+    if (Path(out) / HEADER).exists():  # the catalog folder is local; photos and shards may be URIs
         raise EngineError(f"{out} already holds a catalog; use `shelfready catalog add`")
     embed_to_shards(items, embedder, shards, cfg, batch_size, device, progress)
     return build_from_parquet(shards, out, index_type=index_type)

@@ -54,23 +54,52 @@ def _pq():
     return pq
 
 
-def shard_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in Path(folder).rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
+def shard_files(folder: Path | str) -> list[Path] | list[str]:
+    from hygiene import store
+
+    if store.is_uri(folder):  # shards in an object store: read with ranged GETs (_parquet_file)
+        try:
+            files = [e.uri for e in store.list_files(folder) if e.uri.endswith(".parquet")
+                     and not any(p.startswith(".") for p in store.relative(e.uri, folder).split("/"))]
+        except store.StoreError as exc:
+            raise EngineError(str(exc)) from None
+    else:
+        files = sorted(p for p in Path(folder).rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise EngineError(f"no .parquet files under {folder}")
     return files
 
 
-def read_sidecar(folder: Path) -> dict:
+def read_sidecar(folder: Path | str) -> dict:
+    from hygiene import store
+
+    if store.is_uri(folder):
+        try:
+            return json.loads(store.read(store.join(folder, SIDECAR)))
+        except store.StoreError as exc:
+            if str(exc).endswith(": not found"):
+                return {}
+            raise EngineError(str(exc)) from None
     path = Path(folder) / SIDECAR
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _parquet_file(path, **kwargs):
+    """``pq.ParquetFile`` of a local shard or of one in an object store (hygiene.store)."""
+    from hygiene import store
+
+    if store.is_uri(path):
+        try:
+            return _pq().ParquetFile(store.open_input(path), **kwargs)
+        except store.StoreError as exc:
+            raise EngineError(str(exc)) from None
+    return _pq().ParquetFile(path, **kwargs)
+
+
 def _row_counts(files: list[Path]) -> list[int]:
-    pq = _pq()
     counts = []
     for f in files:
-        meta = pq.ParquetFile(f)
+        meta = _parquet_file(f)
         names = set(meta.schema_arrow.names)
         missing = [c for c in ("vector",) if c not in names]
         if missing:
@@ -87,9 +116,8 @@ def _chunks(path: Path, rows: int, columns: tuple[str, ...] = COLUMNS) -> Iterat
     the OS before the next: ``iter_batches`` and Arrow's allocator keep several for long."""
     import pyarrow as pa
 
-    pq = _pq()
     pool = pa.default_memory_pool()
-    pf = pq.ParquetFile(path, buffer_size=1 << 20)
+    pf = _parquet_file(path, buffer_size=1 << 20)
     names = [c for c in (*columns, "error") if c in pf.schema_arrow.names]
     for group in range(pf.metadata.num_row_groups):  # iter_batches keeps decoded row groups for long
         table = pf.read_row_group(group, columns=names, use_threads=False)
@@ -207,7 +235,7 @@ def _dim(files: list[Path]) -> int:
         for chunk in _chunks(f, 1024, columns=("vector",)):
             if chunk["valid"].any():
                 return int(chunk["vector"].shape[1])
-    raise EngineError(f"no row with a vector in {files[0].parent}")
+    raise EngineError(f"no row with a vector in {str(files[0]).rsplit('/', 1)[0]}")
 
 
 def _train_rows(counts: list[int], kind: str, cfg) -> np.ndarray | None:

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hygiene import store
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @dataclass(frozen=True)
 class LabelledImage:
-    path: Path
+    path: Path | str  # a str: an object-store URI (hygiene.store)
     label: str
     sku: str = ""  # catalog item id; the file stem when not given
 
@@ -35,8 +37,23 @@ def default_data_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def list_images(root: Path) -> list[Path]:
-    """Image files under root (recursive, sorted, hidden files skipped)."""
+def _list_uri(root: str) -> list[str]:
+    try:
+        entries = store.list_files(root)
+    except store.StoreError as exc:
+        raise ValueError(str(exc)) from None
+    found = []
+    for e in entries:
+        rel = store.relative(e.uri, root)
+        if Path(rel).suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in rel.split("/")):
+            found.append(e.uri)
+    return found
+
+
+def list_images(root: Path | str) -> list[Path] | list[str]:
+    """Image files under root (recursive, sorted, hidden files skipped); under a URI, their URIs."""
+    if store.is_uri(root):
+        return _list_uri(root)
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"not a folder: {root}")
@@ -52,14 +69,15 @@ def stem_label(path: Path) -> str:
 
 def from_folders(root: Path) -> list[LabelledImage]:
     """Label = name of the first-level sub-folder: ROOT/<label>/**/<image>."""
-    root = Path(root)
+    uri = store.is_uri(root)
+    root = root if uri else Path(root)
     items, loose = [], []
     for p in list_images(root):
-        rel = p.relative_to(root)
-        if len(rel.parts) < 2:
-            loose.append(rel.name)
+        parts = store.relative(p, root).split("/") if uri else p.relative_to(root).parts
+        if len(parts) < 2:
+            loose.append(parts[-1])
         else:
-            items.append(LabelledImage(p, rel.parts[0]))
+            items.append(LabelledImage(p, parts[0]))
     if loose:
         raise ValueError(f"{len(loose)} image(s) directly in {root} have no label folder "
                          f"(e.g. {loose[0]}); put each under ROOT/<label>/")
@@ -70,7 +88,7 @@ def from_folders(root: Path) -> list[LabelledImage]:
 
 def from_stems(paths: Sequence[Path]) -> list[LabelledImage]:
     """Label from the file name (see stem_label); sku = the full stem."""
-    return [LabelledImage(Path(p), stem_label(p)) for p in paths]
+    return [LabelledImage(p if store.is_uri(p) else Path(p), stem_label(p)) for p in paths]
 
 
 def from_csv(csv_path: Path, base: Path | None = None) -> list[LabelledImage]:
@@ -79,7 +97,7 @@ def from_csv(csv_path: Path, base: Path | None = None) -> list[LabelledImage]:
     Relative paths are resolved against ``base`` (default: the CSV's folder).
     """
     csv_path = Path(csv_path)
-    base = Path(base) if base is not None else csv_path.parent
+    base = base if store.is_uri(base) else Path(base) if base is not None else csv_path.parent
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = [f.strip().lower() for f in (reader.fieldnames or [])]
@@ -90,9 +108,10 @@ def from_csv(csv_path: Path, base: Path | None = None) -> list[LabelledImage]:
             row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             if not row.get("path") or not row.get("label"):
                 raise ValueError(f"{csv_path}:{line_no}: empty path or label")
-            path = Path(row["path"])
-            items.append(LabelledImage(path if path.is_absolute() else base / path, row["label"],
-                                       row.get("sku", "")))
+            path = store.location(row["path"])
+            if not store.is_uri(path) and not path.is_absolute():
+                path = store.join(base, row["path"]) if store.is_uri(base) else base / path
+            items.append(LabelledImage(path, row["label"], row.get("sku", "")))
     if not items:
         raise ValueError(f"{csv_path}: no rows")
     return items

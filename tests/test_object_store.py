@@ -375,3 +375,52 @@ def test_ray_driver_killed_on_the_cluster_then_rerun_exactly_once(tmp_path, samp
     # a photo whose record was PUT while the driver died may be cleaned again, but recorded once
     assert f"{first} already done" in again.stdout, again.stdout
     exactly_once(s3, bucket, "out", [p.name for p in photos], tmp_path / "out")
+
+
+# ------------------------------------------------------------------ catalog build
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_catalog_build_from_s3_sources_and_s3_shards_equals_local_disk(tmp_path, sample_paths, s3, cluster):
+    """Photos in the bucket: the local build, the Ray build (shards written to the bucket) and
+    --from-parquet s3:// give the catalog a local-disk build gives (the catalog folder is local)."""
+    import numpy as np
+
+    from hygiene.io import load_image
+    from search import Catalog, create_embedder
+
+    bucket = s3.bucket("catalog")
+    src = tmp_path / "products"
+    for i, p in enumerate(sample_paths[:4]):
+        (src / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        (src / f"class{i % 2}" / p.name).write_bytes(p.read_bytes())
+        s3.client.upload_file(str(p), bucket, f"products/class{i % 2}/{p.name}")
+    build = [sys.executable, "-m", "cli", "catalog", "build", "--labels-from-folders", "--out"]
+    local = run([*build, str(tmp_path / "local"), str(src)], s3.env)
+    assert local.returncode == 0, local.stderr
+    remote = run([*build, str(tmp_path / "remote"), f"s3://{bucket}/products"], s3.env)
+    assert remote.returncode == 0, remote.stderr
+    on_ray = run([*build, str(tmp_path / "ray"), f"s3://{bucket}/products", "--engine", "ray", "--quiet",
+                  "--ray-address", cluster.address, "--shards", f"s3://{bucket}/shards"], s3.env)
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    assert any(k.endswith(".parquet") for k in s3.keys(bucket, "shards"))
+    shards = run([sys.executable, "-m", "cli", "catalog", "build", "--from-parquet", f"s3://{bucket}/shards",
+                  "--out", str(tmp_path / "parquet")], s3.env)
+    assert shards.returncode == 0, shards.stderr
+
+    def items(cat):
+        return sorted((Path(it.path).name, it.sku, it.label, it.content_hash) for it in map(cat.get, cat.ids()))
+
+    ref = Catalog.open(tmp_path / "local")
+    q = create_embedder(ref.embedder_name).embed([load_image(p) for p in sample_paths[:4]])
+    for name in ("remote", "ray", "parquet"):
+        cat = Catalog.open(tmp_path / name)
+        assert items(cat) == items(ref) and len(cat) == 4, name
+        assert all(cat.get(i).path.startswith(f"s3://{bucket}/products/") for i in cat.ids()), name
+        for ha, hb in zip(ref.search(q, k=4), cat.search(q, k=4)):
+            assert [h.sku for h in ha] == [h.sku for h in hb], name
+            assert np.allclose([h.score for h in ha], [h.score for h in hb], atol=1e-4), name
+
+    line = _one_line_error(run([*build, str(tmp_path / "none"), "s3://no-such-bucket/products"], s3.env))
+    assert "s3://no-such-bucket/products" in line and "bucket not found" in line, line
