@@ -167,7 +167,7 @@ def explain(r: dict, verdict: str) -> list[str]:
                    "surroundings.")
     if "shortcut" in r:
         s = r["shortcut"][m]
-        times = f"{s['times_chance']:.1f} times chance" if s["times_chance"] else "chance is 0"
+        times = f"{s['times_chance']:.1f} times chance" if s["times_chance"] is not None else "chance is 0"
         out.append(f"Background shortcut: the backgrounds alone give {m} {_f(s)}, {times} ({s['chance']:.3f})"
                    + ("; the CI lies above chance." if s["present"] else "; that is not above chance."))
     if "context" in r:
@@ -176,7 +176,7 @@ def explain(r: dict, verdict: str) -> list[str]:
         out.append(f"Context reliance: with the product alone on grey, in the photo's framing, {m} {word}: "
                    f"{raw['mean']:.3f} -> {prod['mean']:.3f} (difference {_f(r['context'][m], True)}).")
     if "framing" in r:
-        word = {-1: "lowers", 1: "raises", 0: "does not change significantly"}[framing]
-        out.append(f"Framing: centring and enlarging the same cut-out on white {word} {m} "
+        word = {-1: f"lowers {m}", 1: f"raises {m}", 0: f"leaves {m} about the same"}[framing]
+        out.append(f"Framing: centring and enlarging the same cut-out on white {word} "
                    f"(difference {_f(r['framing'][m], True)}).")
     return out

@@ -103,3 +103,35 @@ def test_cli_scenario_option(small_sets, tmp_path, tmp_path_factory):
     bad = CliRunner().invoke(evaluate_cmd, ["--catalog", str(cat), "--queries", str(qdir), "--out",
                                             str(tmp_path / "r2"), "--scenario", "shop"])
     assert bad.exit_code == 2 and "shop-search" in bad.output
+
+
+@pytest.mark.slow
+def test_cli_embedders_give_a_second_opinion(small_sets, tmp_path, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from cli.catalog_cmds import catalog_group, evaluate_cmd
+    from search.opinions import DEPENDS, NONE, ROBUST
+
+    queries, catalog = small_sets
+    shop, qdir = tmp_path / "shop", tmp_path / "queries"
+    for folder, items in ((shop, catalog), (qdir, queries)):
+        for it in items:
+            (folder / it.label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(it.path, folder / it.label / it.path.name)
+    cat = tmp_path / "cat"
+    res = CliRunner().invoke(catalog_group, ["build", str(shop), "--labels-from-folders", "--out", str(cat),
+                                             "--quiet", "--embedder", "cnn:efficientnet_lite0"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(evaluate_cmd, [
+        "--catalog", str(cat), "--queries", str(qdir), "--out", str(tmp_path / "r"), "--quiet",
+        "--cache-dir", str(tmp_path_factory.getbasetemp() / "shelfready-eval-cache"), "--scenario", "catalog-match",
+        "--embedders", "cnn:efficientnet_lite0,cnn:efficientnet_lite2"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [o["embedder"] for o in data["opinions"]] == ["cnn:efficientnet_lite0", "cnn:efficientnet_lite2"]
+    assert all(o["variant"] == "clean/raw" for o in data["opinions"])
+    assert data["opinions"][0]["diff"] == data["comparisons"]["clean/raw"]["diff"]["MRR"]
+    assert data["opinions"][0]["diff"] != data["opinions"][1]["diff"]  # two embedders, two answers
+    across = [ln for ln in res.output.splitlines() if ln.startswith("Across embedders: ")]
+    assert len(across) == 1 and any(w in across[0] for w in (*ROBUST.values(), NONE, DEPENDS))
+    assert "Second opinion" in (tmp_path / "r" / "index.html").read_text()
