@@ -70,15 +70,24 @@ def running_server(wait_ready: bool = True, app_hook=None, **settings) -> Iterat
         sock.close()
 
 
-def wait_until_ready(url: str, seconds: float = 120) -> dict:
+def wait_until_ready(url: str, seconds: float = 120, proc=None) -> dict:
+    """/readyz's answer once it is 200. ``proc``: the server's process (a `shelfready serve`
+    command): not listening yet is waited for, its exit is an error."""
     deadline = time.monotonic() + seconds
     with httpx.Client(base_url=url, timeout=10) as c:
         while True:
-            r = c.get("/readyz")
-            if r.status_code == 200:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}")
+            try:
+                r = c.get("/readyz")
+            except httpx.TransportError:
+                if proc is None:
+                    raise
+                r = None  # the command has not bound its port yet
+            if r is not None and r.status_code == 200:
                 return r.json()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready: {r.text}")
+                raise RuntimeError(f"server not ready: {r.text if r is not None else 'not listening'}")
             time.sleep(0.1)
 
 

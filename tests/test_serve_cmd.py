@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from conftest_api import photo_bytes
+from conftest_api import photo_bytes, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -27,19 +26,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"serve exited with {proc.returncode}: {proc.stderr.read()[-3000:]}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.2)
-    raise AssertionError(f"serve not ready after {seconds} s")
 
 
 def test_serve_command_maps_port_catalog_keys_file_and_workers(tmp_path):
@@ -63,7 +49,7 @@ def test_serve_command_maps_port_catalog_keys_file_and_workers(tmp_path):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        wait_until_ready(url, 240, proc)
         with httpx.Client(base_url=url, timeout=300) as c:
             assert c.get("/readyz").json() == {"status": "ready"}  # no details without a key
             full = c.get("/readyz", headers={"X-API-Key": "k-two"}).json()
@@ -93,6 +79,7 @@ def test_serve_command_maps_port_catalog_keys_file_and_workers(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
+        print(err[-3000:])  # shown by pytest when the test fails
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: -15 (older uvicorn: 0)
     assert proc.returncode in (0, -signal.SIGTERM), err[-3000:]
     assert "Traceback" not in err
