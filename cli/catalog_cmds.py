@@ -272,8 +272,9 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
 @click.command("evaluate")
 @click.option("--catalog", "catalog_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Catalog built with `shelfready catalog build` (its images are re-read).")
-@click.option("--queries", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Query photos in DIR/<label>/... (label = sub-folder).")
+@click.option("--queries", type=Location(exists=True, file_okay=False),
+              help="Query photos in DIR/<label>/... (label = sub-folder); DIR may be an s3:// URI "
+                   "(its photos are copied into the cache folder once, by ETag).")
 @click.option("--queries-csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV of path,label (paths relative to the CSV).")
 @click.option("--scenario", type=click.Choice(SCENARIO_NAMES), default=None,
@@ -326,15 +327,26 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedder
     if device != "cpu":  # before any photo is read: cuda without a GPU is one line
         clean_config = dataclasses.replace(clean_config, runtime=dataclasses.replace(
             clean_config.runtime, device=onnx_device(device)))
+    from hygiene import store
+    from search.photo_cache import default_cache_dir
+
+    staging = Path(cache_dir or default_cache_dir()) / "staged"  # local copies of s3:// photos (hygiene.store)
     try:
+        if store.is_uri(queries):
+            queries = store.stage_prefix(queries, staging, datasets.IMAGE_EXTENSIONS)
         query_items = datasets.from_folders(queries) if queries else datasets.from_csv(queries_csv)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     cat = _open(catalog_dir)
     catalog_items = []
     for it in cat.items():
         if it.path and it.label:
-            catalog_items.append(datasets.LabelledImage(cat.resolve_path(it.path), it.label, it.sku or ""))
+            try:
+                path = (store.stage_file(it.path, staging, it.content_hash or "") if store.is_uri(it.path)
+                        else cat.resolve_path(it.path))
+            except OSError as exc:
+                raise click.ClickException(str(exc)) from None
+            catalog_items.append(datasets.LabelledImage(path, it.label, it.sku or ""))
     from search.config import ViewConfig
 
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir,

@@ -443,3 +443,49 @@ def arrow_filesystem(uri: str):
 
     fs, path = _fs(uri)
     return PyFileSystem(FSSpecHandler(fs)), path
+
+
+# --------------------------------------------------------------------------- local copies
+
+
+def staged_path(uri: str, folder: Path) -> Path:
+    """Where ``stage_*`` keeps the local copy of ``uri``: FOLDER/<scheme>/<bucket>/<key>."""
+    scheme, rest = uri.split("://", 1)
+    return Path(folder) / scheme / rest
+
+
+def stage_prefix(uri: str, folder: Path, extensions: tuple[str, ...]) -> Path:
+    """A local mirror of the files with ``extensions`` under ``uri`` (for ``evaluate``, whose report
+    shows the photos): an object is downloaded again only when its ETag changed. Returns the mirror."""
+    from .save import write_bytes_atomic
+
+    root = staged_path(uri, folder)
+    index_file = root / ".shelfready-etags.json"
+    try:
+        known = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    entries = [e for e in list_files(uri) if PurePosixPath(e.uri).suffix.lower() in extensions
+               and not any(p.startswith(".") for p in relative(e.uri, uri).split("/"))]
+    todo = [e for e in entries if known.get(e.uri) != e.etag or not staged_path(e.uri, folder).is_file()]
+    for start in range(0, len(todo), 64):
+        chunk = todo[start:start + 64]
+        got = read_many([e.uri for e in chunk])  # concurrent GETs
+        for e in chunk:
+            write_bytes_atomic(staged_path(e.uri, folder), got[e.uri])
+            known[e.uri] = e.etag
+    root.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(index_file, json.dumps(known).encode())
+    return root
+
+
+def stage_file(uri: str, folder: Path, sha256: str = "") -> Path:
+    """A local copy of one object; kept while its bytes have the ``sha256`` given."""
+    from .keys import file_sha256
+    from .save import write_bytes_atomic
+
+    target = staged_path(uri, folder)
+    if sha256 and target.is_file() and file_sha256(target) == sha256:
+        return target
+    write_bytes_atomic(target, read(uri))
+    return target

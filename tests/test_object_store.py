@@ -424,3 +424,22 @@ def test_catalog_build_from_s3_sources_and_s3_shards_equals_local_disk(tmp_path,
 
     line = _one_line_error(run([*build, str(tmp_path / "none"), "s3://no-such-bucket/products"], s3.env))
     assert "s3://no-such-bucket/products" in line and "bucket not found" in line, line
+
+    # evaluate: queries in the bucket, on the catalog built from the bucket, score as on local disk
+    queries = tmp_path / "queries"
+    for i, p in enumerate(sample_paths[:2]):
+        (queries / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        (queries / f"class{i % 2}" / p.name).write_bytes(p.read_bytes())
+        s3.client.upload_file(str(p), bucket, f"queries/class{i % 2}/{p.name}")
+    evaluate = [sys.executable, "-m", "cli", "evaluate", "--quiet", "--size", SIZE]
+    on_disk = run([*evaluate, "--catalog", str(tmp_path / "local"), "--queries", str(queries),
+                   "--out", str(tmp_path / "report-local"), "--cache-dir", str(tmp_path / "cache-local")], s3.env)
+    assert on_disk.returncode == 0, on_disk.stderr[-3000:]
+    in_bucket = run([*evaluate, "--catalog", str(tmp_path / "remote"), "--queries", f"s3://{bucket}/queries",
+                     "--out", str(tmp_path / "report-s3"), "--cache-dir", str(tmp_path / "cache-s3")], s3.env)
+    assert in_bucket.returncode == 0, in_bucket.stderr[-3000:]
+    assert "Traceback" not in in_bucket.stderr
+    a = json.loads((tmp_path / "report-local" / "report.json").read_text())
+    b = json.loads((tmp_path / "report-s3" / "report.json").read_text())
+    assert a["verdict"] == b["verdict"] and a["variants"] == b["variants"]
+    assert a["metrics"] and json.dumps(a["metrics"], sort_keys=True) == json.dumps(b["metrics"], sort_keys=True)
