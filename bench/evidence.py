@@ -45,6 +45,19 @@ def load(name: str, data, limit, seed):
     return datasets.grocery_store(name.split("-")[1], root=data, limit=limit, seed=seed)
 
 
+def reuse(cache_dir: Path, key: str) -> None:
+    """Make the batch engine accept the cleaned images under ``key`` as made by the current code:
+    the hygiene code version it fingerprints is the one recorded in that cache's info.json."""
+    import hygiene.batch
+    import hygiene.keys
+
+    info = json.loads((Path(cache_dir) / "clean" / key / "info.json").read_text())
+    made_by = info["hygiene_code"]
+    hygiene.batch.code_version = lambda: made_by
+    print(f"reusing the cleaned images of cache {key}: hygiene code {made_by}, git {info['git_commit'][:7]}, "
+          f"{info['created']} (current hygiene code {hygiene.keys.code_version()})", flush=True)
+
+
 def main() -> None:
     from search.config import DEFAULT_EMBEDDER, SECOND_EMBEDDER
 
@@ -57,6 +70,10 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=None, help="shared data folder [../shared/data]")
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/shelfready-cache"))
     p.add_argument("--cache-key", default=None, help="pin cleaned images to an existing cache key")
+    p.add_argument("--reuse-cleaned", action="store_true",
+                   help="with --cache-key: take the cleaned images in that cache as they are, even when the "
+                        "hygiene code changed since they were made (its info.json names the commit that made "
+                        "them; the report says it); without it a changed hygiene code cleans again")
     p.add_argument("--reasons-all", action="store_true", help="measure the reasons under every embedder")
     p.add_argument("--out", type=Path, default=None, help="[out/bench/evidence-SET]")
     args = p.parse_args()
@@ -68,6 +85,10 @@ def main() -> None:
     from search.opinions import agreement, opinion
     from search.report import write_report
 
+    if args.reuse_cleaned:
+        if not args.cache_key:
+            p.error("--reuse-cleaned needs --cache-key")
+        reuse(args.cache_dir, args.cache_key)
     queries, catalog = load(args.set_name, args.data, args.limit, args.seed)
     fits = SETS[args.set_name]
     command = "python -m bench.evidence " + " ".join(sys.argv[1:])
@@ -81,7 +102,9 @@ def main() -> None:
                       scenario=fits[0])
         ev.settings["command"] = command
         ev.settings["seconds"] = round(time.perf_counter() - t, 1)
-        ev.settings["note"] = f"Command: {command}"
+        cw = ev.settings.get("cleaned_with", {})
+        ev.settings["note"] = (f"Cleaned with hygiene code {cw.get('hygiene_code', '?')} (git "
+                               f"{cw.get('git_commit', '?')[:7]}, {cw.get('created', '?')}). Command: {command}")
         write_report(ev, out / name.replace(":", "_").replace("+", "_"),
                      title=f"{args.set_name}: {len(queries)} queries vs {len(catalog)} catalog items ({name})")
         evs.append(ev)

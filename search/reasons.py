@@ -16,7 +16,9 @@ conditions are compared):
   photo found came from around the product;
 * background shortcut: ``background`` against chance (the expected score of a random
   ranking); a CI above chance means the backgrounds alone carry the class;
-* framing: ``clean`` minus ``product-white``, the same cut-out reframed or not;
+* removal: ``product-white`` minus ``raw``, the background taken away and nothing moved;
+* framing: ``clean`` minus ``product-white``, the same cut-out reframed or not (removal plus
+  framing is the whole of clean minus raw on these photos);
 * per class: the scenario's MRR change beside the background's and the product's R@1.
 
 ``explain`` turns these into plain sentences, the first of which says how far they
@@ -97,6 +99,8 @@ def measure(vectors: dict, q_labels, c_labels, variant_rr: dict, baseline: str, 
         bg = out["conditions"]["background"]
         out["shortcut"] = {m: {**bg[m], "chance": luck[m], "times_chance": bg[m]["mean"] / luck[m] if luck[m] else None,
                                "present": bool(bg[m]["low"] > luck[m])} for m in ("R@1", "MRR")}
+    if "product-white" in per:
+        out["removal"] = {m: _ci(per["product-white"][m] - per["raw"][m], idx, confidence) for m in ("R@1", "MRR")}
     if "clean" in per and "product-white" in per:
         out["framing"] = {m: _ci(per["clean"][m] - per["product-white"][m], idx, confidence) for m in ("R@1", "MRR")}
     by_class = {}
@@ -133,6 +137,7 @@ def explain(r: dict, verdict: str) -> list[str]:
     shortcut = r.get("shortcut", {}).get(m, {}).get("present", False)
     context = _sig(r["context"][m]) if "context" in r else 0
     framing = _sig(r["framing"][m]) if "framing" in r else 0
+    removal = _sig(r["removal"][m]) if "removal" in r else 0
     leans = shortcut or context < 0
     what = "their backgrounds" if shortcut else "what surrounds the product"
     if verdict == "loss":
@@ -141,6 +146,9 @@ def explain(r: dict, verdict: str) -> list[str]:
                        "the embedder and these photos as about the cleanup: cleanup takes away surroundings the "
                        "embedder was using" + (", and reframing the product costs on its own." if framing < 0
                                                else "."))
+        elif removal < 0:
+            out.append("The loss comes with taking the background away: the product alone on white, in the "
+                       "photo's own framing, already scores lower than the raw photo.")
         elif framing < 0:
             out.append("The loss comes with reframing: the same cut-out scores lower centred and enlarged "
                        "than in the photo's own framing.")
@@ -149,7 +157,14 @@ def explain(r: dict, verdict: str) -> list[str]:
                        "and the product alone scores as well as the raw photo, so look at the cut-outs "
                        "(below) for damage to the product.")
     elif verdict == "gain":
-        if framing > 0:
+        if removal > 0 and framing > 0:
+            out.append("The gain comes from both steps of the cleanup: taking the background away and "
+                       "reframing the product each raise the score on these photos.")
+        elif removal > 0:
+            out.append("The gain comes from taking the background away: the product alone on white, in the "
+                       "photo's own framing, already scores higher than the raw photo; reframing adds no "
+                       "significant change.")
+        elif framing > 0:
             out.append("Part of the gain comes from reframing: the same cut-out scores higher centred and "
                        "enlarged than in the photo's own framing.")
         elif context > 0:
@@ -175,6 +190,10 @@ def explain(r: dict, verdict: str) -> list[str]:
         word = {-1: "falls", 1: "rises", 0: "does not change significantly"}[context]
         out.append(f"Context reliance: with the product alone on grey, in the photo's framing, {m} {word}: "
                    f"{raw['mean']:.3f} -> {prod['mean']:.3f} (difference {_f(r['context'][m], True)}).")
+    if "removal" in r:
+        word = {-1: f"lowers {m}", 1: f"raises {m}", 0: f"leaves {m} about the same"}[removal]
+        out.append(f"Background removal: the product alone on white, in the photo's framing, {word} "
+                   f"(difference {_f(r['removal'][m], True)} against the raw photos).")
     if "framing" in r:
         word = {-1: f"lowers {m}", 1: f"raises {m}", 0: f"leaves {m} about the same"}[framing]
         out.append(f"Framing: centring and enlarging the same cut-out on white {word} "

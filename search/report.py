@@ -371,6 +371,10 @@ def _reasons_html(ev: Evaluation) -> str:
                  f"<th>R@1 product alone</th><th>R@1 background alone</th><th>R@1 chance</th></tr>"
                  f"{''.join(crow)}</table>")
     left = r.get("left_out", {})
+    if "removal" in r and "framing" in r:
+        table += ("<p class=small>Cleanup in two steps, R@1: taking the background away (product alone on white, "
+                  f"the photo's framing, minus raw) {_fmt_ci(r['removal']['R@1'], True)}; reframing (cleaned minus "
+                  f"that) {_fmt_ci(r['framing']['R@1'], True)}.</p>")
     note = (f"<p class=small>Measured on the same photos ({r['n_queries']} queries, {r['n_catalog']} catalog "
             f"items{'; left out for want of a mask: ' + str(left) if any(left.values()) else ''}), both sides "
             f"shown the same way, at the photo's own framing, with the cleanup's own mask; grey level "

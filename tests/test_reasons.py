@@ -68,6 +68,10 @@ def test_explain_names_the_background_for_a_loss_only_when_measured():
     reframed = reasons.explain(_fake(False, 0.0, -0.1), "loss")
     assert "reframing" in reframed[0]
     assert "reframing" in reasons.explain(_fake(False, 0.0, 0.1), "gain")[0]
+    removed = _fake(False, 0.0, 0.0)
+    removed["removal"] = {"R@1": {"mean": 0.06, "low": 0.03, "high": 0.09}}
+    assert "taking the background away" in reasons.explain(removed, "gain")[0]
+    assert any(s.startswith("Background removal") and "raises R@1" in s for s in reasons.explain(removed, "gain"))
 
 
 # ---- framed views -----------------------------------------------------------------------
