@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-VERDICTS = ("gain", "loss", "no significant change")
-
 
 def rr_column(variant: str) -> str:
     """The per-photo reciprocal-rank key of a variant: "clean/raw" -> "rr_clean_raw"."""
