@@ -132,9 +132,12 @@ class ApiSettings(BaseSettings):
 
     @property
     def runtime(self) -> RuntimeConfig:
-        """Each call may use every core, with spinning off, so concurrent calls share them."""
+        """onnxruntime: each call may use every core, with spinning off, so concurrent calls share
+        them. OpenVINO: one stream per inference thread (``pool_size``), the cores' threads split
+        between them (hygiene.runtime.plan), so the workers' calls run side by side instead of
+        queueing for one stream."""
         return RuntimeConfig(runtime=self.model_runtime, precision=self.precision,
-                             threads=self.ort_threads, spin=False)
+                             threads=self.ort_threads, spin=False, streams=self.pool_size)
 
     def clean_config(self, **options) -> CleanConfig:
         """The cleanup settings of a request: this server's removers and runtime plus ``options``."""

@@ -153,13 +153,16 @@ class RuntimeConfig:
     Passed down explicitly (``CleanConfig.runtime``, ``create_embedder(runtime=...)``),
     never through environment variables. ``runtime`` and ``precision`` can change
     pixels, so they are in the settings fingerprint, resolved first (``auto`` is
-    recorded as what really ran, see hygiene/runtime.py); ``threads``, ``spin`` and
-    ``cache_dir`` change speed only and stay out.
+    recorded as what really ran, see hygiene/runtime.py); ``threads``, ``streams``, ``spin``
+    and ``cache_dir`` change speed only and stay out.
     """
 
     runtime: str = "auto"  # auto | onnxruntime | openvino (onnxruntime = the model's reference engine)
     precision: str = "auto"  # auto | fp32 | bf16 (bf16 only where the CPU has it natively)
     threads: int = 0  # intra-op threads per model; 0 = all cores
+    # calls this process makes at once on one model (the API's inference threads): OpenVINO runs
+    # that many streams sharing the threads (hygiene.runtime.plan); 0 = one at a time
+    streams: int = 0
     spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
     cache_dir: str | None = None  # OpenVINO compiled/converted models; None = the user cache dir
     device: str = "cpu"  # cpu | cuda (onnxruntime's CUDA provider); "auto" is resolved at the edge
@@ -174,8 +177,8 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.remover_batch <= 256:
             raise ValueError(f"remover_batch must be between 0 and 256, got {self.remover_batch}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.threads < 0 or self.streams < 0:
+            raise ValueError(f"threads and streams must be >= 0, got {self.threads}, {self.streams}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.precision not in PRECISIONS:

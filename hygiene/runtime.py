@@ -237,7 +237,10 @@ class OpenVinoRunner:
 # sibling shares) and only while ``PIN_OWNED_CPUS`` says that pays; a CPU set that
 # a process merely inherited (taskset, a container's cpuset) is shared with its
 # siblings and is never pinned to.
-PIN_OWNED_CPUS = False  # off until pinning within an owned CPU set is measured to pay (docs/speed.md)
+# Measured (docs/speed.md, "Threading"): 2 pool workers x 1 thread, each given its own core,
+# pinned: 0.69x the photos/s of unpinned workers sharing both cores; own core, unpinned: 0.94x
+# (AMD EPYC, avx512_bf16, shared machine). So pinning stays off even in an owned CPU set.
+PIN_OWNED_CPUS = False
 _owned_cpus: frozenset[int] | None = None
 
 
@@ -287,6 +290,11 @@ def plan(threads: int = 0, concurrent: int = 1) -> Threading:
         per_call = max(1, (threads or cores) // streams)
     owned = _owned_cpus is not None and _owned_cpus == given_cpus()
     return Threading(threads=per_call, streams=streams, pin=owned and PIN_OWNED_CPUS)
+
+
+def runtime_plan(runtime: RuntimeConfig) -> Threading:
+    """``plan`` for a model run with ``runtime``: its threads per call and calls at once (streams)."""
+    return plan(runtime.threads, runtime.streams or 1)
 
 
 def limit_threads(threads: int) -> None:
@@ -358,7 +366,7 @@ def build_runner(path: Path, choice: Choice, runtime: RuntimeConfig = RuntimeCon
             from .ov_ir import prepared_ir
 
             source = prepared_ir(model, source, cache)
-        return OpenVinoRunner(compile_openvino(source, choice.precision, plan(runtime.threads), cache))
+        return OpenVinoRunner(compile_openvino(source, choice.precision, runtime_plan(runtime), cache))
     if choice.engine != ONNXRUNTIME:
         raise ValueError(f"an ONNX file runs on onnxruntime or openvino, not {choice.engine!r}")
     import onnxruntime as ort

@@ -372,7 +372,7 @@ class CnnEmbedder(_TorchEmbedder):
         if self.choice.engine == runtime_mod.OPENVINO:
             ir = openvino_model(self.model, self.choice.precision, runtime, cnn_input(cfg, name.arch)[0], name.arch)
             self.runner = runtime_mod.OpenVinoRunner(
-                runtime_mod.compile_openvino(ir, self.choice.precision, runtime_mod.plan(runtime.threads),
+                runtime_mod.compile_openvino(ir, self.choice.precision, runtime_mod.runtime_plan(runtime),
                                              _cache_dir(runtime)))
 
     def _forward_images(self, batch):

@@ -98,3 +98,29 @@ def test_two_pool_workers_do_not_share_one_pinned_core(tmp_path, sample_paths):
     a, b = workers.values()
     assert not sole_cores(a) & sole_cores(b), (
         f"both workers have inference threads confined to core(s) {sorted(sole_cores(a) & sole_cores(b))}")
+
+
+def test_the_api_runs_one_openvino_stream_per_inference_thread(tmp_path):
+    """The API's workers call one compiled model at once: each gets its own stream, no pinning."""
+    pytest.importorskip("openvino")
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from api.settings import ApiSettings
+
+    rt = ApiSettings(workers=2).runtime
+    assert rt.streams == 2
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    import dataclasses
+
+    runner = runtime.build_runner(path, runtime.Choice(runtime.OPENVINO, runtime.FP32, "test"),
+                                  dataclasses.replace(rt, cache_dir=str(tmp_path / "cache")))
+    assert int(runner.compiled.get_property("NUM_STREAMS")) == min(2, len(runtime.given_cpus()))
+    assert runner.compiled.get_property("ENABLE_CPU_PINNING") is False
+    np.testing.assert_array_equal(runner.run(None, {"x": np.array([[-1, 2, -3, 4]], np.float32)})[0],
+                                  [[0, 2, 0, 4]])
