@@ -165,43 +165,51 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
 # ------------------------------------------------------------------ the local engine
 
 
-def test_s3_in_and_out_equal_a_local_disk_run_and_resume(tmp_path, sample_paths, s3):
-    photos = sample_paths[:3]
-    local_in = tmp_path / "in"
+@pytest.fixture(scope="module")
+def on_disk(tmp_path_factory, sample_paths):
+    """The reference: a local-disk run of 4 photos (IN, OUT, its stdout)."""
+    base = tmp_path_factory.mktemp("disk")
+    local_in = base / "in"
     local_in.mkdir()
-    for p in photos:
+    for p in sample_paths[:4]:
         (local_in / p.name).write_bytes(p.read_bytes())
+    local = run(clean_cmd(str(local_in), str(base / "local"), "--workers", "2"), None)
+    assert local.returncode == 0, local.stderr
+    return local_in, base / "local", local.stdout
+
+
+def test_s3_in_and_out_equal_a_local_disk_run_and_resume(tmp_path, sample_paths, s3, on_disk):
+    photos = sample_paths[:4]
+    local_in, local_out, local_stdout = on_disk
     bucket = s3.bucket("equal")
     s3.upload(photos, bucket, "shop/in")
     before = s3.keys(bucket, "shop/in")
 
-    local = run(clean_cmd(str(local_in), str(tmp_path / "local"), "--workers", "2"), s3.env)
-    assert local.returncode == 0, local.stderr
     remote = run(clean_cmd(f"s3://{bucket}/shop/in", f"s3://{bucket}/shop/out/", "--workers", "2"), s3.env)
     assert remote.returncode == 0, remote.stderr
-    assert remote.stdout.split(" (")[0] == local.stdout.split(" (")[0]  # same counts
+    assert remote.stdout.split(" (")[0] == local_stdout.split(" (")[0]  # same counts
     assert f"summary: s3://{bucket}/shop/out/summary.json" in remote.stdout
     out = exactly_once(s3, bucket, "shop/out", [p.name for p in photos], tmp_path / "remote")
-    assert outcome(out) == outcome(tmp_path / "local")  # byte-identical outputs, same rows
+    assert outcome(out) == outcome(local_out)  # byte-identical outputs, same rows
     rows = [json.loads(line) for line in (out / MANIFEST).read_text().splitlines()]
     assert all(r["sha256"] == hashlib.sha256((local_in / r["rel"]).read_bytes()).hexdigest() for r in rows)
     assert s3.keys(bucket, "shop/in") == before  # originals untouched, nothing added beside them
 
     again = run(clean_cmd(f"s3://{bucket}/shop/in", f"s3://{bucket}/shop/out"), s3.env)
     assert again.returncode == 0, again.stderr
-    assert "3 already done" in again.stdout, again.stdout
+    assert "4 already done" in again.stdout, again.stdout
 
     # a changed original is done again, alone (its ETag changed)
     s3.client.put_object(Bucket=bucket, Key=f"shop/in/{photos[0].name}", Body=photos[1].read_bytes())
     third = run(clean_cmd(f"s3://{bucket}/shop/in", f"s3://{bucket}/shop/out"), s3.env)
     assert third.returncode == 0, third.stderr
-    assert "1 cleaned" in third.stdout and "2 already done" in third.stdout, third.stdout
+    assert "1 cleaned" in third.stdout and "3 already done" in third.stdout, third.stdout
 
     # mixed: a local IN into a URI OUT gives the same outputs too
-    mixed = run(clean_cmd(str(local_in), f"s3://{bucket}/mixed", "--workers", "1"), s3.env)
+    mixed = run(clean_cmd(str(local_in), f"s3://{bucket}/mixed", "--workers", "2"), s3.env)
     assert mixed.returncode == 0, mixed.stderr
     got = s3.download(bucket, "mixed", tmp_path / "mixed")
-    assert outcome(got)["files"] == outcome(tmp_path / "local")["files"]
+    assert outcome(got)["files"] == outcome(local_out)["files"]
 
 
 def test_refusals_and_one_line_errors(tmp_path, sample_paths, s3):
@@ -257,6 +265,32 @@ def test_second_run_refused_then_killed_driver_rerun_ends_exactly_once(tmp_path,
     assert again.returncode == 0, again.stderr
     assert f"{first} already done" in again.stdout, again.stdout
     exactly_once(s3, bucket, "out", [p.name for p in photos], tmp_path / "out")
+
+
+def test_lease_refuses_a_live_holder_and_takes_over_a_stale_one(s3, monkeypatch):
+    """The lock of an OUT on the store (hygiene.store.Lease), in this process: a lock renewed by a
+    run of another host refuses; once not renewed for the lease time it is taken over, once."""
+    from hygiene import store
+
+    for key, value in s3.env.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    bucket = s3.bucket("lease")
+    s3.client.put_object(Bucket=bucket, Key="out/.shelfready-lock", Body=json.dumps(
+        {"id": "theirs", "host": "another-host", "pid": 1, "renewed": time.time()}).encode())
+    mine = store.Lease(f"s3://{bucket}/out", lease_seconds=2.0)
+    with pytest.raises(store.LockedError, match="another-host"):
+        mine.acquire()
+    time.sleep(2.5)  # their lock is not renewed for longer than the lease: stale
+    mine.acquire()
+    try:
+        body = json.loads(s3.client.get_object(Bucket=bucket, Key="out/.shelfready-lock")["Body"].read())
+        assert body["id"] == mine.owner["id"]
+        with pytest.raises(store.LockedError, match="being written by another shelfready run"):
+            store.Lease(f"s3://{bucket}/out", lease_seconds=3600).acquire()
+    finally:
+        mine.release()
+    assert "out/.shelfready-lock" not in s3.keys(bucket, "out")
 
 
 def test_server_stopped_mid_run_one_line_per_photo_then_resume(tmp_path, sample_paths, s3):
@@ -326,22 +360,17 @@ def cluster(s3):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_ray_engine_s3_local_ray_and_2_node_cluster_equal_local_disk(tmp_path, sample_paths, s3, cluster):
+def test_ray_engine_s3_local_ray_and_2_node_cluster_equal_local_disk(tmp_path, sample_paths, s3, cluster, on_disk):
     photos = sample_paths[:4]
-    local_in = tmp_path / "in"
-    local_in.mkdir()
-    for p in photos:
-        (local_in / p.name).write_bytes(p.read_bytes())
+    _, local_out, local_stdout = on_disk
     bucket = s3.bucket("ray-equal")
     s3.upload(photos, bucket, "in")
-    local = run(clean_cmd(str(local_in), str(tmp_path / "local"), "--workers", "2"), s3.env)
-    assert local.returncode == 0, local.stderr
-    expected = outcome(tmp_path / "local")
+    expected = outcome(local_out)
 
     on_cluster = run(clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/cluster", "--engine", "ray",
                                "--ray-address", cluster.address), s3.env)
     assert on_cluster.returncode == 0, on_cluster.stderr
-    assert on_cluster.stdout.split(" (")[0] == local.stdout.split(" (")[0]
+    assert on_cluster.stdout.split(" (")[0] == local_stdout.split(" (")[0]
     got = exactly_once(s3, bucket, "cluster", [p.name for p in photos], tmp_path / "cluster")
     assert outcome(got) == expected
     nodes = _nodes(s3, bucket, "cluster")
