@@ -8,7 +8,10 @@ Phase 1 (engine overhead): one local Ray (``--workers`` CPUs, workers at nice 0 
 fresh folder with ``run_batch`` (the local pool, ``--workers`` processes) and
 ``run_batch_ray`` (an actor pool of ``--workers`` 1-CPU actors), in an order that
 rotates each round. Each run is timed whole: worker/actor start-up and model
-load included. Reported: median photos/s of each and the ratio ray/local.
+load included. Reported: median photos/s of each and the ratio ray/local, and
+the CPU utilisation of each (the CPU time of this process's tree, Ray's raylet
+and actors included, as a share of the ``--workers`` cores given; under 90 % is
+flagged).
 
 ``--commands`` adds the same pair as whole ``shelfready clean`` commands, where
 the ray one starts and stops its own local Ray (what a user without a cluster sees).
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench._common import CpuMeter, flag, given_cores  # noqa: E402
 from bench.clean_throughput import photo_list  # noqa: E402
 
 
@@ -52,6 +56,11 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t, result
 
 
+def _cores(args) -> int:
+    """Cores given to a run: its workers (= Ray CPUs), at most the cores this process may use."""
+    return min(args.workers, given_cores())
+
+
 def _engine_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
     from hygiene.batch import run_batch
     from scale.cluster import ray_connection
@@ -61,17 +70,21 @@ def _engine_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
     runs = {"local": lambda out: run_batch(_job(src, out, args.workers, args.size), progress=False),
             "ray": lambda out: run_batch_ray(_job(src, out, args.workers, args.size), RayConfig(), progress=False)}
     rates: dict[str, list[float]] = {k: [] for k in runs}
+    shares: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
     with ray_connection(RayConfig(num_cpus=args.workers)):  # started once, as a cluster would be running
         for r in range(args.rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 out = tmp / f"{name}-{r}"
-                secs, summary = _timed(lambda: runs[name](out))
+                with CpuMeter(_cores(args)) as cpu:
+                    secs, summary = _timed(lambda: runs[name](out))
                 assert summary.cleaned + summary.needs_review == args.n, summary.counts()
                 rates[name].append(args.n / secs)
-                print(f"round {r + 1} {name:<6} {args.n / secs:6.2f} photos/s ({secs:.1f} s)", flush=True)
-    return rates
+                shares[name].append(cpu.share)
+                print(f"round {r + 1} {name:<6} {args.n / secs:6.2f} photos/s ({secs:.1f} s), "
+                      f"CPU {cpu.share * 100:.0f} % of {cpu.cores} cores", flush=True)
+    return rates, shares
 
 
 def _command_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
@@ -82,15 +95,19 @@ def _command_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
     cmds = {"local-cmd": lambda out: base + [str(out)] + tail,
             "ray-cmd": lambda out: base + [str(out)] + tail + ["--engine", "ray"]}
     rates: dict[str, list[float]] = {k: [] for k in cmds}
+    shares: dict[str, list[float]] = {k: [] for k in cmds}
     names = list(cmds)
     for r in range(args.rounds):
         for name in names[r % 2:] + names[:r % 2]:
-            secs, proc = _timed(lambda: subprocess.run(cmds[name](tmp / f"{name}-{r}"), cwd=ROOT, env=env,
-                                                       capture_output=True, text=True))
+            with CpuMeter(_cores(args)) as cpu:
+                secs, proc = _timed(lambda: subprocess.run(cmds[name](tmp / f"{name}-{r}"), cwd=ROOT, env=env,
+                                                           capture_output=True, text=True))
             assert proc.returncode == 0, proc.stderr[-2000:]
             rates[name].append(args.n / secs)
-            print(f"round {r + 1} {name:<9} {args.n / secs:6.2f} photos/s ({secs:.1f} s)", flush=True)
-    return rates
+            shares[name].append(cpu.share)
+            print(f"round {r + 1} {name:<9} {args.n / secs:6.2f} photos/s ({secs:.1f} s), "
+                  f"CPU {cpu.share * 100:.0f} % of {cpu.cores} cores", flush=True)
+    return rates, shares
 
 
 def _two_nodes(args, src: Path, tmp: Path) -> dict:
@@ -110,17 +127,20 @@ def _two_nodes(args, src: Path, tmp: Path) -> dict:
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address, logging_level="WARNING")
-        secs_ray, _ = _timed(lambda: run_batch_ray(_job(src, tmp / "2node", 0, args.size), RayConfig(),
-                                                   progress=False))
+        with CpuMeter(_cores(args)) as cpu_ray:
+            secs_ray, _ = _timed(lambda: run_batch_ray(_job(src, tmp / "2node", 0, args.size), RayConfig(),
+                                                       progress=False))
         ray.shutdown()
-        secs_local, _ = _timed(lambda: run_batch(_job(src, tmp / "2node-local", args.workers, args.size),
-                                                 progress=False))
+        with CpuMeter(_cores(args)) as cpu_local:
+            secs_local, _ = _timed(lambda: run_batch(_job(src, tmp / "2node-local", args.workers, args.size),
+                                                     progress=False))
         same = outcome(tmp / "2node") == outcome(tmp / "2node-local")
         nodes = nodes_of(tmp / "2node")
     finally:
         cluster.shutdown()
     return {"ray_2node": args.n / secs_ray, "local": args.n / secs_local, "identical_to_local": same,
-            "photos_per_node": sorted(nodes.values(), reverse=True)}
+            "photos_per_node": sorted(nodes.values(), reverse=True),
+            "cpu_utilisation": {"ray_2node": round(cpu_ray.share, 3), "local": round(cpu_local.share, 3)}}
 
 
 def main() -> None:
@@ -139,19 +159,27 @@ def main() -> None:
         for i, photo in enumerate(photo_list(args.n)):
             shutil.copy(photo, src / f"{i:04d}-{photo.parent.name}-{photo.name}")
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-        print(f"{args.n} photos, {args.rounds} rounds, {args.workers} workers, CPU: {cpu} x {os.cpu_count()}")
-        report = {"n": args.n, "rounds": args.rounds, "workers": args.workers, "cpu": cpu}
-        rates = _engine_rounds(args, src, tmp)
+        print(f"{args.n} photos, {args.rounds} rounds, {args.workers} workers, CPU: {cpu} x {os.cpu_count()}, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        report = {"n": args.n, "rounds": args.rounds, "workers": args.workers, "cpu": cpu,
+                  "load_average_start": os.getloadavg()}
+        rates, shares = _engine_rounds(args, src, tmp)
         if args.commands:
-            rates.update(_command_rounds(args, src, tmp))
+            more_rates, more_shares = _command_rounds(args, src, tmp)
+            rates.update(more_rates)
+            shares.update(more_shares)
         med = {k: statistics.median(v) for k, v in rates.items()}
         report["photos_per_s"] = {k: round(v, 3) for k, v in med.items()}
+        report["cpu_utilisation"] = {k: round(statistics.median(v), 3) for k, v in shares.items()}
         report["ratio_ray_to_local"] = round(med["ray"] / med["local"], 3)
         if args.commands:
             report["ratio_ray_cmd_to_local_cmd"] = round(med["ray-cmd"] / med["local-cmd"], 3)
         if not args.no_cluster:
             report["two_nodes"] = _two_nodes(args, src, tmp)
+        report["load_average_end"] = os.getloadavg()
         print(json.dumps(report, indent=2))
+        for k, v in report["cpu_utilisation"].items():
+            print(f"CPU utilisation {k:<10} {flag(v)} of {_cores(args)} cores")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
