@@ -22,6 +22,13 @@ and bench/embed_speed.py (README, "Speed"):
 ``runtime="onnxruntime"`` names each model's reference engine: onnxruntime for the
 ONNX removers, torch for the torch embedder.
 
+These choices were measured again with OpenVINO unpinned (issue 23; docs/speed.md,
+"Every core busy", AMD EPYC avx512_bf16): at fp32 OpenVINO stays no faster than
+onnxruntime where the workers run (u2netp 0.99x the CPU per photo in the 2-worker
+pool, u2net 1.04x the photos/s at 2 processes x 1 thread, IS-Net 0.98x the time),
+bf16 stays well ahead (IS-Net 0.475x the time, u2netp mixed 0.62x the CPU per photo)
+and the embedder on OpenVINO does 3.42x torch eager's images/s; so none changed.
+
 ``plan(threads, concurrent)`` is the one decision of a process's threading (threads,
 OpenVINO streams, pinning: see "threading of one process" below); every runner is
 built with it.
