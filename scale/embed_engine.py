@@ -24,8 +24,10 @@ class EmbedActor:
     """One Ray actor: one embedder, loaded once."""
 
     def __init__(self, embedder: str, threads: int, device: str | None, attempts, tries: int) -> None:
+        from hygiene.runtime import limit_threads
         from search import create_embedder
 
+        limit_threads(threads)  # OpenCV / BLAS pools: the actor's share of the CPUs, as a clean actor's
         self.embedder = create_embedder(embedder, device=device, threads=threads)
         self.attempts, self.tries = attempts, tries
 
