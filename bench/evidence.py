@@ -14,7 +14,8 @@ embedder (``--reasons-all`` for every one). Prints a markdown table row per
 when every CI excludes 0 on the same side), and the reasons; writes one report
 folder per embedder and evidence.json under --out.
 
-Sets: ``clothing`` = clothing-dataset-small, 341 validation photos vs the 800
+Sets: ``demo`` = demo_data/, the 40 shopper photos vs the 40 listings `make demo` uses
+(``--data`` another folder of queries/ and listings/); ``clothing`` = clothing-dataset-small, 341 validation photos vs the 800
 train photos (crowd-sourced both: shop search and normalised index fit it);
 ``grocery-val`` / ``grocery-train`` = GroceryStoreDataset store photos vs the 81
 iconic studio images (catalog match and normalised index fit it).
@@ -30,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {  # set -> (scenarios that fit it, first = the report's)
+    "demo": ("shop-search", "normalised-index"),
     "clothing": ("shop-search", "normalised-index"),
     "grocery-val": ("catalog-match", "normalised-index"),
     "grocery-train": ("catalog-match", "normalised-index"),
@@ -40,20 +42,28 @@ VARIANTS = ["raw/raw", "raw/clean", "clean/raw", "clean/clean"]
 def load(name: str, data, limit, seed):
     from search import datasets
 
+    if name == "demo":  # the shipped demo photos (what `make demo` runs)
+        folder = Path(data) if data else ROOT / "demo_data"
+        return datasets.from_folders(folder / "queries"), datasets.from_folders(folder / "listings")
     if name == "clothing":
         return datasets.clothing_small(root=data, limit=limit, seed=seed)
     return datasets.grocery_store(name.split("-")[1], root=data, limit=limit, seed=seed)
 
 
 def reuse(cache_dir: Path, key: str) -> None:
-    """Make the batch engine accept the cleaned images under ``key`` as made by the current code:
-    the hygiene code version it fingerprints is the one recorded in that cache's info.json."""
+    """Make the batch engine take the cleaned images under ``key`` as done, whatever hygiene code
+    version made them (the same photo bytes, the same clean settings: the folder is keyed by them)."""
     import hygiene.batch
     import hygiene.keys
 
     info = json.loads((Path(cache_dir) / "clean" / key / "info.json").read_text())
     made_by = info["hygiene_code"]
-    hygiene.batch.code_version = lambda: made_by
+    finished = hygiene.batch._finished
+
+    def same_photo_done(prev, task, settings, masks=False, exists=None):  # any hygiene code version
+        return finished(prev, task, prev.get("settings") if prev else settings, masks, exists)
+
+    hygiene.batch._finished = same_photo_done
     print(f"reusing the cleaned images of cache {key}: hygiene code {made_by}, git {info['git_commit'][:7]}, "
           f"{info['created']} (current hygiene code {hygiene.keys.code_version()})", flush=True)
 
