@@ -174,6 +174,11 @@ def explain(r: dict, verdict: str) -> list[str]:
             out.append("The measured reasons do not single out where the gain comes from.")
         if leans:
             out.append(f"Even so, this embedder also finds these photos partly by {what}.")
+    elif removal and framing and removal != framing:
+        out.append("No significant change, because the cleanup's two steps pull apart on these photos: taking "
+                   f"the background away {'raises' if removal > 0 else 'lowers'} the score and reframing the "
+                   f"product {'raises' if framing > 0 else 'lowers'} it."
+                   + (f" This embedder also finds these photos partly by {what}." if leans else ""))
     elif leans:
         out.append(f"No significant change, but this embedder finds these photos partly by {what}, so its "
                    "verdict on cleanup is a fact about the embedder and these photos as much as about the cleanup.")

@@ -72,6 +72,9 @@ def test_explain_names_the_background_for_a_loss_only_when_measured():
     removed["removal"] = {"R@1": {"mean": 0.06, "low": 0.03, "high": 0.09}}
     assert "taking the background away" in reasons.explain(removed, "gain")[0]
     assert any(s.startswith("Background removal") and "raises R@1" in s for s in reasons.explain(removed, "gain"))
+    apart = _fake(False, 0.0, 0.08)
+    apart["removal"] = {"R@1": {"mean": -0.09, "low": -0.14, "high": -0.04}}
+    assert "pull apart" in reasons.explain(apart, "no significant change")[0]
 
 
 # ---- framed views -----------------------------------------------------------------------
