@@ -395,14 +395,47 @@ def _process(args: tuple[BatchJob, Task]) -> dict:
 
 
 class Recorder:
-    """Appends finished photos to the manifest and collects the summary rows."""
+    """Appends finished photos to the manifest and collects the summary rows.
+
+    On an OUT that is a URI the rows go, in order, to one writer thread that PUTs each record and
+    then counts the row, so the engine's loop (which hands out the next photo) never waits for the
+    store; ``close`` waits for it (every engine calls it before the summary is written). A driver
+    killed meanwhile loses at most the records not yet PUT: those photos are done again."""
 
     def __init__(self, job: BatchJob, summary: BatchSummary, on_row=None) -> None:
         self.job, self.summary, self.on_row = job, summary, on_row
         self.path = job.out_file(job.batch.manifest_name)
         self.records = store.RecordLog(self.path) if is_uri(self.path) else None
+        self._queue = None
+        if self.records is not None:
+            import queue
+            import threading
+
+            self._queue = queue.SimpleQueue()
+            self._writer = threading.Thread(target=self._write_all, name="shelfready-records", daemon=True)
+            self._writer.start()
+
+    def _write_all(self) -> None:
+        while (row := self._queue.get()) is not None:
+            try:
+                self._record(row)
+            except Exception as exc:  # noqa: BLE001 - never lose the row from the summary
+                self.summary.add({**row, "status": "failed", "error": f"not recorded: {one_line(exc)}"})
+
+    def close(self) -> None:
+        """Wait until every row given to ``record`` is recorded and counted."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._queue = None
 
     def record(self, row: dict) -> None:
+        if self._queue is not None:
+            self._queue.put(row)
+        else:
+            self._record(row)
+
+    def _record(self, row: dict) -> None:
         if row["status"] in OK_STATUSES or str(row.get("error", "")).startswith(WORKER_DIED):
             if self.records is not None:  # one object per photo: written whole, a re-record replaces it
                 try:
@@ -568,6 +601,7 @@ def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | No
                             on_death=lambda task, signum, code: recorder.died(task[1], signum, code),
                             initializer=init_worker, initargs=(threads,), grace=job.batch.stop_grace)
         finally:
+            recorder.close()
             bar.close()
 
     return run_with(execute, job, sources, summary_files, wait_for_folder)

@@ -166,6 +166,14 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
             print(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
 
     recorder = Recorder(job, summary, show)
+    try:  # close: the records of an OUT on an object store are PUT by a writer thread (hygiene.batch)
+        return _stream(job, todo, summary, cfg, progress, process, recorder)
+    finally:
+        recorder.close()
+
+
+def _stream(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig, progress: bool, process,
+            recorder: Recorder) -> int:
     pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
     with ray_connection(cfg) as ray, closing(run_log(job.out_dir, NODES_FILE)) as nodes:  # hygiene.store
         runtime = job.clean.runtime
