@@ -244,9 +244,10 @@ class OpenVinoRunner:
 # sibling shares) and only while ``PIN_OWNED_CPUS`` says that pays; a CPU set that
 # a process merely inherited (taskset, a container's cpuset) is shared with its
 # siblings and is never pinned to.
-# Measured (docs/speed.md, "Threading"): 2 pool workers x 1 thread, each given its own core,
-# pinned: 0.69x the photos/s of unpinned workers sharing both cores; own core, unpinned: 0.94x
-# (AMD EPYC, avx512_bf16, shared machine). So pinning stays off even in an owned CPU set.
+# Measured (bench/pinning.py; docs/speed.md, "Every core busy"): 2 pool workers x 1 thread, each
+# given its own core and pinned: 0.69x and 0.98x the photos/s of unpinned workers sharing both
+# cores in two runs; own core unpinned 0.94x and 1.03x (AMD EPYC avx512_bf16, shared machine).
+# Pinning never paid, so it stays off even in an owned CPU set.
 PIN_OWNED_CPUS = False
 _owned_cpus: frozenset[int] | None = None
 
