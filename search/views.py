@@ -106,6 +106,17 @@ def blurred_background(rgb: np.ndarray, alpha: np.ndarray, layout: frame.Layout,
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
 
+def _photo_and_alpha(image, mask: np.ndarray, config, given_alpha: bool):
+    """The photo's RGB and the cleanup's alpha from ``mask``: refined and tidied as
+    ``hygiene.pipeline.clean`` does for a trusted mask (the photo's own transparency as given)."""
+    rgb = _rgb_of(image)
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the photo "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}")
+    alpha = mask if given_alpha else refine.refine_alpha(rgb, mask, config.refine)
+    return rgb, compose.tidy_alpha(alpha, config.mask_threshold, config.min_component_share)
+
+
 def compose_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, view: ViewConfig,
                  given_alpha: bool = False) -> Image.Image:
     """The view of a cleaned photo: ``image`` is the original, ``mask`` the remover's alpha of it.
@@ -115,12 +126,7 @@ def compose_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, view
     background at the view's fill. ``given_alpha``: the mask is the photo's own
     transparency (no refinement, like the cleanup).
     """
-    rgb = _rgb_of(image)
-    if mask.shape != rgb.shape[:2]:
-        raise ValueError(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the photo "
-                         f"{rgb.shape[1]}x{rgb.shape[0]}")
-    alpha = mask if given_alpha else refine.refine_alpha(rgb, mask, config.refine)
-    alpha = compose.tidy_alpha(alpha, config.mask_threshold, config.min_component_share)
+    rgb, alpha = _photo_and_alpha(image, mask, config, given_alpha)
     box = frame.product_box(alpha, config.mask_threshold)
     if box is None:
         raise ValueError("no product in the cached mask")
@@ -167,12 +173,7 @@ def framed_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, kind:
     view and the whole photo as ``background``."""
     if kind not in FRAMED_KINDS:
         raise ValueError(f"unknown framed view {kind!r}; known: {', '.join(FRAMED_KINDS)}")
-    rgb = _rgb_of(image)
-    if mask.shape != rgb.shape[:2]:
-        raise ValueError(f"mask {mask.shape[1]}x{mask.shape[0]} does not match the photo "
-                         f"{rgb.shape[1]}x{rgb.shape[0]}")
-    alpha = mask if given_alpha else refine.refine_alpha(rgb, mask, config.refine)
-    alpha = compose.tidy_alpha(alpha, config.mask_threshold, config.min_component_share)
+    rgb, alpha = _photo_and_alpha(image, mask, config, given_alpha)
     if kind == "background":
         out = rgb.copy()
         box = frame.product_box(alpha, config.mask_threshold)

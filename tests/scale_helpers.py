@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ".shelfready-manifest.jsonl"
 NODES = ".shelfready-nodes.jsonl"
-TIMING = ("seconds", "timings")  # differ between any two runs, of either engine
+TIMING = ("seconds", "timings", "etag")  # differ between any two runs, of either engine (etag: URI sources)
 SIZE = "256"
 
 
@@ -56,7 +56,8 @@ def outcome(out: Path) -> dict:
     """Everything a batch leaves in OUT, less the run's timings: output bytes, manifest,
     summary.json and summary.csv (rows by name: the order of completion is the scheduler's)."""
     files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".")
+             for p in sorted(out.rglob("*")) if p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(out).parts)
              and p.name not in ("summary.json", "summary.csv")}
     manifest = sorted((_strip(json.loads(line)) for line in (out / MANIFEST).read_text().splitlines()),
                       key=lambda r: r["rel"])

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from scale_helpers import outcome
+
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ".shelfready-manifest.jsonl"
-TIMING = ("seconds", "timings", "etag")  # etag: only a URI source has one
 SIZE = "256"
 
 
@@ -101,28 +102,6 @@ def clean_cmd(src: str, out: str, *extra: str) -> list[str]:
 
 def run(args: list[str], env: dict | None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _strip(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in TIMING}
-
-
-def outcome(out: Path) -> dict:
-    """What a batch left in OUT, less timings and ETags: output bytes, manifest, summaries."""
-    import csv
-
-    files = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(out.rglob("*")) if p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(out).parts)
-             and p.name not in ("summary.json", "summary.csv")}
-    manifest = sorted((_strip(json.loads(line)) for line in (out / MANIFEST).read_text().splitlines()),
-                      key=lambda r: r["rel"])
-    summary = json.loads((out / "summary.json").read_text())
-    summary["counts"].pop("seconds")
-    summary["photos"] = sorted((_strip(r) for r in summary["photos"]), key=lambda r: r["rel"])
-    with (out / "summary.csv").open(newline="") as fh:
-        table = sorted((_strip(r) for r in csv.DictReader(fh)), key=lambda r: r["rel"])
-    return {"files": files, "manifest": manifest, "summary": summary, "csv": table}
 
 
 def exactly_once(s3: S3, bucket: str, prefix: str, names: list[str], tmp: Path) -> Path:
@@ -250,7 +229,7 @@ def test_second_run_refused_then_killed_driver_rerun_ends_exactly_once(tmp_path,
     cmd = clean_cmd(f"s3://{bucket}/in", f"s3://{bucket}/out", "--workers", "1")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=s3.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: f"out/.shelfready-lock" in s3.keys(bucket, "out"), proc, "the lock object")
+        wait_for(lambda: "out/.shelfready-lock" in s3.keys(bucket, "out"), proc, "the lock object")
         second = run(cmd, s3.env)  # the same OUT while the first run holds it
         line = _one_line_error(second)
         assert "is being written by another shelfready run" in line and f"s3://{bucket}/out" in line, line
