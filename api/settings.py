@@ -25,10 +25,9 @@ _KINDS = {int: "int", float: "float", bool: "bool"}
 
 
 def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    from hygiene.runtime import given_cores
+
+    return given_cores()
 
 
 class ApiSettings(BaseSettings):

@@ -290,7 +290,8 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
 @click.option("--clean-catalog", is_flag=True, help="Without --scenario: the normalised-index scenario.")
 @clean_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Cleaning processes.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Cleaning processes (0 = one per core this process is given).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where cleaned images and embeddings are cached [~/.cache/shelfready].")
 @click.option("--view", type=click.Choice(VIEW_BACKGROUNDS), default=DEFAULT_VIEW.background, show_default=True,

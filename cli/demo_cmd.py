@@ -1,13 +1,13 @@
 """`shelfready demo`: the README's first command, on the shipped demo photos."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import click
 
 from hygiene.config import BatchConfig, CleanConfig
+from hygiene.runtime import given_cores
 
 SCENARIO = "shop-search"  # shoppers search with their own raw photos; the shop cleans its listings or not
 
@@ -51,7 +51,7 @@ def demo(data, out_dir, workers, variants):
     click.echo(f"{len(listings)} listings and {len(queries)} shopper photos "
                f"({len({x.label for x in listings})} classes) from {data}")
     embedder = create_embedder(DEFAULT_EMBEDDER)
-    config = EvalConfig(workers=workers or os.cpu_count() or 1, cache_dir=out_dir / "cache")
+    config = EvalConfig(workers=workers or given_cores(), cache_dir=out_dir / "cache")
     extra = [v for v in variants.split(",") if v.strip()] if variants else None
     try:
         ev = evaluate(queries, listings, embedder, CleanConfig(), variants=extra, config=config, scenario=SCENARIO)

@@ -527,7 +527,9 @@ def _prepare_out(job: BatchJob, wait: bool):
 
 
 def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+    from .runtime import given_cores
+
+    return max(1, given_cores() // workers)
 
 
 def with_threads(job: BatchJob, threads: int) -> BatchJob:
@@ -584,7 +586,9 @@ def run_batch(job: BatchJob, progress: bool = True, sources: Sequence[Path] | No
 
         from .pool import run_pool
 
-        workers = max(1, min(job.batch.workers or (os.cpu_count() or 1), len(todo)))
+        from .runtime import given_cores
+
+        workers = max(1, min(job.batch.workers or given_cores(), len(todo)))
         threads = threads_per_worker(workers)  # the cores shared among the workers
         job = with_threads(job, threads)
         bar = tqdm(total=len(todo), unit="photo", disable=not progress, desc="cleaning")

@@ -260,6 +260,12 @@ def given_cpus() -> frozenset[int]:
         return frozenset(range(os.cpu_count() or 1))
 
 
+def given_cores() -> int:
+    """How many cores this process is given (its CPU set, not the machine's count): the
+    default number of workers, and of threads shared among them."""
+    return max(1, len(given_cpus()))
+
+
 def own_cpus(cpus) -> None:
     """Make ``cpus`` this process's own CPU set: it runs only there, and no sibling worker shares
     them, so its models may pin their threads to them (``plan``). For a pool that gives each

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import contextmanager
 
 from hygiene.keys import one_line
+from hygiene.runtime import given_cores
 
 from . import EngineError, require_ray
 from .config import RayConfig
@@ -31,7 +31,7 @@ def ray_connection(cfg: RayConfig):
         if cfg.address:
             ray.init(address=cfg.address, **common)
         else:  # "local": never the RAY_ADDRESS of the environment (the CLI reads that at its edge)
-            ray.init(address="local", num_cpus=cfg.num_cpus or os.cpu_count() or 1,
+            ray.init(address="local", num_cpus=cfg.num_cpus or given_cores(),
                      _system_config=LOCAL_SYSTEM_CONFIG, **common)
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         where = f"the Ray cluster at {cfg.address}" if cfg.address else "a local Ray"

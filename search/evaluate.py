@@ -71,7 +71,7 @@ class EvalConfig:
     confidence: float = 0.95
     alpha: float = 0.05  # significance level of the Wilcoxon test
     seed: int = 0
-    workers: int = 1  # cleaning processes
+    workers: int = 0  # cleaning processes (0 = one per core this process is given)
     batch_size: int = EmbedConfig().batch_size  # images per embedder call
     cache_dir: Path | None = None  # None = default_cache_dir()
     cache_key: str | None = None  # pin cleaned images to this cache key (default: clean_key(config))
@@ -83,8 +83,8 @@ class EvalConfig:
             raise ValueError(f"resamples must be >= 100, got {self.resamples}")
         if not 0.5 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0.5, 1), got {self.confidence}")
-        if self.max_rank < 1 or self.workers < 1 or self.batch_size < 1:
-            raise ValueError("max_rank, workers and batch_size must be >= 1")
+        if self.max_rank < 1 or self.workers < 0 or self.batch_size < 1:
+            raise ValueError("max_rank and batch_size must be >= 1, workers >= 0")
 
 
 def rank_catalog(query_vecs: np.ndarray, catalog_vecs: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
