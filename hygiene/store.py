@@ -102,7 +102,24 @@ def _fs(uri: str):
     except (ImportError, ValueError) as exc:
         raise StoreError(f"{uri}: cannot open this kind of URI ({one_line(exc)}); "
                          "pip install \"shelfready[ray]\" adds s3fs for s3://") from None
+    loop = getattr(fs, "loop", None)  # an async client's event loop (s3fs runs one in a thread)
+    if loop is not None and not getattr(loop, "_shelfready_quiet", False):
+        loop.set_exception_handler(_quiet_connection_orphans)
+        loop._shelfready_quiet = True
     return fs, path
+
+
+def _quiet_connection_orphans(loop, context: dict) -> None:
+    """When the endpoint goes away mid-request, aiohttp leaves a task whose connection error
+    nobody awaits, and asyncio would print its traceback: the request itself already failed and
+    is reported as one line (``describe``), so such an orphan is only logged at debug level."""
+    import logging
+
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and "never retrieved" in context.get("message", ""):
+        logging.getLogger(__name__).debug("orphaned request task: %s", one_line(exc))
+        return
+    loop.default_exception_handler(context)
 
 
 def _protocol(uri: str) -> str:

@@ -125,11 +125,16 @@ def test_evaluate_on_ray_embeds_on_the_actors_and_scores_as_the_local_engine(tmp
                if p.stem in ("hat-2", "shoes-2")]
     catalog = [datasets.LabelledImage(p, p.stem.split("-")[0], p.stem) for p in sample_paths
                if p.stem not in ("hat-2", "shoes-2")]
+    from search.config import ReasonsConfig
+
     clean = CleanConfig(size=256)
     emb = create_embedder(None, device="cpu")
-    local = evaluate(queries, catalog, emb, clean, config=EvalConfig(cache_dir=tmp_path / "local"), progress=False)
+    # the scored variants only: the reasons' framed views are composed and embedded by the driver
+    off = ReasonsConfig(enabled=False)
+    local = evaluate(queries, catalog, emb, clean, config=EvalConfig(cache_dir=tmp_path / "local", reasons=off),
+                     progress=False)
     ray = evaluate_on_ray(queries, catalog, _NoDriverEmbedding(emb), clean, False,
-                          EvalConfig(cache_dir=tmp_path / "ray"), RayConfig(num_cpus=2), progress=False)
+                          EvalConfig(cache_dir=tmp_path / "ray", reasons=off), RayConfig(num_cpus=2), progress=False)
     assert ray.to_json()["metrics"] == local.to_json()["metrics"]
     # every photo's embedding was written to the cache by the Ray job: raw queries + raw catalog + clean queries
     assert len(list((tmp_path / "ray" / "emb").rglob("*.npy"))) == 2 * len(queries) + len(catalog)
