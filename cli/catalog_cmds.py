@@ -288,6 +288,9 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
                    "cnn:efficientnet_lite0+flip,cnn:efficientnet_lite2+flip; the first writes the report "
                    "[the catalog's embedder].")
 @click.option("--clean-catalog", is_flag=True, help="Without --scenario: the normalised-index scenario.")
+@click.option("--reasons/--no-reasons", default=True, show_default=True,
+              help="Measure why cleanup gains or loses (needs every catalog photo cleaned too: "
+                   "--no-reasons for a large raw catalog).")
 @clean_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
@@ -302,7 +305,8 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @engine_options
 @device_option
-def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedders, clean_catalog, clean_config, out,
+def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedders, clean_catalog, reasons,
+                 clean_config, out,
                  workers, cache_dir, view, view_fill, quiet, engine, ray_config, device):
     """Does cleanup make your photos easier to find? Answers one scenario's question on CATALOG.
 
@@ -348,11 +352,15 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedder
             except OSError as exc:
                 raise click.ClickException(str(exc)) from None
             catalog_items.append(datasets.LabelledImage(path, it.label, it.sku or ""))
-    from search.config import ViewConfig
+    from search.config import ReasonsConfig, ViewConfig
+    from search.scenarios import variants_for
 
     cfg = EvalConfig(workers=workers, cache_dir=cache_dir,
                      view=ViewConfig(background=view, fill=view_fill, grey=DEFAULT_VIEW.grey,
-                                     blur_sigma=DEFAULT_VIEW.blur_sigma))
+                                     blur_sigma=DEFAULT_VIEW.blur_sigma),
+                     reasons=dataclasses.replace(ReasonsConfig(), enabled=reasons))
+    # the catalog is cleaned when the reasons or a variant's catalog side need it
+    clean_listings = reasons or any(v.rsplit("/", 1)[-1] != "raw" for v in variants_for(scenario, extra))
     evs = []
     try:
         for name in names or [cat.embedder_name]:
@@ -363,8 +371,8 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedder
                 from scale.eval_engine import evaluate_on_ray
 
                 ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
-                try:  # both sides cleaned on Ray (the reasons need both); the scenario is scored below
-                    evaluate_on_ray(query_items, catalog_items, embedder, clean_config, True, cfg,
+                try:  # cleanup and embedding on Ray; the scenario is scored below
+                    evaluate_on_ray(query_items, catalog_items, embedder, clean_config, clean_listings, cfg,
                                     ray_config, device=device, progress=not quiet)
                 except EngineError as exc:
                     raise click.ClickException(str(exc)) from None

@@ -100,6 +100,18 @@ def test_cli_scenario_option(small_sets, tmp_path, tmp_path_factory):
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["scenario"]["name"] == "shop-search" and data["headline"] == "raw/clean"
     assert data["reasons"]["sentences"] and "shortcut" in data["reasons"]
+    # --no-reasons: no reasons, and a raw catalog (catalog-match) is not cleaned at all
+    fresh = tmp_path / "cache-no-reasons"
+    res = CliRunner().invoke(evaluate_cmd, ["--catalog", str(cat), "--queries", str(qdir), "--out",
+                                            str(tmp_path / "r3"), "--cache-dir", str(fresh), "--quiet",
+                                            "--scenario", "catalog-match", "--no-reasons"])
+    assert res.exit_code == 0, res.output
+    assert not any(ln.startswith("Why: ") for ln in res.output.splitlines())
+    data = json.loads((tmp_path / "r3" / "report.json").read_text())
+    assert data["headline"] == "clean/raw" and not data.get("reasons")
+    cleaned = [json.loads(ln)["rel"] for m in (fresh / "clean").glob("*/.shelfready-manifest.jsonl")
+               for ln in m.read_text().splitlines()]
+    assert len(cleaned) == len(queries), cleaned  # the queries only
     bad = CliRunner().invoke(evaluate_cmd, ["--catalog", str(cat), "--queries", str(qdir), "--out",
                                             str(tmp_path / "r2"), "--scenario", "shop"])
     assert bad.exit_code == 2 and "shop-search" in bad.output
