@@ -4,9 +4,10 @@ The blocks are read from README.md with markdown-it-py (the fenced ``sh`` blocks
 a command that fails, or drifts from the code, fails this suite. The folder holds the
 inputs README's examples name (``photos/``, ``products/`` with a folder per label,
 ``labels.csv``, ``new_products/``, ``photo.jpg``, ``shots/``, ``keys.txt`` ...), made
-from the shipped sample photos; each block then runs in it with ``bash -e``, the
-``shelfready`` of this environment first on PATH, and leaves its outputs for the blocks
-after it (``check ready/dress.jpg`` reads what ``clean`` wrote).
+from the shipped sample photos; each command of a block (continuation lines joined) then
+runs there with ``bash -c``, the ``shelfready`` of this environment first on PATH, and
+leaves its outputs for the commands after it (``check ready/dress.jpg`` reads what
+``clean`` wrote); ``make`` commands run in the repository.
 
 A comment just before a block steers it:
 ``<!-- readme-test: skip REASON -->`` (a cluster, a GPU, a long run: the test skips
@@ -81,7 +82,7 @@ def readme_blocks() -> list[Block]:
         if tok.type == "html_block" and (m := DIRECTIVE.search(tok.content)):
             pending = m.groups()
             continue
-        if tok.type == "fence" and tok.info.strip() in ("sh", "bash", "shell", "console"):
+        if tok.type == "fence" and tok.info.strip() in ("sh", "bash", "shell"):
             block = Block(line=tok.map[0] + 1, text=tok.content)
             if pending:
                 kind, arg = pending
