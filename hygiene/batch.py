@@ -175,12 +175,7 @@ def read_manifest(path: Path | str) -> dict[str, dict]:
     if not path.exists():
         return done
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "rel" in rec:
-            done[rec["rel"]] = rec
+        store.take_record(done, line)
     return done
 
 

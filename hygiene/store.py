@@ -285,10 +285,10 @@ class RecordLog:
         fs, path = _fs(self.manifest)
         text = _call(self.manifest, lambda: fs.cat_file(path) if fs.exists(path) else b"")
         for line in text.decode("utf-8", "replace").splitlines():
-            _take(done, line)
+            take_record(done, line)
         records = self._records()
         for blob in read_many(records).values():
-            _take(done, blob.decode("utf-8", "replace"))
+            take_record(done, blob.decode("utf-8", "replace"))
         return done, records
 
     def merge(self) -> None:
@@ -300,7 +300,9 @@ class RecordLog:
         delete(records)  # killed before this: the records say again what the manifest says
 
 
-def _take(done: dict, text: str) -> None:
+def take_record(done: dict, text: str) -> None:
+    """Put the manifest record in ``text`` (one JSON line) into ``done`` by its rel; a torn or
+    foreign line is left out. Local manifests (hygiene.batch) and record objects read alike."""
     try:
         rec = json.loads(text)
     except json.JSONDecodeError:

@@ -71,24 +71,33 @@ def test_evaluate_answers_the_scenario_named(small_sets, tmp_path_factory):
     assert verdict_sentence(match, "clean/raw").startswith("Catalog match: ")
 
 
-@pytest.mark.slow
-def test_cli_scenario_option(small_sets, tmp_path, tmp_path_factory):
+def _folders_and_catalog(small_sets, tmp_path):
+    """The query photos in folders by label, and a catalog built from the others by the CLI."""
     from click.testing import CliRunner
 
-    from cli.catalog_cmds import catalog_group, evaluate_cmd
+    from cli.catalog_cmds import catalog_group
 
     queries, catalog = small_sets
     shop, qdir = tmp_path / "shop", tmp_path / "queries"
-    for it in catalog:
-        (shop / it.label).mkdir(parents=True, exist_ok=True)
-        shutil.copy(it.path, shop / it.label / it.path.name)
-    for it in queries:
-        (qdir / it.label).mkdir(parents=True, exist_ok=True)
-        shutil.copy(it.path, qdir / it.label / it.path.name)
+    for folder, items in ((shop, catalog), (qdir, queries)):
+        for it in items:
+            (folder / it.label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(it.path, folder / it.label / it.path.name)
     cat = tmp_path / "cat"
     res = CliRunner().invoke(catalog_group, ["build", str(shop), "--labels-from-folders", "--out", str(cat),
                                              "--quiet", "--embedder", "cnn:efficientnet_lite0"])
     assert res.exit_code == 0, res.output
+    return qdir, cat
+
+
+@pytest.mark.slow
+def test_cli_scenario_option(small_sets, tmp_path, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from cli.catalog_cmds import evaluate_cmd
+
+    queries, _ = small_sets
+    qdir, cat = _folders_and_catalog(small_sets, tmp_path)
     cache = tmp_path_factory.getbasetemp() / "shelfready-eval-cache"
     res = CliRunner().invoke(evaluate_cmd, ["--catalog", str(cat), "--queries", str(qdir), "--out",
                                             str(tmp_path / "r"), "--cache-dir", str(cache), "--quiet",
@@ -121,19 +130,10 @@ def test_cli_scenario_option(small_sets, tmp_path, tmp_path_factory):
 def test_cli_embedders_give_a_second_opinion(small_sets, tmp_path, tmp_path_factory):
     from click.testing import CliRunner
 
-    from cli.catalog_cmds import catalog_group, evaluate_cmd
+    from cli.catalog_cmds import evaluate_cmd
     from search.opinions import DEPENDS, NONE, ROBUST
 
-    queries, catalog = small_sets
-    shop, qdir = tmp_path / "shop", tmp_path / "queries"
-    for folder, items in ((shop, catalog), (qdir, queries)):
-        for it in items:
-            (folder / it.label).mkdir(parents=True, exist_ok=True)
-            shutil.copy(it.path, folder / it.label / it.path.name)
-    cat = tmp_path / "cat"
-    res = CliRunner().invoke(catalog_group, ["build", str(shop), "--labels-from-folders", "--out", str(cat),
-                                             "--quiet", "--embedder", "cnn:efficientnet_lite0"])
-    assert res.exit_code == 0, res.output
+    qdir, cat = _folders_and_catalog(small_sets, tmp_path)
     res = CliRunner().invoke(evaluate_cmd, [
         "--catalog", str(cat), "--queries", str(qdir), "--out", str(tmp_path / "r"), "--quiet",
         "--cache-dir", str(tmp_path_factory.getbasetemp() / "shelfready-eval-cache"), "--scenario", "catalog-match",
