@@ -105,7 +105,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
 def _mount_docs(app: FastAPI) -> None:
     """Swagger UI at /docs from the swagger-ui-bundle-v2 package (no external assets)."""
-    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.openapi.docs import (
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
     from fastapi.staticfiles import StaticFiles
 
     try:

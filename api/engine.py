@@ -14,8 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from hygiene.config import CleanConfig, OutputConfig
-from hygiene.keys import bytes_sha256, one_line
+from hygiene.config import CleanConfig
+from photos.config import OutputConfig
+from photos.keys import bytes_sha256, one_line
 
 from .settings import ApiSettings
 
@@ -69,7 +70,7 @@ class Engine:
         """Load the remover, the catalog and its embedder once; record any failure."""
         started = time.perf_counter()
         try:
-            from hygiene import segment
+            from removers import segment
 
             removers = self.settings.clean_config()  # "cascade" resolved to its two removers
             for name in (removers.model, *removers.fallback_models):
@@ -123,7 +124,7 @@ class Engine:
         A photo whose cleaning would need more is decoded at the largest size that fits
         (a JPEG directly at 1/2..1/8 scale); one whose mere decoding would not fit is a 422.
         """
-        from hygiene.io import load_image
+        from photos.io import load_image
 
         budget = self.settings.request_memory_bytes
         return load_image(data, self.settings.load_limits, fit_pixels=budget // CLEAN_BYTES_PER_PIXEL,
@@ -131,7 +132,7 @@ class Engine:
 
     def clean(self, data: bytes, config: CleanConfig, output: OutputConfig) -> tuple[bytes, dict]:
         from hygiene import clean
-        from hygiene.io import encode_image
+        from photos.io import encode_image
 
         result = clean(self._load(data), config)
         encoded = encode_image(result.image, output)
@@ -180,7 +181,7 @@ class Engine:
     def add_item(self, data: bytes, sku: str, label: str, config: CleanConfig | None) -> dict:
         """Add a photo; a photo whose bytes are already in the catalog (added by the API or the
         CLI) is not added again: its existing item is returned with ``added`` False."""
-        from hygiene.io import save_image_atomic
+        from photos.io import save_image_atomic
         from search.items import check_text
 
         catalog = self._need_catalog()

@@ -8,14 +8,27 @@ from fastapi import APIRouter, File, Form, Path, Query, Request, Security, Uploa
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
-from hygiene.config import CleanConfig, OutputConfig
-from hygiene.keys import one_line
+from hygiene.config import CleanConfig
+from photos.config import OutputConfig
+from photos.keys import one_line
 
 from .engine import Engine, NoCatalog, TextSearchUnsupported
 from .errors import ApiError
 from .limits import Busy, Timeout, WorkPool
-from .schemas import (MEDIA_TYPES, REPORT_HEADER, CatalogItem, CheckResponse, CleanJson, Deleted,
-                      ImageFormat, ModelList, Preset, ResponseMode, SearchResponse, error_responses)
+from .schemas import (
+    MEDIA_TYPES,
+    REPORT_HEADER,
+    CatalogItem,
+    CheckResponse,
+    CleanJson,
+    Deleted,
+    ImageFormat,
+    ModelList,
+    Preset,
+    ResponseMode,
+    SearchResponse,
+    error_responses,
+)
 from .settings import ApiSettings
 
 SUPPORTED = "JPEG, PNG, WebP, HEIC/HEIF, BMP, TIFF or GIF"
@@ -33,7 +46,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
     busy = {"Retry-After": str(settings.retry_after)}
 
     async def read_photo(photo: UploadFile) -> bytes:
-        from hygiene.io import sniff_format
+        from photos.io import sniff_format
 
         data = await photo.read()
         await photo.close()
@@ -46,8 +59,8 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
 
     async def run(fn, *args):
         """Admission + pool + deadline, mapping library errors to HTTP answers."""
-        from hygiene.io import ImageLoadError
-        from hygiene.models import ModelError
+        from photos.io import ImageLoadError
+        from removers.models import ModelError
 
         if not engine.ready:
             raise ApiError(503, "not_ready", engine.error or "models are still loading", busy)
@@ -191,7 +204,7 @@ def build_router(settings: ApiSettings, engine: Engine, pool: WorkPool,
     def list_models() -> ModelList:  # sync: FastAPI runs it in a thread (first call imports OpenVINO)
         """The registry of `shelfready models list`: licence, opt-in, installed, and the
         engine/precision each would use with this server's runtime settings."""
-        from hygiene import models, runtime
+        from removers import models, runtime
 
         rows = []
         for row in models.list_models() + models.optional_removers():

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from hygiene.config import DEFAULT_PRESET, CleanConfig, LoadLimits, RuntimeConfig
+from hygiene.config import DEFAULT_PRESET, CleanConfig
+from photos.config import LoadLimits
+from removers.config import RuntimeConfig
 
 ENV_PREFIX = "SHELFREADY_API_"
 
@@ -25,7 +27,7 @@ _KINDS = {int: "int", float: "float", bool: "bool"}
 
 
 def _cores() -> int:
-    from hygiene.runtime import given_cores
+    from removers.runtime import given_cores
 
     return given_cores()
 
@@ -48,7 +50,7 @@ class ApiSettings(BaseSettings):
     # onnxruntime intra-op threads per call; 0 = all cores, with spinning off (bench/api_load.py,
     # 2 cores: ratio to batch at 1/4/16 clients 0.99/0.94/0.94; cores // workers gave 0.55/1.01/1.00)
     threads: int = 0
-    model_runtime: str = "auto"  # auto | onnxruntime | openvino (hygiene.config.RuntimeConfig.runtime)
+    model_runtime: str = "auto"  # auto | onnxruntime | openvino (removers.config.RuntimeConfig.runtime)
     precision: str = "auto"  # auto | fp32 | bf16
     queue: int = 32  # requests allowed to wait for a worker; more answer 503
     timeout: float = 60.0  # seconds from admission to answer; past it 504
@@ -133,7 +135,7 @@ class ApiSettings(BaseSettings):
     def runtime(self) -> RuntimeConfig:
         """onnxruntime: each call may use every core, with spinning off, so concurrent calls share
         them. OpenVINO: one stream per inference thread (``pool_size``), the cores' threads split
-        between them (hygiene.runtime.plan), so the workers' calls run side by side instead of
+        between them (removers.runtime.plan), so the workers' calls run side by side instead of
         queueing for one stream."""
         return RuntimeConfig(runtime=self.model_runtime, precision=self.precision,
                              threads=self.ort_threads, spin=False, streams=self.pool_size)

@@ -3,6 +3,8 @@ utilisation figure of the speed benches (``tree_cpu_seconds``, ``utilisation``, 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -48,6 +50,23 @@ def tree_cpu_seconds(pid: int | None = None) -> dict[tuple[int, float], float]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name, its CPU count and the vector extensions that change kernels (named beside every figure)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        else:
+            name = platform.processor()
+        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines()
+                         if l.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return platform.processor() or "?"
+    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
+    return f"{name} ({os.cpu_count()} cpus; {' '.join(keep)})"
 
 
 def utilisation(cpu_seconds: float, wall_seconds: float, cores: int) -> float:

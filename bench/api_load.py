@@ -7,7 +7,7 @@
   one per core), warmed up with one request per photo. Clients are threads with
   one keep-alive httpx connection each; every request cleans a sample photo with
   the default settings (amazon preset, jpg) and must answer 200.
-* Anchor, in the same run: the batch runner (`hygiene.batch.run_batch`, what
+* Anchor, in the same run: the batch runner (`engines.batch.run_batch`, what
   `shelfready clean` calls, same default settings, one process per core) on the
   same photos copied `--reps` times. Its start-up (spawning workers, loading
   the model) is taken out by the difference of two runs: a run on one photo per
@@ -31,13 +31,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
-from pathlib import Path
-
-import statistics
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 
@@ -82,8 +81,9 @@ def run_level(url: str, batch: list[tuple[str, bytes]], clients: int, total: int
 
 def batch_rate(photo_dir: Path, reps: int, workers: int) -> dict:
     """Steady-state photos/s of the batch runner, start-up cost differenced out."""
-    from hygiene.batch import BatchJob, run_batch
-    from hygiene.config import BatchConfig
+    from engines.batch import run_batch
+    from engines.config import BatchConfig
+    from engines.job import BatchJob
 
     files = sorted(p for p in photo_dir.glob("*.jpg"))
     with tempfile.TemporaryDirectory(prefix="shelfready-bench-") as tmp:

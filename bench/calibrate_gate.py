@@ -25,7 +25,7 @@ that expresses it (``CONFIGS``), on a 448 px canvas (the embedder sees 224 px):
   variants are exactly what the product does to a photo the gate fails
   (square crop, white padding only where the photo is too narrow for a square,
   scaled onto the canvas).
-* ``raw``: the photo as loaded (``hygiene.io.load_image``).
+* ``raw``: the photo as loaded (``photos.io.load_image``).
 
 The gate signals are computed from the model's mask of each query photo
 (``bench.segmentation.cached_alpha``: a mask cache, not a cleaning path).
@@ -58,10 +58,18 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.gate_rules import GRID, gate_pass
 from bench.segmentation import CACHE, cached_alpha, file_key
-from hygiene.config import CleanConfig, GateConfig, RefineConfig
 from hygiene.confidence import mask_signals
-from search.photo_cache import Prepared, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
+from hygiene.config import CleanConfig, GateConfig, RefineConfig
+from search.photo_cache import (
+    Prepared,
+    clean_key,
+    clean_photos,
+    default_cache_dir,
+    embed_prepared,
+    raw_photos,
+)
 
 EMBEDDER = "cnn:efficientnet_lite0"
 CANVAS = 448
@@ -189,15 +197,6 @@ def collect(name: str, limit: int | None, vs: Variants, variants: list[str],
             "left_out": {"query": int((~q_ok).sum()), "catalog": int((~c_ok).sum())}}
 
 
-def gate_pass(sigs: list[dict], rules: dict) -> np.ndarray:
-    ok = np.ones(len(sigs), bool)
-    for key, limit in rules.items():
-        sig, kind = key.rsplit("_", 1)
-        vals = np.array([s[sig] for s in sigs], dtype=float)
-        ok &= (vals <= limit) if kind == "max" else (vals >= limit)
-    return ok
-
-
 def metric_of(name: str) -> str:
     return "p10" if name.startswith("clothing") else "r1"
 
@@ -235,15 +234,6 @@ def signal_table(data: dict, white: str = "white") -> list[dict]:
                          "median_hurt": round(float(np.median(a)), 4),
                          "median_helped": round(float(np.median(b)), 4)})
     return rows
-
-
-GRID = {
-    "undecided_max": [0.05, 0.1, 0.15, 0.2, 0.3, 1.0],
-    "border_touch_max": [0.02, 0.05, 0.1, 0.2, 0.3, 1.0],
-    "fg_share_min": [0.0, 0.02, 0.05, 0.1],
-    "fg_share_max": [0.4, 0.6, 0.8, 1.0],
-    "objects_max": [1, 2, 3, 99],
-}
 
 
 def fit(sets: list[dict], safe: str, white: str = "white") -> tuple[dict, float]:

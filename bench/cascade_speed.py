@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hygiene import clean
-from hygiene.config import CASCADE, CleanConfig, RuntimeConfig
+from hygiene.config import CleanConfig
+from removers.config import CASCADE, RuntimeConfig
 
 
 def photos(name: str, every: int) -> list[Path]:
@@ -45,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fallback-model", default=None, help="the cascade's second remover [isnet-imgly]")
     args = ap.parse_args(argv)
-    from hygiene.io import load_image
+    from photos.io import load_image
 
     rt = RuntimeConfig(threads=args.threads)
     cascade = (CleanConfig(fallback_model=args.fallback_model, runtime=rt) if args.fallback_model
                else CleanConfig(model=CASCADE, runtime=rt))
     configs = {"u2netp": CleanConfig(runtime=rt), "cascade": cascade}
     paths = photos(args.set, args.every)
-    from hygiene import segment
+    from removers import segment
 
     for name in (cascade.model, *cascade.fallback_models):  # every remover's session, before any timing
         segment.get_session(name, rt)

@@ -13,7 +13,7 @@ more photos of the first shard's products, not in the catalog; ground truth:
 exact inner-product top-10, scanned shard by shard.
 
 Each build runs in its own process (peak RSS = that process's VmHWM; Linux only):
-``shards``: ``scale.shard_index.build_from_parquet`` (trains on a sample, adds
+``shards``: ``search.shard_index.build_from_parquet`` (trains on a sample, adds
 shard by shard); ``memory``: every vector read into one array, then one
 ``Catalog.add`` (what ``catalog build`` does without shards). Both with the same
 index type (``--index``, ivfpq by default) and IndexConfig. Reported per build:
@@ -68,7 +68,7 @@ def write_shards(folder: Path, n: int, shard: int, seed: int, row_group: int = 1
 
 
 def exact_truth(folder: Path, xq: np.ndarray, k: int = 10) -> list[set[str]]:
-    from scale.shard_index import _chunks, shard_files
+    from search.shard_index import _chunks, shard_files
 
     best_s = np.full((len(xq), 0), -np.inf, dtype=np.float32)
     best_p: np.ndarray = np.empty((len(xq), 0), dtype=object)
@@ -105,7 +105,7 @@ def peak():  # this process's own high-water mark: ru_maxrss would also count th
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
 if mode == "shards":
-    from scale.shard_index import build_from_parquet
+    from search.shard_index import build_from_parquet
     done = [0, 0]
     def step(n):  # progress on stderr: rows added, peak RSS so far (the first line: after training)
         done[0] += n
@@ -115,7 +115,7 @@ if mode == "shards":
             done[1] = done[0] + 200_000
     build_from_parquet(Path(shards), Path(out), index_type=kind, config=cfg, on_chunk=step)
 else:
-    from scale.shard_index import _chunks, _row_counts, shard_files
+    from search.shard_index import _chunks, _row_counts, shard_files
     files = shard_files(Path(shards))
     x, items, pos = None, [], 0
     for f in files:

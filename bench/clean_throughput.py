@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     base = statistics.median(m["photos_per_s"] for m in res[names[0]])
     base_cpu = statistics.median(m["cpu"] for m in res[names[0]])
     rows = []
-    from profile_clean import cpu_name
+    from bench._common import cpu_name
 
     load_end = os.getloadavg()
     print(f"\n{a.n} photos, {a.rounds} rounds, {cpu_name()}, {cores} cores given, load avg (1 min) "

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from hygiene.config import RuntimeConfig
-    from profile_clean import cpu_name
+    from bench._common import cpu_name
+    from removers.config import RuntimeConfig
     from search import create_embedder
 
     images = load_images(args.folder, args.n)

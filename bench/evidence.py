@@ -53,19 +53,19 @@ def load(name: str, data, limit, seed):
 def reuse(cache_dir: Path, key: str) -> None:
     """Make the batch engine take the cleaned images under ``key`` as done, whatever hygiene code
     version made them (the same photo bytes, the same clean settings: the folder is keyed by them)."""
-    import hygiene.batch
-    import hygiene.keys
+    import engines.plan
+    import hygiene.version
 
     info = json.loads((Path(cache_dir) / "clean" / key / "info.json").read_text())
     made_by = info["hygiene_code"]
-    finished = hygiene.batch._finished
+    finished = engines.plan._finished
 
     def same_photo_done(prev, task, settings, masks=False, exists=None):  # any hygiene code version
         return finished(prev, task, prev.get("settings") if prev else settings, masks, exists)
 
-    hygiene.batch._finished = same_photo_done
+    engines.plan._finished = same_photo_done
     print(f"reusing the cleaned images of cache {key}: hygiene code {made_by}, git {info['git_commit'][:7]}, "
-          f"{info['created']} (current hygiene code {hygiene.keys.code_version()})", flush=True)
+          f"{info['created']} (current hygiene code {hygiene.version.code_version()})", flush=True)
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.calibrate_gate import GRID, gate_pass
+from bench.gate_rules import GRID, gate_pass
 from bench.segmentation import cached_alpha
-from hygiene.config import GateConfig
 from hygiene.confidence import mask_signals
+from hygiene.config import GateConfig
 
 RULE_FIELDS = {"undecided_max": "max_undecided", "border_touch_max": "max_border_touch",
                "fg_share_min": "min_fg_share", "fg_share_max": "max_fg_share", "objects_max": "max_objects"}

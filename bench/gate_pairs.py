@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.segmentation import cached_alpha
-from hygiene.config import CleanConfig
 from hygiene.confidence import assess, outline_distance, pieces
+from hygiene.config import CleanConfig
 
 
 def photo_sets(names: list[str], train_limit: int) -> dict[str, list[tuple[Path, str]]]:

@@ -39,8 +39,8 @@ import numpy as np
 from PIL import Image
 
 from bench.segmentation import coco_gt, coco_items, grabcut_gt, grabcut_items, iou, load_rgb, store_alpha
-from hygiene import isnet, segment
-from hygiene.config import RuntimeConfig
+from removers import isnet, segment
+from removers.config import RuntimeConfig
 
 ANCHOR = "u2netp"
 

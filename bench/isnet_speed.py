@@ -3,7 +3,7 @@
     python -m bench.isnet_speed [--sides 640,1024] [--rounds 8] [--threads 1] [--photos 4]
 
 For each side, the variants' sessions are built (OpenVINO from the same
-re-targeted graph, ``hygiene.isnet.graph_file``), then ``--rounds`` rounds
+re-targeted graph, ``removers.isnet.graph_file``), then ``--rounds`` rounds
 each segment the same ``--photos`` sample photos with every variant, the
 variants' order rotated from round to round, so every time has its anchor
 (onnxruntime fp32) measured beside it on a shared machine. Times are
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,19 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from hygiene import isnet, runtime, segment
-from hygiene.config import RuntimeConfig
+from bench._common import cpu_name
+from removers import isnet, runtime, segment
+from removers.config import RuntimeConfig
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
-    except (OSError, subprocess.SubprocessError):
-        return platform.processor() or "unknown"
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

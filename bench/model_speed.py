@@ -7,12 +7,12 @@
     python bench/model_speed.py iou --model u2net --variants fp32,ov,ovbf16   # the full U^2-Net
     python bench/model_speed.py all
 
-Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (hygiene.quantize.build_int8,
+Variants: ``fp32`` (the shipped u2netp.onnx), ``int8`` (removers.quantize.build_int8,
 calibrated on sample_images only; built once into --work), ``fp32@288`` / ``fp32@256``
 (same weights, smaller input: fewer FLOPs, masks differ), ``ov`` (the same fp32 file run by
 OpenVINO instead of onnxruntime, f32 precision), ``ovbf16`` (OpenVINO with
 INFERENCE_PRECISION_HINT bf16: native on AMX / AVX512_BF16 CPUs), ``ovir`` / ``ovmix`` (the IR of
-hygiene/ov_ir.py that OpenVINO runs in the product: static input, f32 / bf16 with the recipe's
+removers/ov_ir.py that OpenVINO runs in the product: static input, f32 / bf16 with the recipe's
 nodes in fp32; ``ovmix`` is what ``auto`` runs on a native-bf16 CPU), ``daz`` (fp32 with
 onnxruntime's denormals-as-zero). ``stages`` measures, per U^2-Net stage, the mask IoU when only
 that stage runs in bf16 (the rest fp32), then none in fp32, then the shipped recipe: how the
@@ -42,8 +42,8 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygiene import models, ov_ir, quantize  # noqa: E402
-from hygiene.config import RuntimeConfig  # noqa: E402
+from removers import models, ov_ir, quantize  # noqa: E402
+from removers.config import RuntimeConfig  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SAMPLES = ROOT / "sample_images"
@@ -90,7 +90,7 @@ def variant_file(name: str, work: Path, model: str = "u2netp") -> tuple[Path, in
         return models.verify(model), size
     if base in ("ovir", "ovmix"):
         if model not in ov_ir.RECIPES:
-            raise ValueError(f"{model} has no recipe in hygiene/ov_ir.py: use ov / ovbf16")
+            raise ValueError(f"{model} has no recipe in removers/ov_ir.py: use ov / ovbf16")
         return ov_ir.prepared_ir(model, models.verify(model), work / "ov"), 320
     if model != "u2netp" and (base != "fp32" or size != 320):
         raise ValueError(f"variant {name!r} is built for u2netp only")
@@ -111,7 +111,7 @@ class _OpenVinoSession:
             import openvino as ov
         except ImportError:
             raise SystemExit("the 'ov' variants need OpenVINO: .venv/bin/pip install openvino") from None
-        from hygiene import runtime  # the product's threading: threads, one stream, no pinning
+        from removers import runtime
 
         cfg = runtime.ov_config("bf16" if precision == "bf16" else "fp32", runtime.plan(threads), None)
         model = ov.Core().compile_model(str(path), "CPU", cfg)
@@ -255,7 +255,7 @@ def iou(a: np.ndarray, b: np.ndarray, thr: int = 128) -> float:
 
 
 def iou_table(variants: list[str], clothing: int, grocery: int, work: Path, model: str = "u2netp") -> list[dict]:
-    from hygiene import segment
+    from removers import segment
 
     photos = dev_photos(clothing, grocery)
     ref_session = segment.get_session(model, RuntimeConfig(runtime="onnxruntime", precision="fp32"))
@@ -302,7 +302,7 @@ def stage_map(model) -> dict[str, str]:
 def stages(clothing: int, grocery: int, work: Path, model: str = "u2netp", keep: tuple[str, ...] = ()) -> list[dict]:
     """Mask IoU vs fp32 when only one stage runs in bf16; then all in bf16; then the shipped recipe
     (if the model has one); then each ``keep`` set of stages ("en1+de1") in fp32, the rest in bf16."""
-    from hygiene import segment
+    from removers import segment
 
     src = models.verify(model)
     where = stage_map(ov_ir._static_model(src, 320))

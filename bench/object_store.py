@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._common import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
@@ -108,9 +110,7 @@ def main() -> None:
                     print(f"round {r + 1} {engine:>5} {where:>4}: {args.n} photos in {wall:6.1f} s = "
                           f"{got[where]:.2f} photos/s", flush=True)
                 ratios[engine].append(got["s3"] / got["disk"])
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), "?")
-        print(f"\n{args.n} photos, {args.rounds} rounds, --workers {args.workers}, {os.cpu_count()} cores ({cpu})")
+        print(f"\n{args.n} photos, {args.rounds} rounds, --workers {args.workers}: {cpu_name()}")
         print(f"{'engine':>6}  {'disk photos/s':>13}  {'s3 photos/s':>11}  {'s3/disk (median of rounds)':>27}")
         for engine in engines:
             ratio = statistics.median(ratios[engine])

@@ -1,4 +1,4 @@
-"""Does OpenVINO's pinning pay in a pool worker that owns its cores? (issue 23, hygiene.runtime.PIN_OWNED_CPUS)
+"""Does OpenVINO's pinning pay in a pool worker that owns its cores? (issue 23, removers.runtime.PIN_OWNED_CPUS)
 
     python bench/pinning.py --n 30 --rounds 3
 
@@ -6,7 +6,7 @@ The local pool's own layout (``--workers`` processes, cores // workers model thr
 u2netp at the default runtime), three ways, alternating rounds, each run timed whole:
 
 * ``shared``: the workers share every core, nothing pinned (the default);
-* ``own``: each worker given its own cores (``hygiene.runtime.own_cpus``), not pinned;
+* ``own``: each worker given its own cores (``removers.runtime.own_cpus``), not pinned;
 * ``own+pin``: the same, and OpenVINO pins its threads there (``PIN_OWNED_CPUS`` forced on).
 
 Reported: median photos/s, its ratio to ``shared``, and the CPU utilisation of the cores given.
@@ -30,8 +30,8 @@ MODES = ("shared", "own", "own+pin")
 
 def init(mode: str, counter, workers: int, threads: int) -> None:
     """Worker set-up: the pool's own, then (``own*``) this worker's share of the cores."""
-    from hygiene import runtime
-    from hygiene.batch import init_worker
+    from engines.batch import init_worker
+    from removers import runtime
 
     with counter.get_lock():
         slot = counter.value
@@ -46,9 +46,11 @@ def init(mode: str, counter, workers: int, threads: int) -> None:
 
 def run_once(src: Path, out: Path, mode: str, workers: int) -> tuple[float, float, int]:
     from bench._common import CpuMeter
-    from hygiene.batch import BatchJob, _process, plan_batch, threads_per_worker, with_threads
-    from hygiene.config import BatchConfig
-    from hygiene.pool import run_pool
+    from engines.batch import _process, threads_per_worker, with_threads
+    from engines.config import BatchConfig
+    from engines.job import BatchJob
+    from engines.plan import plan_batch
+    from engines.pool import run_pool
 
     threads = threads_per_worker(workers)
     job = with_threads(BatchJob(in_dir=src, out_dir=out, batch=BatchConfig(workers=workers)), threads)
@@ -63,9 +65,8 @@ def run_once(src: Path, out: Path, mode: str, workers: int) -> tuple[float, floa
 
 
 def main(argv=None) -> int:
-    from bench._common import flag
+    from bench._common import cpu_name, flag
     from bench.clean_throughput import photo_list
-    from profile_clean import cpu_name
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=30)

@@ -33,18 +33,20 @@ viewer sees as a halo). Lower is better; "ml" is pymatting's estimator (today's)
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-import io
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -58,28 +60,11 @@ def photo_list(n: int, data: Path = DATA) -> list[Path]:
     return [photos[int(i * len(photos) / n)] for i in range(n)]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-        else:
-            name = platform.processor()
-        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines()
-                         if l.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return platform.processor() or "?"
-    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in flags]
-    return f"{name} ({os.cpu_count()} cpus; {' '.join(keep)})"
-
-
 def masks_for(paths: list[Path], out: Path) -> None:
-    from PIL import Image
 
-    from hygiene import segment
-    from hygiene.config import RuntimeConfig
-    from hygiene.io import load_image
+    from photos.io import load_image
+    from removers import segment
+    from removers.config import RuntimeConfig
 
     arrays = {}
     for i, p in enumerate(paths):
@@ -93,10 +78,12 @@ def worker(paths: list[Path], mask_file: Path) -> dict:
 
     import cv2
 
-    from hygiene import pipeline, segment
-    from hygiene.config import CleanConfig, OutputConfig
-    from hygiene.io import load_image
-    from hygiene.save import encode_image
+    from hygiene import pipeline
+    from hygiene.config import CleanConfig
+    from photos.config import OutputConfig
+    from photos.io import load_image
+    from photos.save import encode_image
+    from removers import segment
 
     cv2.setNumThreads(1)
     masks = np.load(mask_file)
@@ -165,9 +152,10 @@ def profile(args) -> None:
 def halo(args) -> None:
     import cv2
 
-    from hygiene import compose, segment
-    from hygiene.config import RuntimeConfig
-    from hygiene.io import load_image
+    from hygiene import compose
+    from photos.io import load_image
+    from removers import segment
+    from removers.config import RuntimeConfig
 
     paths = photo_list(args.n, args.data)
     colours = np.array([(20, 220, 20), (220, 20, 220), (20, 20, 220), (230, 200, 20), (20, 200, 230),
@@ -204,9 +192,11 @@ def overlap_worker(threads: int, mode: str, out_dir: Path, sync: Path, paths: li
     from concurrent.futures import ThreadPoolExecutor
 
     from hygiene import pipeline
-    from hygiene.config import CleanConfig, OutputConfig, RuntimeConfig
-    from hygiene.io import load_image, save_image_atomic
-    from hygiene.runtime import limit_threads
+    from hygiene.config import CleanConfig
+    from photos.config import OutputConfig
+    from photos.io import load_image, save_image_atomic
+    from removers.config import RuntimeConfig
+    from removers.runtime import limit_threads
 
     limit_threads(threads)
     cfg, out_cfg = CleanConfig(runtime=RuntimeConfig(threads=threads)), OutputConfig()

@@ -2,7 +2,7 @@
 
     nice -n 5 python bench/remover_batch.py --photos 40 --rounds 5 --batches 4,8
 
-The batched path (hygiene/segment_batch.py) is there for GPUs (``--device cuda`` runs
+The batched path (removers/segment_batch.py) is there for GPUs (``--device cuda`` runs
 8 photos per call by default); this measures what it costs or gains on this CPU.
 The photos are decoded once, before timing; each round times every mode on all the
 photos, modes in a rotating order (alternating rounds, one process), and the
@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hygiene import segment, segment_batch  # noqa: E402
-from hygiene.config import RuntimeConfig  # noqa: E402
-from hygiene.io import load_image  # noqa: E402
+from photos.io import load_image  # noqa: E402
+from removers import segment, segment_batch  # noqa: E402
+from removers.config import RuntimeConfig  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

@@ -44,8 +44,9 @@ from bench.clean_throughput import photo_list  # noqa: E402
 
 
 def _job(src: Path, out: Path, workers: int, size: int | None):
-    from hygiene.batch import BatchJob
-    from hygiene.config import BatchConfig, CleanConfig
+    from engines.config import BatchConfig
+    from engines.job import BatchJob
+    from hygiene.config import CleanConfig
 
     return BatchJob(in_dir=src, out_dir=out, clean=CleanConfig(size=size), batch=BatchConfig(workers=workers))
 
@@ -62,10 +63,10 @@ def _cores(args) -> int:
 
 
 def _engine_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
-    from hygiene.batch import run_batch
-    from scale.cluster import ray_connection
-    from scale.config import RayConfig
-    from scale.ray_engine import run_batch_ray
+    from engines.batch import run_batch
+    from engines.cluster import ray_connection
+    from engines.config import RayConfig
+    from engines.ray_engine import run_batch_ray
 
     runs = {"local": lambda out: run_batch(_job(src, out, args.workers, args.size), progress=False),
             "ray": lambda out: run_batch_ray(_job(src, out, args.workers, args.size), RayConfig(), progress=False)}
@@ -113,12 +114,12 @@ def _command_rounds(args, src: Path, tmp: Path) -> dict[str, list[float]]:
 def _two_nodes(args, src: Path, tmp: Path) -> dict:
     import ray
     from ray.cluster_utils import Cluster
-
-    from hygiene.batch import run_batch
-    from scale.cluster import LOCAL_SYSTEM_CONFIG
-    from scale.config import RayConfig
-    from scale.ray_engine import run_batch_ray
     from scale_helpers import nodes_of, outcome
+
+    from engines.batch import run_batch
+    from engines.cluster import LOCAL_SYSTEM_CONFIG
+    from engines.config import RayConfig
+    from engines.ray_engine import run_batch_ray
 
     per_node = max(1, args.workers // 2)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node,

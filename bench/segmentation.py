@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from hygiene.config import RuntimeConfig
+from removers.config import RuntimeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SHELFREADY_DATA", ROOT.parent / "shared" / "data"))
@@ -64,7 +64,7 @@ def cached_alpha(path: Path, model: str = "u2netp", threads: int = 1,
     target = CACHE / model / f"{file_key(path)}.png"
     if target.is_file():
         return np.asarray(Image.open(target))
-    from hygiene.segment import predict_alpha
+    from removers.segment import predict_alpha
 
     rgb = load_rgb(path)
     t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def run(sets: list[str], limit: int | None, model: str, margin: float,
         }
     # model step timed in the same run as the refine step (ratio, not seconds)
     if time_model and len(model_times) < time_model:
-        from hygiene.segment import predict_alpha
+        from removers.segment import predict_alpha
 
         extra = [img for name in sets
                  for img, _ in (grabcut_items() if name == "grabcut" else coco_items())][:time_model]
@@ -193,7 +193,7 @@ def anchor_ratio(sets: list[str], model: str, anchor: str, n: int) -> dict:
     """``model``'s time a photo over ``anchor``'s, the two run side by side on the same ``n``
     photos (order alternated, one thread each, sessions started untimed): median of the
     per-photo ratios."""
-    from hygiene.segment import predict_alpha
+    from removers.segment import predict_alpha
 
     photos = [img for name in sets for img, _ in (grabcut_items() if name == "grabcut" else coco_items())][:n]
     rt = RuntimeConfig(threads=1)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from hygiene.keys import one_line
 from hygiene.config import CleanConfig
+from photos.keys import one_line
 from search.config import DEFAULT_EMBEDDER, DEFAULT_VIEW, INDEX_TYPES, VIEW_BACKGROUNDS
-from search.scenarios import SCENARIO_NAMES
 from search.embed_modes import EMBED_MODES
+from search.scenarios import SCENARIO_NAMES
 
 from .options import Location, clean_options, device_option, engine_options, onnx_device, runtime_options
 
@@ -44,13 +44,12 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     applies the same rule under the catalog's write lock, so a photo another process
     added meanwhile is not added twice either.
     """
-    from hygiene.io import load_image
+    from photos.io import load_image
+    from photos.keys import bytes_sha256
+    from photos.store import is_uri, read_path
     from search.config import DEFAULT_EMBED
-    from search.items import check_text, printable
-    from hygiene.keys import bytes_sha256
-    from hygiene.store import is_uri, read_path
-
     from search.embed_modes import embed_images, settings_of
+    from search.items import check_text, printable
 
     mode, clean_config, view = settings_of(catalog.embed)
     added, skipped, errors = 0, 0, []
@@ -158,7 +157,7 @@ def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, l
 
     Example: shelfready catalog build products/ --labels-from-folders --out cat/
     """
-    from scale import EngineError
+    from engines import EngineError
 
     if (images is None) == (from_parquet is None):
         raise click.UsageError("give either IMAGES or --from-parquet DIR")
@@ -166,8 +165,7 @@ def build(ctx, images, labels, labels_from_folders, out, embedder, index_type, l
         raise click.UsageError(f"--embed {embed_mode} runs on the local engine only (not --engine ray or "
                                "--from-parquet)")
     if from_parquet is not None or engine == "ray":
-        from scale.embed_engine import build_catalog_ray
-        from scale.shard_index import build_from_parquet
+        from search.shard_index import build_catalog_ray, build_from_parquet
 
         try:
             if from_parquet is not None:
@@ -242,7 +240,7 @@ def search_cmd(catalog, image, text, k, as_json, query_embed):
 
     Example: shelfready search cat/ photo.jpg -k 5
     """
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search import create_embedder
     from search.items import printable
 
@@ -332,10 +330,10 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedder
     if device != "cpu":  # before any photo is read: cuda without a GPU is one line
         clean_config = dataclasses.replace(clean_config, runtime=dataclasses.replace(
             clean_config.runtime, device=onnx_device(device)))
-    from hygiene import store
+    from photos import store
     from search.photo_cache import default_cache_dir
 
-    staging = Path(cache_dir or default_cache_dir()) / "staged"  # local copies of s3:// photos (hygiene.store)
+    staging = Path(cache_dir or default_cache_dir()) / "staged"  # local copies of s3:// photos (photos.store)
     try:
         if store.is_uri(queries):
             queries = store.stage_prefix(queries, staging, datasets.IMAGE_EXTENSIONS)
@@ -367,8 +365,8 @@ def evaluate_cmd(catalog_dir, queries, queries_csv, scenario, variants, embedder
             embedder = create_embedder(name, device=None if device == "auto" else device,
                                        runtime=clean_config.runtime)
             if engine == "ray":  # cleanup and embedding on Ray actors, into the cache; the scoring here
-                from scale import EngineError
-                from scale.eval_engine import evaluate_on_ray
+                from engines import EngineError
+                from search.evaluate_ray import evaluate_on_ray
 
                 ray_config = dataclasses.replace(ray_config, num_cpus=ray_config.num_cpus or workers)
                 try:  # cleanup and embedding on Ray; the scenario is scored below

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from hygiene.batch import BatchError, BatchJob, run_batch
-from hygiene.config import BatchConfig
-from hygiene.keys import utf8_text
+from engines.batch import run_batch
+from engines.config import BatchConfig
+from engines.job import BatchError, BatchJob
+from photos.keys import utf8_text
 
 from .options import Location, clean_options, device_option, engine_options, onnx_device, output_options
 
@@ -41,7 +42,7 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, 
 
     Example: shelfready clean photos/ ready/ --preset amazon --format jpg
     """
-    from scale import EngineError
+    from engines import EngineError
 
     if device != "cpu":
         runtime = dataclasses.replace(clean_config.runtime, device=onnx_device(device))
@@ -50,7 +51,7 @@ def clean(in_dir, out_dir, clean_config, output_config, workers, quiet, engine, 
                    batch=BatchConfig(workers=workers))
     try:
         if engine == "ray":
-            from scale.ray_engine import run_batch_ray
+            from engines.ray_engine import run_batch_ray
 
             summary = run_batch_ray(job, ray_config, progress=not quiet)
         else:
@@ -80,7 +81,7 @@ def check(paths, clean_config, as_json):
     Example: shelfready check ready/dress.jpg --preset amazon
     """
     from hygiene import check as check_image
-    from hygiene.io import ImageLoadError, load_image
+    from photos.io import ImageLoadError, load_image
 
     results, all_ok = [], True
     for path in paths:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from hygiene.config import BatchConfig, CleanConfig
-from hygiene.runtime import given_cores
+from engines.config import BatchConfig
+from hygiene.config import CleanConfig
+from removers.runtime import given_cores
 
 SCENARIO = "shop-search"  # shoppers search with their own raw photos; the shop cleans its listings or not
 
@@ -38,8 +39,8 @@ def demo(data, out_dir, workers, variants):
 
     Example: shelfready demo demo_data out/demo
     """
-    from hygiene.io import load_image
-    from search import Catalog, DEFAULT_EMBEDDER, create_embedder
+    from photos.io import load_image
+    from search import DEFAULT_EMBEDDER, Catalog, create_embedder
     from search.datasets import from_folders
     from search.evaluate import EvalConfig, evaluate
     from search.report import verdict_sentence, write_report

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hygiene import models
+from removers import models
 
 from .options import runtime_options
 
@@ -67,7 +67,7 @@ def list_(runtime_config):
 
     Example: shelfready models list --precision bf16
     """
-    from hygiene import runtime
+    from removers import runtime
 
     caps = runtime.detect()
     click.echo(f"this CPU: native bf16 {'yes' if caps.native_bf16 else 'no'} ({caps.bf16_source}); "
@@ -97,7 +97,7 @@ def build_int8(calibration):
 
     Example: shelfready models build-int8 sample_images
     """
-    from hygiene import quantize, segment
+    from removers import quantize, segment
 
     photos = sorted(p for p in calibration.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not photos:

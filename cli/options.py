@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from hygiene.config import (CASCADE, CUDA_REMOVER_BATCH, DEFAULT_PRESET, PRECISIONS, PRESETS, RUNTIMES, CleanConfig,
-                            OutputConfig, RuntimeConfig)
+from hygiene.config import DEFAULT_PRESET, PRESETS, CleanConfig
+from photos.config import OutputConfig
+from removers.config import CASCADE, CUDA_REMOVER_BATCH, PRECISIONS, RUNTIMES, RuntimeConfig
 
 _CLEAN = CleanConfig()
 _OUT = OutputConfig()
@@ -24,7 +25,7 @@ class Location(click.ParamType):
         self.local = click.Path(path_type=Path, **path_args)
 
     def convert(self, value, param, ctx):
-        from hygiene.store import is_uri, location
+        from photos.store import is_uri, location
 
         if isinstance(value, (str, Path)) and is_uri(str(value)):
             value = location(str(value))
@@ -116,7 +117,7 @@ def engine_options(func):
     RAY_ADDRESS (the environment variable Ray's own tools use) is read here, at the
     edge; with neither it nor --ray-address, the ray engine starts a local Ray for
     the command and stops it afterwards."""
-    from scale.config import RayConfig
+    from engines.config import RayConfig
 
     ray_defaults = RayConfig()
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .config import CheckConfig, GateConfig, Preset
 from .confidence import undecided_share
+from .config import CheckConfig, GateConfig, Preset
 from .frame import product_box
 
 

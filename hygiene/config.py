@@ -1,4 +1,6 @@
-"""Every default of the cleanup stage lives here and nowhere else.
+"""Every default of the cleanup steps lives here and nowhere else (the photo files',
+the removers' and the engines' live in photos/config.py, removers/config.py and
+engines/config.py).
 
 The CLI and the API read these dataclasses; library code takes them as
 arguments. All are frozen so a config can be hashed into the batch manifest.
@@ -8,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+
+from removers.config import CASCADE, CASCADE_PAIR, RuntimeConfig
+from removers.runtime import settings_fields
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,6 @@ PRESETS: dict[str, Preset] = {
     "etsy": Preset("etsy", size=2000, min_side=635, fill=0.85, min_fill=0.75, max_fill=0.95),
 }
 DEFAULT_PRESET = "amazon"
-CASCADE = "cascade"  # `model="cascade"`: CleanConfig.cascade's fast remover first, its strong one behind the gate
-
-
-@dataclass(frozen=True)
-class LoadLimits:
-    """Guards applied before any pixel is decoded."""
-
-    max_bytes: int = 50 * 1024 * 1024  # 50 MiB per file
-    max_pixels: int = 60_000_000  # decompression-bomb guard (width * height)
-    min_side: int = 16  # smaller images carry no product to clean
 
 
 @dataclass(frozen=True)
@@ -147,73 +142,6 @@ MODEL_GATES: tuple[tuple[str, GateConfig], ...] = (
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
-    """How models run: engine, precision, threads, spin-waiting, compiled-model cache.
-
-    Passed down explicitly (``CleanConfig.runtime``, ``create_embedder(runtime=...)``),
-    never through environment variables. ``runtime`` and ``precision`` can change
-    pixels, so they are in the settings fingerprint, resolved first (``auto`` is
-    recorded as what really ran, see hygiene/runtime.py); ``threads``, ``streams``, ``spin``
-    and ``cache_dir`` change speed only and stay out.
-    """
-
-    runtime: str = "auto"  # auto | onnxruntime | openvino (onnxruntime = the model's reference engine)
-    precision: str = "auto"  # auto | fp32 | bf16 (bf16 only where the CPU has it natively)
-    threads: int = 0  # intra-op threads per model; 0 = all cores
-    # calls this process makes at once on one model (the API's inference threads): OpenVINO runs
-    # that many streams sharing the threads (hygiene.runtime.plan); 0 = one at a time
-    streams: int = 0
-    spin: bool = True  # onnxruntime intra-op threads busy-wait between ops
-    cache_dir: str | None = None  # OpenVINO compiled/converted models; None = the user cache dir
-    device: str = "cpu"  # cpu | cuda (onnxruntime's CUDA provider); "auto" is resolved at the edge
-    # input side of the isnet-imgly remover (square, px; its weights are exported for 1024).
-    # 640: the smallest side within 0.01 of 1024's mean IoU on GrabCut and COCO_MVal in-box,
-    # 2.6x faster (python -m bench.isnet_size --coco-every 6)
-    isnet_side: int = 640
-    # photos per remover call (batched onnxruntime runs, hygiene/segment_batch.py); 0 = the
-    # device's: 1 on cpu (the weights as shipped), CUDA_REMOVER_BATCH on cuda
-    remover_batch: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.remover_batch <= 256:
-            raise ValueError(f"remover_batch must be between 0 and 256, got {self.remover_batch}")
-        if self.threads < 0 or self.streams < 0:
-            raise ValueError(f"threads and streams must be >= 0, got {self.threads}, {self.streams}")
-        if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu or cuda, got {self.device!r}")
-        if not (256 <= self.isnet_side <= 2048 and self.isnet_side % 32 == 0):
-            raise ValueError(f"isnet_side must be a multiple of 32 in 256..2048, got {self.isnet_side}")
-
-    def fingerprint_fields(self, kind: str = "remover", model: str | None = None) -> dict:
-        """The fields that can change results, with ``auto`` resolved for ``model`` (none of
-        threads/spin/cache; device only when not cpu and the remover batch only when > 1, so
-        the settings key of CPU runs stays what it was)."""
-        from .runtime import fingerprint_fields
-
-        fields = {**fingerprint_fields(self, kind, model), "isnet_side": self.isnet_side}
-        if self.device != "cpu":
-            fields["device"] = self.device
-        if self.batch_size() > 1:  # batches run a batch-capable copy of the graph (segment_batch)
-            fields["remover_batch"] = self.batch_size()
-        return fields
-
-    def batch_size(self) -> int:
-        """Photos per remover call: ``remover_batch``, or the device's default when 0."""
-        return self.remover_batch or (CUDA_REMOVER_BATCH if self.device == "cuda" else 1)
-
-
-RUNTIMES = ("auto", "onnxruntime", "openvino")
-# photos per remover call on cuda (RuntimeConfig.remover_batch 0); a batch's decoded photos are
-# held in the worker's RAM together
-CUDA_REMOVER_BATCH = 8
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass(frozen=True)
 class CleanConfig:
     """Everything `hygiene.clean` needs to know. `fill`/`size` None = preset's."""
 
@@ -223,7 +151,7 @@ class CleanConfig:
     # "" = none. Opt-in: the strong remover's weights are AGPL-3.0. A comma-separated
     # chain ("isnet-imgly,u2net") tries each in turn until one's cut-out passes its gate.
     fallback_model: str = ""
-    cascade: tuple[str, str] = ("u2netp", "isnet-imgly")  # (fast, strong) of model="cascade"
+    cascade: tuple[str, str] = CASCADE_PAIR  # (fast, strong) of model="cascade"
     fill: float | None = None
     size: int | None = None
     max_upscale: float = 2.0  # never enlarge the product more than this; flag instead
@@ -283,39 +211,5 @@ class CleanConfig:
     def fingerprint(self) -> str:
         """Stable text of every setting that can change the output (the batch manifest's key)."""
         d = dataclasses.asdict(self)
-        d["runtime"] = self.runtime.fingerprint_fields(model=self.model)
+        d["runtime"] = settings_fields(self.runtime, model=self.model)
         return json.dumps(d, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    """How cleaned images are written."""
-
-    format: str = "jpg"  # jpg | png | webp (png forced when transparent)
-    jpeg_quality: int = 92
-    webp_quality: int = 90
-    webp_lossless: bool = False  # exact pixels (the evaluation cache); webp_quality is then unused
-    # also write the remover's mask of the source photo (grey PNG, ``mask_path(output)``): the
-    # evaluation cache composes its embedding views from it without running the model again
-    save_mask: bool = False
-
-    def __post_init__(self) -> None:
-        if self.format not in ("jpg", "png", "webp"):
-            raise ValueError(f"format must be jpg, png or webp, got {self.format!r}")
-
-    def for_transparency(self, transparent: bool) -> "OutputConfig":
-        """The config a transparent result is written with: jpg has no alpha, so png; png/webp stay."""
-        return dataclasses.replace(self, format="png") if transparent and self.format == "jpg" else self
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    workers: int = 0  # 0 = one per core
-    stop_grace: float = 5.0  # on the first Ctrl-C/SIGTERM: seconds the running photos may take to finish
-    manifest_name: str = ".shelfready-manifest.jsonl"
-    summary_json: str = "summary.json"
-    summary_csv: str = "summary.csv"
-    lock_lease: float = 60.0  # OUT on an object store: a run's lock not renewed for this long is stale (hygiene.store)
-    extensions: tuple[str, ...] = (
-        ".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif",
-    )

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import checks, compose, confidence, frame, refine, segment
+from removers import segment
+
+from . import checks, compose, confidence, frame, refine
 from .config import CleanConfig
 
 CLEANED = "cleaned"
@@ -66,7 +68,7 @@ def needs_model(image: Image.Image) -> bool:
 
 def mask_of(image: Image.Image, config: CleanConfig, alpha: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Alpha of the product in ``image`` and the name of what produced it; ``alpha``: the mask
-    ``config.model`` gave for ``image``, already computed (a batch's, hygiene/batch_group.py)."""
+    ``config.model`` gave for ``image``, already computed (a batch's, engines/batch_group.py)."""
     given = _input_alpha(image)
     if given is not None:
         return given, "input-alpha"

@@ -12,11 +12,11 @@ mask take over.
 """
 from __future__ import annotations
 
-from .config import RefineConfig
-from .frame import downscale_pair
-
 import cv2
 import numpy as np
+
+from .config import RefineConfig
+from .frame import downscale_pair
 
 
 def _check(rgb: np.ndarray, alpha: np.ndarray) -> None:

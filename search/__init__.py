@@ -7,10 +7,10 @@ Importing this package loads neither torch nor model weights; that happens in
 gives the module); its runner is ``search.evaluate.evaluate``. The package does
 not re-export that function under the module's name, which would shadow it.
 """
+from . import evaluate
 from .catalog import Catalog, Hit, Item
 from .config import DEFAULT_EMBEDDER, EmbedConfig, IndexConfig
 from .embedders import Embedder, create_embedder, parse_name
-from . import evaluate
 from .evaluate import EvalConfig, Evaluation
 from .report import write_report
 

@@ -49,8 +49,18 @@ import numpy as np
 
 from .catalog_state import Added, CatalogState
 from .config import DEFAULT_INDEX, DEFAULT_STORE, INDEX_TYPES, IndexConfig, StoreConfig
-from .generations import (FORMAT_VERSION, HEADER, Generation, has_catalog, load_latest, new_items_db, now,
-                          read_header, remove_stale, write_generation)
+from .generations import (
+    FORMAT_VERSION,
+    HEADER,
+    Generation,
+    has_catalog,
+    load_latest,
+    new_items_db,
+    now,
+    read_header,
+    remove_stale,
+    write_generation,
+)
 from .indexes import build_index, new_float_index, target_index_type, trained_ivfpq
 from .items import ITEM_FIELDS, Hit, Item, item_row
 from .locks import CatalogBusy, WriteLock

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hygiene.config import RuntimeConfig
+from removers.config import RuntimeConfig
 
 # Mirror-averaged EfficientNet-Lite0 (search/embedders.py, "+flip"). Against the plain embedding on
 # the same photos (MRR, paired bootstrap 95 % CI; README "Mirror-averaged embedding"): clothing
@@ -38,7 +38,7 @@ class EmbedConfig:
     image_size: int | None = None  # None: the architecture's (CNN_INPUT)
     crop_pct: float | None = None  # None: the architecture's (CNN_INPUT); only used by "crop"
     # engine and precision of the CNN (auto: OpenVINO when installed, bf16 where the CPU has
-    # it natively; see hygiene/runtime.py); open_clip models always run on torch
+    # it natively; see removers/runtime.py); open_clip models always run on torch
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """Labelled image sets for evaluation: (path, label) lists from folders, CSVs and the dev datasets.
 
 An item is relevant to a query when their labels are equal. Loaders only list
-files; pixels are read later (hygiene.io), so listing 3,000 photos is instant.
+files; pixels are read later (photos.io), so listing 3,000 photos is instant.
 """
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hygiene import store
+from photos import store
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif")
 
 
 @dataclass(frozen=True)
 class LabelledImage:
-    path: Path | str  # a str: an object-store URI (hygiene.store)
+    path: Path | str  # a str: an object-store URI (photos.store)
     label: str
     sku: str = ""  # catalog item id; the file stem when not given
 

@@ -57,9 +57,7 @@ weights were evaluated with, so it is the default.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
@@ -67,10 +65,10 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from hygiene import runtime as runtime_mod
-from hygiene.config import RuntimeConfig
-from hygiene.keys import one_line
-from hygiene.models import ModelError
+from photos.keys import one_line
+from removers import runtime as runtime_mod
+from removers.config import RuntimeConfig
+from removers.models import ModelError
 
 from .config import CNN_INPUT, DEFAULT_EMBED, EmbedConfig
 
@@ -235,7 +233,7 @@ class _TorchEmbedder:
 
 # --------------------------------------------------------------------------- CNN
 
-# arch -> feature dim (the weights: hygiene.models "efficientnet_lite0" / LITE2 below, loaded into timm's model)
+# arch -> feature dim (the weights: removers.models "efficientnet_lite0" / LITE2 below, loaded into timm's model)
 CNN_ARCHS: dict[str, int] = {"efficientnet_lite0": 1280, "efficientnet_lite2": 1280}
 CNN_TITLES = {"efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite2": "EfficientNet-Lite2"}
 # EfficientNet-Lite2 weights: (pip requirement, file name, bytes, sha256 prefix), checked like Lite0's
@@ -266,7 +264,7 @@ def _lite2_weights() -> Path:
 
 def cnn_weights(arch: str) -> Path:
     """The checked weight file of a CNN architecture (ModelError naming the fix when missing or corrupt)."""
-    from hygiene.models import verify
+    from removers.models import verify
 
     if arch == "efficientnet_lite2":
         return _lite2_weights()
@@ -399,26 +397,12 @@ def openvino_model(model, precision: str, runtime: RuntimeConfig, image_size: in
     import hashlib
 
     import openvino as ov
-    import torch
 
     with open(cnn_weights(arch), "rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()[:16]
     version = ov.get_version().split("-")[0]
-    folder = _cache_dir(runtime)
-    target = folder / f"{arch}-{digest}-ov{version}-{precision}-{image_size}.xml"
-    if target.is_file() and target.with_suffix(".bin").is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, 3, image_size, image_size)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.trace deprecation notes from the converter
-        converted = ov.convert_model(model.eval(), example_input=example,
-                                     input=[ov.PartialShape([-1, 3, image_size, image_size])])
-    tmp = folder / f".{target.stem}.{os.getpid()}.xml"
-    ov.save_model(converted, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
-    os.replace(tmp, target)
-    return target
+    target = _cache_dir(runtime) / f"{arch}-{digest}-ov{version}-{precision}-{image_size}.xml"
+    return runtime_mod.torch_to_ir(model, image_size, target)
 
 
 # --------------------------------------------------------------------------- open_clip
@@ -504,7 +488,7 @@ def create_embedder(
     ``device`` None = CUDA when available, else CPU. ``threads`` None leaves
     torch's thread count alone (the caller owns it), 0 = all cores, n = n.
     ``batch_size`` overrides ``config.batch_size``. ``runtime`` (engine and precision,
-    see hygiene/runtime.py) defaults to ``config.runtime``; its ``threads`` is used
+    see removers/runtime.py) defaults to ``config.runtime``; its ``threads`` is used
     when ``threads`` is None.
     """
     cfg = config or DEFAULT_EMBED

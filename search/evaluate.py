@@ -44,15 +44,13 @@ from pathlib import Path
 import numpy as np
 
 from hygiene.config import CleanConfig
+from hygiene.version import code_version
 
-from . import metrics
+from . import metrics, scenarios
 from . import reasons as reasons_mod
-from . import scenarios
 from .config import DEFAULT_REASONS, DEFAULT_VIEW, EmbedConfig, ReasonsConfig, ViewConfig
 from .datasets import LabelledImage
 from .embed_modes import fuse
-from hygiene.keys import code_version
-
 from .photo_cache import cache_info, clean_key, clean_photos, default_cache_dir, embed_prepared, raw_photos
 from .views import FRAMED_KINDS, load_framed, load_view, parse_view, view_key, view_name
 

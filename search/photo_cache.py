@@ -1,6 +1,6 @@
 """The on-disk cache of cleaned photos and their embeddings, shared by evaluations and benches.
 
-Cleaned images are made by the batch engine (hygiene.batch: the same per-photo
+Cleaned images are made by the batch engine (engines.batch: the same per-photo
 step, worker pool and settings key as ``shelfready clean``) into a cache
 folder named by that key (settings + hygiene code version), as lossless WebP
 named by the photo's SHA-256, so a re-run or a second bench reuses them;
@@ -25,10 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hygiene.batch import BatchJob, mask_path, run_batch
-from hygiene.config import BatchConfig, CleanConfig, OutputConfig
-from hygiene.io import write_text_atomic
-from hygiene.keys import code_version, file_sha256
+from engines.batch import run_batch
+from engines.config import BatchConfig
+from engines.job import BatchJob, mask_path
+from hygiene.config import CleanConfig
+from hygiene.version import code_version
+from photos.config import OutputConfig
+from photos.io import write_text_atomic
+from photos.keys import file_sha256
 
 from .config import EmbedConfig
 
@@ -166,7 +170,7 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
     ``image_path``); ``tag`` must then name what it makes (it keys the cache)."""
     from tqdm import tqdm
 
-    from hygiene.io import load_image
+    from photos.io import load_image
 
     vecs = np.zeros((len(photos), embedder.dim), dtype=np.float32)
 

@@ -43,7 +43,7 @@ VARIANT_TEXT = _VariantText(
 
 def write_report(ev: Evaluation, out_dir: Path, title: str = "Does cleanup help visual search?") -> Path:
     """Write the three files into out_dir; returns the path of index.html."""
-    from hygiene.io import write_text_atomic
+    from photos.io import write_text_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def _data_uri(png_or_jpeg: bytes, mime: str) -> str:
 
 def thumbnail(path: str | Path, px: int = THUMB_PX) -> str:
     """A JPEG data URI of the image at path (longest side px), or "" if unreadable."""
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search.embedders import to_rgb
 
     try:
@@ -276,8 +276,8 @@ def _review(ev: Evaluation) -> str:
 def _failed_checks(path: str, config) -> str:
     """The readiness checks a photo file fails as it is (``shelfready check``), as text."""
     from hygiene import check
-    from hygiene.keys import one_line
-    from hygiene.io import load_image
+    from photos.io import load_image
+    from photos.keys import one_line
 
     try:
         failed = check(load_image(path), config)["failed"]

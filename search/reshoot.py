@@ -30,8 +30,8 @@ def reshoot(image: Image.Image, rng: random.Random) -> Image.Image:
 
 def make_reshoots(paths: Sequence[Path], out_dir: Path, seed: int = 0) -> list[LabelledImage]:
     """Write one re-shot per photo as out_dir/<stem>/<stem>.jpg; label = sku = stem."""
-    from hygiene.io import load_image, save_image_atomic
-    from hygiene.config import OutputConfig
+    from photos.config import OutputConfig
+    from photos.io import load_image, save_image_atomic
 
     rng = random.Random(seed)
     items = []

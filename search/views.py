@@ -9,7 +9,7 @@ helps visual search may differ, so the evaluation can show the embedder another
 * ``fill``: the product's longer side as a share of the square canvas.
 
 A view is composed from the original photo, the remover's mask cached beside the
-cleaned image (``hygiene.batch.mask_path``) and the cleaning's own steps (the same
+cleaned image (``engines.job.mask_path``) and the cleaning's own steps (the same
 refine/tidy/box/layout/foreground estimation as ``hygiene.pipeline.clean``), so white
 at the preset's fill reproduces the cleaned image exactly. Only photos the gate
 trusted (status ``cleaned``) have views; a ``needs_review`` photo (the safe crop,
@@ -147,7 +147,7 @@ def compose_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, view
 def load_view(source: Path, cleaned: Path, mask: Path | None, status: str, model: str,
               config: CleanConfig, view: ViewConfig) -> Image.Image:
     """The image the embedder sees of one cached photo in ``view`` (see module doc)."""
-    from hygiene.io import load_image
+    from photos.io import load_image
 
     if status != "cleaned" or is_output(view, config):
         return load_image(cleaned)  # the marketplace output, or the safe crop in every view
@@ -188,7 +188,7 @@ def framed_view(image: Image.Image, mask: np.ndarray, config: CleanConfig, kind:
 def load_framed(source: Path, mask: Path | None, model: str, config: CleanConfig, kind: str,
                 grey: int) -> Image.Image:
     """``framed_view`` of one cached photo (any status: the remover's mask is cached for each)."""
-    from hygiene.io import load_image
+    from photos.io import load_image
 
     if mask is None or not Path(mask).is_file():
         raise ValueError("no cached mask for this photo (cache made before views): clean it again "

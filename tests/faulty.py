@@ -10,7 +10,7 @@ import ctypes
 import os
 import signal
 
-from hygiene.batch import process_one
+from engines.batch import process_one
 
 
 def segfault() -> None:

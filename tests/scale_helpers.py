@@ -99,7 +99,7 @@ def clean_on_cpu_noting_the_gpu(args) -> dict:
 
     import ray
 
-    from hygiene.batch import process_one
+    from engines.batch import process_one
 
     job, task = args
     ctx = ray.get_runtime_context()

@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from badinputs import _png_with_header_size
+from conftest_api import photo_bytes, running_server, sample_names
 from PIL import Image
 
 from api.settings import ApiSettings
 from search.config import DEFAULT_EMBEDDER
-from badinputs import _png_with_header_size
-from conftest_api import photo_bytes, running_server, sample_names
 
 pytestmark = pytest.mark.slow  # every server here loads the u2netp session
 

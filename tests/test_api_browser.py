@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest_api import SAMPLES, running_server
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-
 from conftest_api import photo_bytes, running_server
 
 pytestmark = pytest.mark.slow  # every server here loads the u2netp session

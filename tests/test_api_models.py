@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest_api import running_server
-from hygiene import models, runtime
-from hygiene.config import RuntimeConfig
+
+from removers import models, runtime
+from removers.config import RuntimeConfig
 
 pytestmark = pytest.mark.slow
 

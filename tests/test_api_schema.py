@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-
 from conftest_api import running_server
+from hypothesis import HealthCheck, given, settings
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from badinputs import make_bad_files, make_odd_files
 from PIL import Image
 
-from hygiene.batch import BatchJob, read_manifest, run_batch
-from hygiene.config import BatchConfig, CleanConfig
-
-from badinputs import make_bad_files, make_odd_files
+from engines.batch import run_batch
+from engines.config import BatchConfig
+from engines.job import BatchJob
+from engines.plan import read_manifest
+from hygiene.config import CleanConfig
 
 pytestmark = pytest.mark.slow
 

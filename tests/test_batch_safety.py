@@ -13,15 +13,17 @@ import sys
 import time
 from pathlib import Path
 
+import faulty
 import psutil
 import pytest
 from PIL import Image
 
-from hygiene.batch import BatchError, BatchJob, read_manifest, run_batch
-from hygiene.config import BatchConfig, CleanConfig
-from hygiene.pool import run_pool
-
-import faulty
+from engines.batch import run_batch
+from engines.config import BatchConfig
+from engines.job import BatchError, BatchJob
+from engines.plan import read_manifest
+from engines.pool import run_pool
+from hygiene.config import CleanConfig
 
 CFG = CleanConfig(size=300, max_upscale=4.0)
 MANIFEST = BatchConfig().manifest_name

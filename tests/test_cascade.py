@@ -14,8 +14,10 @@ from click.testing import CliRunner
 from PIL import Image, ImageFilter, ImageOps
 
 from cli.main import cli
-from hygiene import clean, models
-from hygiene.config import CASCADE, CleanConfig, RuntimeConfig
+from hygiene import clean
+from hygiene.config import CleanConfig
+from removers import models
+from removers.config import CASCADE, RuntimeConfig
 
 STRONG = CleanConfig().cascade[1]
 

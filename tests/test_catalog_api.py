@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest_api import running_server
+
 from search import Catalog
 
 pytestmark = pytest.mark.slow  # a server with u2netp + EfficientNet-Lite0, and CLI processes

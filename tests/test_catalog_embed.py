@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from cli.catalog_cmds import catalog_group, search_cmd
 from hygiene.config import CleanConfig
-from hygiene.io import load_image
+from photos.io import load_image
 from search import Catalog, create_embedder
 from search.embed_modes import cleaned_view, embed_header, embed_images, fuse, settings_of
 

@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import cli
-from hygiene.batch import BatchJob
-from hygiene.config import CleanConfig, OutputConfig
+from engines.job import BatchJob
+from hygiene.config import CleanConfig
+from photos.config import OutputConfig
 
 
 @pytest.mark.parametrize(("asked", "written"), [("jpg", "png"), ("png", "png"), ("webp", "webp")])

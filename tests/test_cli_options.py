@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from eval_helpers import assert_too_few_queries_for_a_verdict
 from PIL import Image
 
 from cli.main import cli
-from eval_helpers import assert_too_few_queries_for_a_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"
@@ -247,7 +247,7 @@ def test_catalog_build_embed_clean_stores_the_cleaned_photos_vectors(tmp_path):
     photo as `hygiene.clean` outputs it (made here anew), not of the photo as given; `search`
     embeds a query the same way unless `--query-embed raw`."""
     from hygiene import CleanConfig, clean
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search import Catalog, create_embedder
 
     shop = copy_samples(tmp_path / "shop", ["dress", "hat", "shoes", "skirt"])
@@ -277,7 +277,7 @@ def test_clean_precision_is_what_runs_and_is_recorded(tmp_path):
     """`shelfready clean --precision fp32` and `--precision bf16`: the summary records the precision
     that ran (bf16 only where this CPU has it natively, else fp32 with the reason in `models list`);
     where bf16 runs its masks differ a little from fp32's, so the photos differ a little too."""
-    from hygiene import runtime
+    from removers import runtime
 
     src = copy_samples(tmp_path / "in", ["dress", "shoes"])
     native = runtime.detect().native_bf16
@@ -311,7 +311,7 @@ def test_models_build_int8_makes_a_remover_that_clean_runs(tmp_path, monkeypatch
     `clean --model u2netp-int8` then runs; its cut-outs track u2netp's."""
     import onnx
 
-    from hygiene import models, segment
+    from removers import models, segment
 
     home = tmp_path / "home"
     (home / "models" / "u2netp").mkdir(parents=True)
@@ -335,9 +335,10 @@ def test_models_build_int8_makes_a_remover_that_clean_runs(tmp_path, monkeypatch
         row = json.loads((out / "summary.json").read_text())["photos"][0]
         assert row["model"] == model and row["status"] in ("cleaned", "needs_review"), row
     # the int8 remover's mask of the photo tracks u2netp's (a broken build gave IoU ~0.45)
-    from hygiene.config import RuntimeConfig
-    from hygiene.io import load_image
     from mask_helpers import mask_iou
+
+    from photos.io import load_image
+    from removers.config import RuntimeConfig
 
     image = load_image(src / "t-shirt.jpg")
     rt = RuntimeConfig(runtime="onnxruntime")
@@ -354,7 +355,7 @@ def local_ray():
     already joined), started as a command starts its own: one Ray start instead of three."""
     import ray
 
-    from scale.cluster import LOCAL_SYSTEM_CONFIG
+    from engines.cluster import LOCAL_SYSTEM_CONFIG
 
     assert not ray.is_initialized()
     ray.init(address="local", num_cpus=2, include_dashboard=False, _system_config=LOCAL_SYSTEM_CONFIG)
@@ -410,8 +411,9 @@ def test_clean_ray_actor_cpus_packs_more_actors(tmp_path, monkeypatch, sample_pa
     """`shelfready clean photos/ ready/ --engine ray --workers 2 --ray-actor-cpus 0.5`: a local Ray
     of 2 CPUs holds 4 actors of half a CPU (2 at the default 1 CPU); every photo is cleaned
     once (equality with the local engine: tests/test_scale_cluster.py)."""
-    from scale import ray_engine
     from scale_helpers import exactly_once, photos
+
+    from engines import ray_engine
 
     sizes = _pool_sizes(monkeypatch, ray_engine)
     src = photos(sample_paths, tmp_path / "in", 4)

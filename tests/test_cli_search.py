@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from eval_helpers import assert_too_few_queries_for_a_verdict
 from PIL import Image, ImageOps
 
 from cli.catalog_cmds import catalog_group, evaluate_cmd, search_cmd
-from eval_helpers import assert_too_few_queries_for_a_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"

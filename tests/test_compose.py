@@ -57,7 +57,7 @@ def test_blur_fusion_is_no_worse_than_pymatting_at_the_edge(sample_paths):
     each photo is put on a known green background, so its true foreground is known."""
     from PIL import Image
 
-    from hygiene import segment
+    from removers import segment
 
     err, naive = {"blur": [], "ml": []}, []
     for path in sample_paths[:4]:

@@ -8,6 +8,7 @@ from PIL import Image
 
 from hygiene.confidence import GateConfig, assess, mask_signals, safe_crop_box
 
+
 def blank(h: int = 100, w: int = 200) -> np.ndarray:
     return np.zeros((h, w), np.uint8)
 
@@ -90,7 +91,7 @@ def test_shelf_photo_with_a_bad_cut_out_is_gated(shelf_carton_path):
     # leaves the carton half-transparent (undecided ~0.57); whitened, the photo
     # fell from rank 1 to rank 33 against the iconic images, the tight crop
     # with the shelf kept stayed at rank 1 (bench.calibrate_gate).
-    from hygiene.segment import predict_alpha
+    from removers.segment import predict_alpha
 
     rgb = np.asarray(Image.open(shelf_carton_path).convert("RGB"))
     alpha = predict_alpha(Image.fromarray(rgb), "u2netp")
@@ -104,7 +105,7 @@ def test_shelf_photo_with_a_bad_cut_out_is_gated(shelf_carton_path):
 def test_clean_single_garment_passes_the_gate(tshirt_path):
     # a t-shirt laid flat: u2netp's mask is decided (undecided ~0.05), one object,
     # away from the edges; whitening raised its P@10 from 0.5 to 0.8 (bench.calibrate_gate)
-    from hygiene.segment import predict_alpha
+    from removers.segment import predict_alpha
 
     rgb = np.asarray(Image.open(tshirt_path).convert("RGB"))
     alpha = predict_alpha(Image.fromarray(rgb), "u2netp")
@@ -129,8 +130,8 @@ def test_safe_crop_box_is_square_inside_the_photo_and_holds_the_product():
 
 def test_undecided_share_is_one_definition_for_the_gate_and_the_readiness_check():
     from hygiene.checks import readiness
-    from hygiene.config import PRESETS, CheckConfig
     from hygiene.confidence import undecided_share
+    from hygiene.config import PRESETS, CheckConfig
 
     a = np.zeros((100, 100), np.uint8)
     a[20:80, 20:80] = 255  # 3600 solid

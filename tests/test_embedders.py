@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from hygiene.models import ModelError
+from removers.models import ModelError
 from search import Embedder, create_embedder, parse_name
 from search.embedders import ModelName, cnn_transform, load_efficientnet_lite0, to_rgb
 

@@ -5,14 +5,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_helpers import assert_too_few_queries_for_a_verdict
 from PIL import Image
 
 from hygiene.config import CleanConfig
 from search import datasets, metrics
-from search.evaluate import BASELINE, EvalConfig, _statistics, _variant_list, evaluate, rank_catalog, wilcoxon_p
+from search.evaluate import (
+    BASELINE,
+    EvalConfig,
+    _statistics,
+    _variant_list,
+    evaluate,
+    rank_catalog,
+    wilcoxon_p,
+)
 from search.photo_cache import clean_photos
-
-from eval_helpers import assert_too_few_queries_for_a_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"

@@ -1,4 +1,4 @@
-"""hygiene.io: every odd or broken input is built here from the real sample photos.
+"""photos.io: every odd or broken input is built here from the real sample photos.
 
 Fast (no model). Good inputs are checked for mode, size and pixels against a
 reference; bad inputs for the exact error kind and its one-line message.
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile, ImageOps, features
 
-import hygiene.save as hsave
-import hygiene.sniff as sniff
-from hygiene.config import LoadLimits, OutputConfig
-from hygiene.io import (
+import photos.save as hsave
+import photos.sniff as sniff
+from photos.config import LoadLimits, OutputConfig
+from photos.io import (
     CorruptImageError,
     EmptyFileError,
     FileTooLargeError,

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hygiene.colour as colour
-from hygiene.colour import fit_size, shrink_to_fit
-from hygiene.io import ImageTooLargeError, decode_bytes, load_image
+import photos.colour as colour
+from photos.colour import fit_size, shrink_to_fit
+from photos.io import ImageTooLargeError, decode_bytes, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"
@@ -53,7 +53,7 @@ def _peak_mib(source: Path, **kwargs) -> dict:
     # parent's peak across fork + exec
     code = f"""
 import json
-from hygiene.io import load_image
+from photos.io import load_image
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

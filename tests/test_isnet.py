@@ -12,12 +12,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mask_helpers import load_rgb, mask_iou
 from PIL import Image
 
-from mask_helpers import load_rgb, mask_iou
 from cli.main import cli
-from hygiene import isnet, models, segment
-from hygiene.config import RuntimeConfig
+from removers import isnet, models, segment
+from removers.config import RuntimeConfig
 
 R = RuntimeConfig(isnet_side=1024)  # the package runs at 1024, whatever the default side
 
@@ -150,7 +150,7 @@ def test_openvino_masks_match_onnxruntime(isnet_path, sample_paths, tmp_path, pr
     (which auto picks on a CPU with native bf16, runtime.AUTO_BF16) give the onnxruntime
     masks: IoU >= 0.99 per sample photo, the guard of test_runtime_accuracy.py."""
     pytest.importorskip("openvino")
-    from hygiene import runtime
+    from removers import runtime
 
     ov = RuntimeConfig(runtime="openvino", precision=precision, threads=2, cache_dir=str(tmp_path))
     choice = runtime.resolve(ov, "remover")

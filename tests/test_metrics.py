@@ -7,7 +7,6 @@ import pytest
 
 from search import metrics
 
-
 # ---- brute-force reference: plain loops, textbook definitions -------------------------
 
 def ref_hit(row, k):

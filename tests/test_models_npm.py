@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from hygiene import models, npm_models
-from hygiene.models import ModelError
+from removers import models, npm_models
+from removers.models import ModelError
 
 PKG, VER, KEY = "@acme/fake-weights", "1.0.0", "/models/medium"
 

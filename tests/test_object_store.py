@@ -20,7 +20,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from scale_helpers import outcome
 
 pytest.importorskip("s3fs")
@@ -247,9 +246,10 @@ def test_second_run_refused_then_killed_driver_rerun_ends_exactly_once(tmp_path,
 
 
 def test_lease_refuses_a_live_holder_and_takes_over_a_stale_one(s3, monkeypatch):
-    """The lock of an OUT on the store (hygiene.store.Lease), in this process: a lock renewed by a
+    """The lock of an OUT on the store (engines.records.Lease), in this process: a lock renewed by a
     run of another host refuses; once not renewed for the lease time it is taken over, once."""
-    from hygiene import store
+    from engines import records
+    from photos import store
 
     for key, value in s3.env.items():
         if key.startswith("AWS_"):
@@ -257,7 +257,7 @@ def test_lease_refuses_a_live_holder_and_takes_over_a_stale_one(s3, monkeypatch)
     bucket = s3.bucket("lease")
     s3.client.put_object(Bucket=bucket, Key="out/.shelfready-lock", Body=json.dumps(
         {"id": "theirs", "host": "another-host", "pid": 1, "renewed": time.time()}).encode())
-    mine = store.Lease(f"s3://{bucket}/out", lease_seconds=2.0)
+    mine = records.Lease(f"s3://{bucket}/out", lease_seconds=2.0)
     with pytest.raises(store.LockedError, match="another-host"):
         mine.acquire()
     time.sleep(2.5)  # their lock is not renewed for longer than the lease: stale
@@ -266,7 +266,7 @@ def test_lease_refuses_a_live_holder_and_takes_over_a_stale_one(s3, monkeypatch)
         body = json.loads(s3.client.get_object(Bucket=bucket, Key="out/.shelfready-lock")["Body"].read())
         assert body["id"] == mine.owner["id"]
         with pytest.raises(store.LockedError, match="being written by another shelfready run"):
-            store.Lease(f"s3://{bucket}/out", lease_seconds=3600).acquire()
+            records.Lease(f"s3://{bucket}/out", lease_seconds=3600).acquire()
     finally:
         mine.release()
     assert "out/.shelfready-lock" not in s3.keys(bucket, "out")
@@ -322,7 +322,7 @@ def cluster(s3):
     get the AWS variables the standard way: from the environment the nodes start in."""
     from ray.cluster_utils import Cluster
 
-    from scale.cluster import LOCAL_SYSTEM_CONFIG
+    from engines.cluster import LOCAL_SYSTEM_CONFIG
 
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in s3.env.items() if k.startswith("AWS_")})
@@ -395,7 +395,7 @@ def test_catalog_build_from_s3_sources_and_s3_shards_equals_local_disk(tmp_path,
     --from-parquet s3:// give the catalog a local-disk build gives (the catalog folder is local)."""
     import numpy as np
 
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search import Catalog, create_embedder
 
     bucket = s3.bucket("catalog")

@@ -33,9 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import ROOT, SAMPLES
+from PIL import Image
 
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent

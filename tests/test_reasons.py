@@ -113,7 +113,7 @@ def cutouts():
     """Real product cut-outs: 8 demo photos a class (4 listings, 4 shopper photos), cut out by
     the project's remover and cropped to the product."""
     from hygiene import clean
-    from hygiene.io import load_image
+    from photos.io import load_image
 
     out = {}
     for label in CLASSES:

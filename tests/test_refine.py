@@ -127,7 +127,7 @@ def test_config_rejects_nonsense():
 def test_refine_improves_the_u2netp_mask_of_a_grabcut_photo(load):
     # 208001: u2netp leaves part of the object half-transparent (IoU 0.86);
     # GrabCut seeded from the confident pixels recovers it (0.92 in bench.segmentation)
-    from hygiene.segment import predict_alpha
+    from removers.segment import predict_alpha
 
     rgb, fg, scored = load("208001")
     alpha = predict_alpha(Image.fromarray(rgb), "u2netp")

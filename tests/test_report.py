@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eval_helpers import (
+    assert_too_few_queries_for_a_verdict,
+    assert_verdict_follows_the_numbers,
+)
 from PIL import Image
 
 from search import datasets
 from search.evaluate import EvalConfig, evaluate
 from search.report import rank_changes, verdict_sentence, write_report
-
-from eval_helpers import assert_too_few_queries_for_a_verdict, assert_verdict_follows_the_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_images"

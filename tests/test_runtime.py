@@ -1,13 +1,14 @@
-"""hygiene.runtime: how auto resolves, with the machine's capabilities injected."""
+"""removers.runtime: how auto resolves, with the machine's capabilities injected."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hygiene import runtime
-from hygiene.config import CleanConfig, RuntimeConfig
-from hygiene.models import ModelError
-from hygiene.runtime import BF16, FP32, ONNXRUNTIME, OPENVINO, TORCH, Capabilities
+from hygiene.config import CleanConfig
+from removers import runtime
+from removers.config import RuntimeConfig
+from removers.models import ModelError
+from removers.runtime import BF16, FP32, ONNXRUNTIME, OPENVINO, TORCH, Capabilities
 
 BF16_CPU = Capabilities("2026.4.1", True, "test")
 AVX2_CPU = Capabilities("2026.4.1", False, "test")
@@ -133,7 +134,7 @@ def test_limit_threads_caps_opencv_and_blas_in_a_worker_process():
 
     code = ("import json, cv2, numpy\n"
             "from threadpoolctl import threadpool_info\n"
-            "from hygiene.runtime import limit_threads\n"
+            "from removers.runtime import limit_threads\n"
             "limit_threads(1)\n"
             "print(json.dumps([cv2.getNumThreads(), [p['num_threads'] for p in threadpool_info()]]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -145,10 +146,10 @@ def test_limit_threads_caps_opencv_and_blas_in_a_worker_process():
 
 
 def test_prepared_ir_is_cached_and_refuses_a_foreign_recipe(tmp_path):
-    """hygiene/ov_ir.py: u2netp's IR is built once per weights/OpenVINO/recipe and reused;
+    """removers/ov_ir.py: u2netp's IR is built once per weights/OpenVINO/recipe and reused;
     a recipe naming nodes the file lacks is a one-line error, never a silently plain bf16 model."""
     pytest.importorskip("openvino")
-    from hygiene import models, ov_ir
+    from removers import models, ov_ir
 
     try:
         weights = models.verify("u2netp")

@@ -3,18 +3,18 @@
 Removers: mask IoU (alpha >= 128) >= 0.99 per sample photo vs u2netp fp32 on
 onnxruntime. Embedder: cosine >= 0.999 per photo vs EfficientNet-Lite0 fp32 on torch.
 A bf16 path that ``auto`` may pick (``runtime.AUTO_BF16``: u2netp's mixed bf16 of
-hygiene/ov_ir.py) must meet the same bound; one it does not pick is opt-in and must
+removers/ov_ir.py) must meet the same bound; one it does not pick is opt-in and must
 stay a working model (looser bound below). On a CPU without native bf16 the bf16
 tests say so and the fallback to fp32 is tested, with the capability check injected.
 """
 from __future__ import annotations
 
 import pytest
+from mask_helpers import mask_iou
 from PIL import Image
 
-from mask_helpers import mask_iou
-from hygiene import runtime, segment
-from hygiene.config import RuntimeConfig
+from removers import runtime, segment
+from removers.config import RuntimeConfig
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("openvino")
@@ -68,7 +68,7 @@ def test_remover_mixed_bf16_runs_as_marked(cache):
     (a marking OpenVINO dropped would silently give plain bf16 and its worse masks)."""
     if not CAPS.native_bf16:
         pytest.skip("this CPU has no native bf16 (no AMX/AVX512_BF16): see the fallback test")
-    from hygiene.ov_ir import FP32_TAG, RECIPES
+    from removers.ov_ir import FP32_TAG, RECIPES
 
     cfg = RuntimeConfig(runtime="openvino", precision="bf16", threads=2, cache_dir=cache)
     compiled = segment.get_session("u2netp", cfg).inner_session.compiled

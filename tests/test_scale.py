@@ -10,9 +10,18 @@ import time
 
 import psutil
 import pytest
-
-from scale_helpers import (MANIFEST, NODES, ROOT, clean_cmd, exactly_once, manifest_rels, outcome, photos, run,
-                           wait_for_lines)
+from scale_helpers import (
+    MANIFEST,
+    NODES,
+    ROOT,
+    clean_cmd,
+    exactly_once,
+    manifest_rels,
+    outcome,
+    photos,
+    run,
+    wait_for_lines,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -115,11 +124,11 @@ class _NoDriverEmbedding:
 
 
 def test_evaluate_on_ray_embeds_on_the_actors_and_scores_as_the_local_engine(tmp_path, sample_paths):
+    from engines.config import RayConfig
     from hygiene.config import CleanConfig
-    from scale.config import RayConfig
-    from scale.eval_engine import evaluate_on_ray
     from search import create_embedder, datasets
     from search.evaluate import EvalConfig, evaluate
+    from search.evaluate_ray import evaluate_on_ray
 
     queries = [datasets.LabelledImage(p, p.stem.split("-")[0], p.stem) for p in sample_paths
                if p.stem in ("hat-2", "shoes-2")]
@@ -141,14 +150,15 @@ def test_evaluate_on_ray_embeds_on_the_actors_and_scores_as_the_local_engine(tmp
 
 
 def test_a_photo_that_kills_every_actor_is_given_up_after_task_retries(tmp_path, sample_paths):
-    """Ray Data retries a dead actor's task without limit; scale.attempts stops after task_retries + 1."""
+    """Ray Data retries a dead actor's task without limit; engines.attempts stops after task_retries + 1."""
+    import faulty
     import ray.cloudpickle
 
-    import faulty
-    from hygiene.batch import BatchJob
-    from hygiene.config import BatchConfig, CleanConfig, OutputConfig
-    from scale.config import RayConfig
-    from scale.ray_engine import run_batch_ray
+    from engines.config import BatchConfig, RayConfig
+    from engines.job import BatchJob
+    from engines.ray_engine import run_batch_ray
+    from hygiene.config import CleanConfig
+    from photos.config import OutputConfig
 
     ray.cloudpickle.register_pickle_by_value(faulty)  # the actors import it from the pickle, not from tests/
     src = photos(sample_paths, tmp_path / "in", 3)
@@ -169,10 +179,12 @@ def test_a_photo_that_kills_every_actor_is_given_up_after_task_retries(tmp_path,
 def test_batched_remover_on_ray_cleans_as_the_local_engine_one_by_one(tmp_path, sample_paths):
     """The cuda path's batching, on the CPU: Ray actors get four photos a call and predict their masks in
     one model call; every output file and row equals the local engine's, photo by photo at batch 1."""
-    from hygiene.batch import BatchJob, run_batch
-    from hygiene.config import BatchConfig, CleanConfig, RuntimeConfig
-    from scale.config import RayConfig
-    from scale.ray_engine import run_batch_ray
+    from engines.batch import run_batch
+    from engines.config import BatchConfig, RayConfig
+    from engines.job import BatchJob
+    from engines.ray_engine import run_batch_ray
+    from hygiene.config import CleanConfig
+    from removers.config import RuntimeConfig
 
     src = photos(sample_paths, tmp_path / "in", 7)
     one = RuntimeConfig(runtime="onnxruntime")  # auto may resolve to OpenVINO here, which does not batch
@@ -201,13 +213,14 @@ def test_a_cuda_job_sizes_its_actor_pool_by_the_cluster_gpus(tmp_path, sample_pa
     what Ray gave it); an actor asking for a GPU no node has would never start and the job would hang."""
     import ray
     import ray.cloudpickle
-
     import scale_helpers
-    from hygiene.batch import BatchJob
-    from hygiene.config import BatchConfig, CleanConfig, RuntimeConfig
-    from scale.cluster import pool_size
-    from scale.config import RayConfig
-    from scale.ray_engine import run_batch_ray
+
+    from engines.cluster import pool_size
+    from engines.config import BatchConfig, RayConfig
+    from engines.job import BatchJob
+    from engines.ray_engine import run_batch_ray
+    from hygiene.config import CleanConfig
+    from removers.config import RuntimeConfig
 
     ray.cloudpickle.register_pickle_by_value(scale_helpers)  # the actors import it from the pickle
     src = photos(sample_paths, tmp_path / "in", 4)

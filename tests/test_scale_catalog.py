@@ -7,14 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-
 from scale_helpers import run
 
 pa = pytest.importorskip("pyarrow", reason="Parquet shards need pyarrow (pip install shelfready[ray])")
 pq = pytest.importorskip("pyarrow.parquet", reason="Parquet shards need pyarrow (pip install shelfready[ray])")
 
-from scale.shard_index import SIDECAR, build_from_parquet  # noqa: E402
 from search import Catalog, IndexConfig  # noqa: E402
+from search.shard_index import SIDECAR, build_from_parquet  # noqa: E402
 
 DIM = 64
 
@@ -137,7 +136,7 @@ def test_a_shard_build_never_holds_all_vectors(tmp_path):
                                                     config=cfg, chunk_rows=600))
 
     def in_memory():
-        from scale.shard_index import _chunks, shard_files
+        from search.shard_index import _chunks, shard_files
         vecs = np.concatenate([c["vector"] for f in shard_files(folder) for c in _chunks(f, 600)])
         Catalog.create(tmp_path / "ref", "t", dim, "ivfpq", config=cfg).add(vecs)
 
@@ -210,7 +209,7 @@ def test_vectors_are_read_in_every_arrow_layout(tmp_path, layout, nulls):
 
 
 def test_vectors_of_different_lengths_are_one_line_errors(tmp_path):
-    from scale import EngineError
+    from engines import EngineError
 
     folder = tmp_path / "shards"
     folder.mkdir()
@@ -260,7 +259,7 @@ def test_ray_build_equals_the_local_build(tmp_path, sample_paths, broken):
         return sorted((it.path, it.sku, it.label, it.content_hash) for it in map(cat.get, cat.ids()))
 
     assert items(a) == items(b) and len(items(a)) == 6
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search import create_embedder
 
     q = create_embedder(a.embedder_name).embed([load_image(p) for p in sample_paths[:6]])

@@ -12,9 +12,17 @@ import subprocess
 
 import psutil
 import pytest
-
-from scale_helpers import (MANIFEST, ROOT, clean_cmd, exactly_once, nodes_of, outcome, photos, run,
-                           wait_for_lines)
+from scale_helpers import (
+    MANIFEST,
+    ROOT,
+    clean_cmd,
+    exactly_once,
+    nodes_of,
+    outcome,
+    photos,
+    run,
+    wait_for_lines,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -25,7 +33,7 @@ ACTOR = "MapWorker(MapBatches(CleanActor))"
 def cluster():
     from ray.cluster_utils import Cluster
 
-    from scale.cluster import LOCAL_SYSTEM_CONFIG
+    from engines.cluster import LOCAL_SYSTEM_CONFIG
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": LOCAL_SYSTEM_CONFIG})
     second = c.add_node(num_cpus=1)

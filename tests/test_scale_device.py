@@ -5,9 +5,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from hygiene.config import CleanConfig, RuntimeConfig
 from scale_helpers import run
+
+from hygiene.config import CleanConfig
+from removers.config import RuntimeConfig
 
 
 def _ort_cuda() -> bool:
@@ -62,8 +63,8 @@ def test_cuda_without_a_gpu_is_one_line_before_any_photo(tmp_path, sample_paths)
 @pytest.mark.slow
 @pytest.mark.skipif(bool(NO_ORT_CUDA), reason=NO_ORT_CUDA)
 def test_cuda_masks_match_cpu(sample_paths):
-    from hygiene.io import load_image
-    from hygiene.segment import predict_alpha
+    from photos.io import load_image
+    from removers.segment import predict_alpha
 
     for path in sample_paths[:3]:
         image = load_image(path)
@@ -77,9 +78,9 @@ def test_cuda_masks_match_cpu(sample_paths):
 def test_cuda_batched_masks_match_cpu_in_one_call(sample_paths, tmp_path):
     """The default cuda path: the batch-capable graph, batch_size() photos per call (CPU twin:
     tests/test_segment_batch.py)."""
-    from hygiene.io import load_image
-    from hygiene.segment import predict_alpha
-    from hygiene.segment_batch import get_batch_session, predict_alphas
+    from photos.io import load_image
+    from removers.segment import predict_alpha
+    from removers.segment_batch import get_batch_session, predict_alphas
 
     cuda = RuntimeConfig(device="cuda", cache_dir=str(tmp_path))
     images = [load_image(p) for p in sample_paths[:cuda.batch_size()]]
@@ -101,7 +102,7 @@ def test_cuda_embedder_matches_cpu(sample_paths):
         pytest.skip("no NVIDIA GPU here (`nvidia-smi -L` lists none)" if not _nvidia_gpu() else
                     f"a GPU is here, but torch {torch.__version__} cannot use it (torch.cuda.is_available() "
                     f"is False; CUDA build: {torch.version.cuda or 'none, a CPU-only torch'})")
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search import create_embedder
 
     images = [load_image(p) for p in sample_paths[:4]]
@@ -113,7 +114,7 @@ def test_cuda_embedder_matches_cpu(sample_paths):
 @pytest.mark.slow
 def test_batched_embedding_is_one_model_call_and_equals_one_by_one(sample_paths):
     """The batched path a GPU actor runs (several photos per forward pass), checked on the CPU."""
-    from hygiene.io import load_image
+    from photos.io import load_image
     from search import create_embedder
 
     images = [load_image(p) for p in sample_paths[:5]]

@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from mask_helpers import load_rgb, mask_iou
 from PIL import Image
 
-from mask_helpers import load_rgb, mask_iou
-from hygiene import models, quantize, segment
-from hygiene.config import CleanConfig, RuntimeConfig
+from hygiene.config import CleanConfig
+from removers import models, quantize, segment
+from removers.config import RuntimeConfig
 
 R1 = RuntimeConfig(threads=1)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mask_helpers import load_rgb, mask_iou
 from PIL import Image
 
-from mask_helpers import load_rgb, mask_iou
-from hygiene import isnet, models, runtime, segment, segment_batch
-from hygiene.config import CleanConfig, RuntimeConfig
+from hygiene.config import CleanConfig
+from removers import isnet, models, runtime, segment, segment_batch
+from removers.config import RuntimeConfig
 
 
 def _file_digests(out: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
@@ -160,10 +161,12 @@ def test_a_group_cleans_every_photo_as_it_is_cleaned_alone(sample_paths, tmp_pat
     """Real photos, a cut-out with transparency (no model) and a broken file in one group of remover
     batch 4: output bytes, masks and rows equal those of process_one with batch 1."""
     from badinputs import make_bad_files
-    from hygiene.batch import BatchJob, Task, process_one
-    from hygiene.batch_group import process_group
-    from hygiene.config import OutputConfig
-    from hygiene.keys import file_sha256
+
+    from engines.batch import process_one
+    from engines.batch_group import process_group
+    from engines.job import BatchJob, Task
+    from photos.config import OutputConfig
+    from photos.keys import file_sha256
 
     src = tmp_path / "in"
     src.mkdir()

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from conftest_api import photo_bytes, wait_until_ready
 
 from cli.main import cli
-from conftest_api import photo_bytes, wait_until_ready
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Every worker keeps its cores busy: how hygiene.runtime.plan sets a process's threading, and what a
+"""Every worker keeps its cores busy: how removers.runtime.plan sets a process's threading, and what a
 real 2-worker pool's inference threads are allowed to run on (issue 23: OpenVINO pinned every
 worker's threads to the same first core, so two workers shared one core).
 
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from hygiene import runtime
-from hygiene.config import RuntimeConfig
+from removers import runtime
+from removers.config import RuntimeConfig
 
 
 def test_openvino_does_not_pin_in_a_process_that_does_not_own_its_cores():
@@ -47,7 +47,7 @@ def test_only_a_process_given_its_own_cpu_set_may_pin():
     """In a fresh process (affinity is process-wide): an inherited CPU set never pins, an owned one
     pins exactly as PIN_OWNED_CPUS says (measured, docs/speed.md)."""
     code = ("import json, os\n"
-            "from hygiene import runtime\n"
+            "from removers import runtime\n"
             "cpu = min(os.sched_getaffinity(0))\n"
             "os.sched_setaffinity(0, {cpu})\n"  # inherited, as under taskset: shared with siblings
             "inherited = runtime.plan(1).pin\n"
@@ -62,7 +62,7 @@ def test_only_a_process_given_its_own_cpu_set_may_pin():
 
 @pytest.mark.slow
 def test_two_pool_workers_do_not_share_one_pinned_core(tmp_path, sample_paths):
-    """A real 2-worker pool (hygiene.batch.run_batch) with the real u2netp on OpenVINO: each worker
+    """A real 2-worker pool (engines.batch.run_batch) with the real u2netp on OpenVINO: each worker
     compiles with pinning off (the pool does not give workers their own CPU sets), and no core is
     the only core allowed to inference threads of both workers (read from /proc per thread while
     the remover runs: OpenVINO pins a thread for an inference and restores it after). With the
@@ -72,8 +72,11 @@ def test_two_pool_workers_do_not_share_one_pinned_core(tmp_path, sample_paths):
     import shutil
 
     import threads_probe
-    from hygiene.batch import BatchJob, run_batch
-    from hygiene.config import BatchConfig, CleanConfig
+
+    from engines.batch import run_batch
+    from engines.config import BatchConfig
+    from engines.job import BatchJob
+    from hygiene.config import CleanConfig
 
     if len(runtime.given_cpus()) < 2:
         pytest.skip("needs 2 cores")

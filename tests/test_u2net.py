@@ -11,12 +11,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mask_helpers import mask_iou
 from PIL import Image
 
 from cli.main import cli
-from hygiene import clean, segment
+from hygiene import clean
 from hygiene.config import CleanConfig
-from mask_helpers import mask_iou
+from removers import segment
 
 
 @pytest.mark.slow
@@ -76,8 +77,9 @@ def test_batch_with_u2net_behind_u2netp_names_each_photos_model(u2net_path, pant
 @pytest.mark.slow
 def test_server_with_a_fallback_model_loads_both_and_names_the_one_used(u2net_path, pants_blanket_path,
                                                                          tshirt_path):
-    from api.schemas import REPORT_HEADER
     from conftest_api import running_server
+
+    from api.schemas import REPORT_HEADER
 
     with running_server(fallback_model="u2net", workers=1) as server, server.client() as client:
         ready = client.get("/readyz").json()

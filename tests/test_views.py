@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from hygiene.config import CleanConfig
-from hygiene.io import load_image
 from hygiene.pipeline import clean
+from photos.io import load_image
 from search.config import ViewConfig
 from search.views import compose_view, is_output, load_view, parse_view, view_key, view_name
 

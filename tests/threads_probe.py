@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from hygiene.batch import process_one
+from engines.batch import process_one
 
 
 def thread_affinities() -> dict[int, tuple[int, ...]]:
@@ -54,7 +54,7 @@ def process_and_probe(args):
 
     job, task = args
     row = process_one(job, task)
-    from hygiene.segment import get_session
+    from removers.segment import get_session
 
     runner = get_session(job.clean.model, job.clean.runtime).inner_session
     port = runner.get_inputs()[0]

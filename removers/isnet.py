@@ -13,7 +13,7 @@ The weights are exported for 1024 x 1024; ``graph_bytes`` re-targets the
 graph's fixed resize sizes to another side (multiples of 32) and keeps only the
 ``output`` head, so the side outputs are not computed. ``predict`` takes any
 session with onnxruntime's ``run(output_names, feeds)``: onnxruntime's own
-(``load_session``) or OpenVINO's runner of hygiene/runtime.py over the same
+(``load_session``) or OpenVINO's runner of removers/runtime.py over the same
 re-targeted graph (``graph_file``), as ``RuntimeConfig`` resolves.
 """
 from __future__ import annotations

@@ -3,9 +3,9 @@
 The driver lists the photos (the same ``search.datasets`` lists as the local
 build); each actor of a ``map_batches`` actor pool loads one embedder, then
 reads, hashes and embeds ``EmbedConfig.batch_size`` photos at a time with the
-same functions as the local build (``hygiene.io.load_image``,
+same functions as the local build (``photos.io.load_image``,
 ``Embedder.embed``); the workers write the rows as Parquet shards
-(``scale.shard_index.COLUMNS`` plus ``error``), and ``shard_index`` builds the
+(``search.shard_index.COLUMNS`` plus ``error``), and ``shard_index`` builds the
 catalog from them shard by shard.
 """
 from __future__ import annotations
@@ -17,26 +17,26 @@ from . import EngineError
 from .attempts import attempts_counter, started
 from .cluster import pool_size, ray_connection
 from .config import RayConfig
-from .shard_index import SIDECAR
+
+SIDECAR = "shelfready-shards.json"  # beside the shards: the embedder that made them, its dim, the rows
 
 
 class EmbedActor:
     """One Ray actor: one embedder, loaded once."""
 
-    def __init__(self, embedder: str, threads: int, device: str | None, attempts, tries: int) -> None:
-        from hygiene.runtime import limit_threads
-        from search import create_embedder
+    def __init__(self, factory, embedder: str, threads: int, device: str | None, attempts, tries: int) -> None:
+        from removers.runtime import limit_threads
 
         limit_threads(threads)  # OpenCV / BLAS pools: the actor's share of the CPUs, as a clean actor's
-        self.embedder = create_embedder(embedder, device=device, threads=threads)
+        self.embedder = factory(embedder, device=device, threads=threads)
         self.attempts, self.tries = attempts, tries
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from hygiene.io import load_image
-        from hygiene.keys import bytes_sha256, one_line
-        from hygiene.store import read_path
+        from photos.io import load_image
+        from photos.keys import bytes_sha256, one_line
+        from photos.store import read_path
 
         n = len(batch["path"])
         if started(self.attempts, str(batch["id"][0])) > self.tries:  # its actor died every time: give up
@@ -65,7 +65,7 @@ class EmbedActor:
                 "error": np.array(errors, dtype=object)}
 
 
-def _embedded(ray, rows: list[dict], embedder: str, cfg: RayConfig, batch_size: int, device: str | None,
+def _embedded(ray, rows: list[dict], factory, embedder: str, cfg: RayConfig, batch_size: int, device: str | None,
               progress: bool):
     """The Ray Dataset of ``rows`` (id, sku, label, path) embedded by an actor pool: EmbedActor's columns."""
     from ray.data import ActorPoolStrategy, DataContext
@@ -78,17 +78,19 @@ def _embedded(ray, rows: list[dict], embedder: str, cfg: RayConfig, batch_size: 
     size = pool_size(cfg, ray, -(-len(rows) // batch_size), gpus=device == "cuda")
     blocks = max(1, min(-(-len(rows) // batch_size), cfg.max_blocks))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
-    # Ray Data restarts dead actors and retries their batches by default; scale.attempts caps the retries
+    # Ray Data restarts dead actors and retries their batches by default; engines.attempts caps the retries
     return ds.map_batches(EmbedActor, fn_constructor_kwargs={
-        "embedder": embedder, "threads": cfg.actor_threads, "device": device,
+        "factory": factory, "embedder": embedder, "threads": cfg.actor_threads, "device": device,
         "attempts": attempts_counter(ray), "tries": cfg.task_retries + 1},
         batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=size),
         num_cpus=cfg.actor_cpus, num_gpus=cfg.actor_gpus if device == "cuda" else None)
 
 
-def embed_paths(paths, embedder: str, cfg: RayConfig = RayConfig(), batch_size: int = 16,
+def embed_paths(paths, factory, embedder: str, cfg: RayConfig = RayConfig(), batch_size: int = 16,
                 device: str | None = "cpu", progress: bool = True) -> list:
-    """Embed the image files ``paths`` on Ray actors; per path its float32 vector, or its one-line error."""
+    """Embed the image files ``paths`` on Ray actors (each makes its embedder with
+    ``factory(embedder, device=, threads=)``, e.g. ``search.create_embedder``); per path its
+    float32 vector, or its one-line error."""
     import numpy as np
 
     rows = [{"id": i, "sku": "", "label": "", "path": str(p)} for i, p in enumerate(paths)]
@@ -96,7 +98,7 @@ def embed_paths(paths, embedder: str, cfg: RayConfig = RayConfig(), batch_size: 
     if not rows:
         return out
     with ray_connection(cfg) as ray:
-        ds = _embedded(ray, rows, embedder, cfg, batch_size, device, progress)
+        ds = _embedded(ray, rows, factory, embedder, cfg, batch_size, device, progress)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             for i, vec, err in zip(batch["id"], batch["vector"], batch["error"]):
                 failed = isinstance(err, str) and err  # Ray makes a column of all-None errors NaN floats
@@ -104,10 +106,11 @@ def embed_paths(paths, embedder: str, cfg: RayConfig = RayConfig(), batch_size: 
     return out
 
 
-def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConfig(), batch_size: int = 16,
+def embed_to_shards(items, factory, embedder: str, shards: Path, cfg: RayConfig = RayConfig(), batch_size: int = 16,
                     device: str | None = "cpu", progress: bool = True, rows_per_shard: int = 50_000) -> int:
-    """Embed ``items`` (search.datasets.LabelledImage) on Ray into Parquet files under ``shards``; rows written."""
-    from hygiene import store
+    """Embed ``items`` (sku, label, path: search.datasets.LabelledImage) on Ray into Parquet files under
+    ``shards`` (``factory`` as ``embed_paths``'); rows written."""
+    from photos import store
 
     uri = store.is_uri(shards)
     if uri:
@@ -120,17 +123,15 @@ def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConf
         shards = Path(shards)
         if shards.exists() and any(shards.iterdir()):
             raise EngineError(f"shard folder {shards} is not empty; choose another or remove it")
-    from search import create_embedder  # fail fast on a bad name; its canonical name and dim for the sidecar
-
-    emb = create_embedder(embedder, device="cpu")
+    emb = factory(embedder, device="cpu")  # fail fast on a bad name; its canonical name and dim for the sidecar
     rows = [{"id": i, "sku": it.sku, "label": it.label,
              "path": it.path if store.is_uri(it.path) else str(Path(it.path).resolve())} for i, it in enumerate(items)]
     if not rows:
         raise EngineError("no photos to embed")
     with ray_connection(cfg) as ray:
-        ds = _embedded(ray, rows, embedder, cfg, batch_size, device, progress)
+        ds = _embedded(ray, rows, factory, embedder, cfg, batch_size, device, progress)
         side = json.dumps({"embedder": emb.name, "dim": emb.dim, "rows": len(rows)})
-        if uri:  # each shard one object, through the same client as the rest (hygiene.store)
+        if uri:  # each shard one object, through the same client as the rest (photos.store)
             fs, path = store.arrow_filesystem(shards)
             ds.write_parquet(path, filesystem=fs, min_rows_per_file=min(rows_per_shard, len(rows)))
         else:
@@ -144,17 +145,3 @@ def embed_to_shards(items, embedder: str, shards: Path, cfg: RayConfig = RayConf
     else:
         (shards / SIDECAR).write_text(side)
     return len(rows)
-
-
-def build_catalog_ray(items, embedder: str, out: Path, shards: Path, index_type: str = "auto",
-                      cfg: RayConfig = RayConfig(), batch_size: int = 16, device: str | None = "cpu",
-                      progress: bool = True):
-    """``catalog build --engine ray``: embed on Ray into ``shards``, then build ``out`` from them."""
-    from search.catalog import HEADER
-
-    from .shard_index import build_from_parquet
-
-    if (Path(out) / HEADER).exists():  # the catalog folder is local; photos and shards may be URIs
-        raise EngineError(f"{out} already holds a catalog; use `shelfready catalog add`")
-    embed_to_shards(items, embedder, shards, cfg, batch_size, device, progress)
-    return build_from_parquet(shards, out, index_type=index_type)

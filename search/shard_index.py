@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import EngineError, INSTALL_HINT
+from engines import INSTALL_HINT, EngineError
+from engines.config import RayConfig
+from engines.embed_engine import SIDECAR
 
-SIDECAR = "shelfready-shards.json"
 COLUMNS = ("id", "sku", "label", "path", "content_hash", "vector")
 TRAINED = ("ivfpq", "binary")
 
@@ -55,7 +56,7 @@ def _pq():
 
 
 def shard_files(folder: Path | str) -> list[Path] | list[str]:
-    from hygiene import store
+    from photos import store
 
     if store.is_uri(folder):  # shards in an object store: read with ranged GETs (_parquet_file)
         try:
@@ -71,7 +72,7 @@ def shard_files(folder: Path | str) -> list[Path] | list[str]:
 
 
 def read_sidecar(folder: Path | str) -> dict:
-    from hygiene import store
+    from photos import store
 
     if store.is_uri(folder):
         try:
@@ -85,8 +86,8 @@ def read_sidecar(folder: Path | str) -> dict:
 
 
 def _parquet_file(path, **kwargs):
-    """``pq.ParquetFile`` of a local shard or of one in an object store (hygiene.store)."""
-    from hygiene import store
+    """``pq.ParquetFile`` of a local shard or of one in an object store (photos.store)."""
+    from photos import store
 
     if store.is_uri(path):
         try:
@@ -271,3 +272,18 @@ def _gather(files: list[Path], counts: list[int], rows: np.ndarray, dim: int, ch
     if not got:
         raise EngineError("no row of the training sample has a vector")
     return out[:got]
+
+
+def build_catalog_ray(items, embedder: str, out: Path, shards: Path, index_type: str = "auto",
+                      cfg: RayConfig = RayConfig(), batch_size: int = 16, device: str | None = "cpu",
+                      progress: bool = True):
+    """``catalog build --engine ray``: embed on Ray into ``shards``, then build ``out`` from them."""
+    from engines.embed_engine import embed_to_shards
+
+    from .catalog import HEADER
+    from .embedders import create_embedder
+
+    if (Path(out) / HEADER).exists():  # the catalog folder is local; photos and shards may be URIs
+        raise EngineError(f"{out} already holds a catalog; use `shelfready catalog add`")
+    embed_to_shards(items, create_embedder, embedder, shards, cfg, batch_size, device, progress)
+    return build_from_parquet(shards, out, index_type=index_type)

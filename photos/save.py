@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from hygiene.colour import _to_8bit, _to_srgb
-from hygiene.config import OutputConfig
+from photos.colour import _to_8bit, _to_srgb
+from photos.config import OutputConfig
 
 _DEFAULT_OUTPUT = OutputConfig()
 

@@ -1,6 +1,6 @@
 """Which image format some bytes are, from their magic number; why bytes are not an image.
 
-Used by ``hygiene.io.load_image`` before any decoder runs, and by the API to
+Used by ``photos.io.load_image`` before any decoder runs, and by the API to
 reject a non-image upload early.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import io
 
 from PIL import Image
 
-from hygiene.load_errors import ImageLoadError, NotAnImageError, UnsupportedFormatError
+from photos.load_errors import ImageLoadError, NotAnImageError, UnsupportedFormatError
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
 _HEIF_GENERIC_BRANDS = {b"mif1", b"msf1"}

@@ -36,7 +36,7 @@ class Recipe:
     keep_fp32: tuple[str, ...]  # node names (of the ONNX file) kept in fp32 under bf16
 
 
-# u2netp.onnx as rembg ships it (md5 checked by hygiene.models.verify): stage2d's
+# u2netp.onnx as rembg ships it (md5 checked by removers.models.verify): stage2d's
 # rebnconv2d, the upsample and concat after it, and rebnconv1d.
 RECIPES = {
     "u2netp": Recipe(320, ("Conv_765/WithoutBiases", "Resize_785", "Concat_786", "Conv_787/WithoutBiases")),

@@ -21,13 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from .batch import BatchJob, Task, load_task, process_one
+from .batch import load_task, process_one
+from .job import BatchJob, Task
 
 
 def process_group(job: BatchJob, tasks: Sequence[Task]) -> list[dict]:
     """Rows of ``tasks`` (in order), as ``process_one`` makes them; never raises."""
-    from .pipeline import needs_model
-    from .segment_batch import batched, predict_alphas
+    from hygiene.pipeline import needs_model
+    from removers.segment_batch import batched, predict_alphas
 
     if len(tasks) < 2 or not batched(job.clean.model, job.clean.runtime):
         return [process_one(job, task) for task in tasks]

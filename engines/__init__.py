@@ -1,9 +1,10 @@
-"""Engines that run shelfready's own per-photo and per-batch functions on Ray Data.
+"""Engines: running a per-photo function over many photos, on this machine or on Ray.
 
-``hygiene`` and ``search`` know nothing of Ray; this package imports them and
-runs the same functions (``hygiene.batch.process_one``, the embedders) in Ray
-actors, one model per actor. Ray is imported lazily, only when an engine here
-runs, so the local engine needs nothing of it. Imported only by cli/ and bench/.
+The local engine (batch.py: plan, manifest, recorder, summary; pool.py: the process pool;
+batch_group.py: photos grouped for batched model calls) and the Ray engines (ray_engine.py:
+the same per-photo step in Ray actors; embed_engine.py: embedders in Ray actors) run the
+same library functions, so their outputs are byte-identical; only scheduling differs. Ray is
+imported lazily, only when a Ray engine runs, so the local engine needs nothing of it.
 """
 from __future__ import annotations
 

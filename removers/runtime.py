@@ -10,7 +10,7 @@ and bench/embed_speed.py (README, "Speed"):
   ``amx_bf16`` / ``avx512_bf16``; fp32 elsewhere. bf16 needs OpenVINO.
 * removers: on a native-bf16 CPU, the removers with a mixed-precision recipe
   (``AUTO_BF16``) run on OpenVINO in bf16: u2netp with the few nodes that move
-  the mask kept in fp32 (hygiene/ov_ir.py), at about 2.5x onnxruntime's speed;
+  the mask kept in fp32 (removers/ov_ir.py), at about 2.5x onnxruntime's speed;
   isnet-imgly in plain bf16, at about 2x. Both pass the accuracy guard. Elsewhere,
   and for the other removers, fp32 on onnxruntime (rembg's own engine). Plain bf16
   for another remover is opt-in.
@@ -36,7 +36,7 @@ built with it.
 ``build_runner(path, choice, runtime, model)`` gives an object with
 onnxruntime's calling convention (``get_inputs()``, ``get_outputs()``,
 ``run(output_names, feed)``) whichever engine runs, so the removers' pre- and
-post-processing (rembg's, or hygiene.segment's) stays the same code.
+post-processing (rembg's, or removers.segment's) stays the same code.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ _OV_PRECISION = {FP32: "f32", BF16: "bf16"}
 # Which models "auto" runs in bf16 (where the CPU has it): only those whose bf16 path
 # passes the accuracy guard of tests/test_runtime_accuracy.py. u2netp in plain bf16
 # (OpenVINO 2026.4, AVX512_BF16) gave mask IoU 0.973-1.000 vs fp32 on the sample
-# photos, below the 0.99 bound on 4 of 12; with hygiene/ov_ir.py's mixed recipe
+# photos, below the 0.99 bound on 4 of 12; with removers/ov_ir.py's mixed recipe
 # (4 nodes in fp32) 0.998-1.000. IS-Net (isnet-imgly, at its 640 px side) in plain
 # bf16: IoU 0.993-1.000 vs fp32 on 86 clothing and GrabCut photos, the same gate
 # verdict on all 86, 0.47x the time. EfficientNet-Lite0 in bf16 gave cosine 0.998
@@ -178,6 +178,18 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None,
 def fingerprint_fields(runtime: RuntimeConfig, kind: str = "remover", model: str | None = None) -> dict:
     """What really runs (auto resolved), for manifests: {"runtime": ..., "precision": ...}."""
     return resolve(runtime, kind, model=model).fields()
+
+
+def settings_fields(runtime: RuntimeConfig, kind: str = "remover", model: str | None = None) -> dict:
+    """The fields of ``runtime`` that can change results, with ``auto`` resolved for ``model``
+    (none of threads/spin/cache; device only when not cpu and the remover batch only when > 1,
+    so the settings key of CPU runs stays what it was): ``CleanConfig.fingerprint``'s."""
+    fields = {**fingerprint_fields(runtime, kind, model), "isnet_side": runtime.isnet_side}
+    if runtime.device != "cpu":
+        fields["device"] = runtime.device
+    if runtime.batch_size() > 1:  # batches run a batch-capable copy of the graph (segment_batch)
+        fields["remover_batch"] = runtime.batch_size()
+    return fields
 
 
 def _recipes() -> dict:
@@ -354,6 +366,31 @@ def compile_openvino(model, precision: str, threading_: Threading, cache_dir: Pa
                                    ov_config(precision, threading_, cache_dir))
 
 
+def torch_to_ir(module, image_size: int, target: Path) -> Path:
+    """A torch image model (input N x 3 x ``image_size`` x ``image_size``) as OpenVINO IR at
+    ``target`` (.xml, .bin beside it), converted on first use and reused after; weights kept in
+    fp32 (the precision hint applies at compile time). Written to a temp name and renamed, so a
+    crash never leaves half an IR."""
+    if target.is_file() and target.with_suffix(".bin").is_file():
+        return target
+    import warnings
+
+    import openvino as ov
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, 3, image_size, image_size)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace deprecation notes from the converter
+        converted = ov.convert_model(module.eval(), example_input=example,
+                                     input=[ov.PartialShape([-1, 3, image_size, image_size])])
+    tmp = target.parent / f".{target.stem}.{os.getpid()}.xml"
+    ov.save_model(converted, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(tmp, target)
+    return target
+
+
 def ort_options(threads: int, spin: bool):
     """onnxruntime options: ``threads`` (0 = every core given, ``plan``) and intra-op spin-waiting.
     onnxruntime does not pin its threads unless asked to."""
@@ -371,7 +408,7 @@ def ort_options(threads: int, spin: bool):
 def build_runner(path: Path, choice: Choice, runtime: RuntimeConfig = RuntimeConfig(), model: str | None = None):
     """A runner for the ONNX file at ``path`` on ``choice``'s engine and precision.
 
-    On OpenVINO, a ``model`` with a recipe in hygiene/ov_ir.py runs from its prepared
+    On OpenVINO, a ``model`` with a recipe in removers/ov_ir.py runs from its prepared
     IR (static input; under bf16 the recipe's nodes stay fp32)."""
     if choice.engine == OPENVINO:
         cache = Path(runtime.cache_dir) if runtime.cache_dir else default_cache_dir()

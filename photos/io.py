@@ -28,9 +28,9 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from hygiene.colour import _finish, fit_size
-from hygiene.config import LoadLimits
-from hygiene.load_errors import (
+from photos.colour import _finish, fit_size
+from photos.config import LoadLimits
+from photos.load_errors import (
     CorruptImageError,
     EmptyFileError,
     FileTooLargeError,
@@ -44,14 +44,8 @@ from hygiene.load_errors import (
     _fmt_bytes,
     _fmt_mp,
 )
-from hygiene.save import (
-    encode_image,
-    output_suffix,
-    save_image_atomic,
-    write_bytes_atomic,
-    write_text_atomic,
-)
-from hygiene.sniff import _not_an_image, _truncation_hint, sniff_format
+from photos.save import encode_image, output_suffix, save_image_atomic, write_bytes_atomic, write_text_atomic
+from photos.sniff import _not_an_image, _truncation_hint, sniff_format
 
 __all__ = [
     "ImageLoadError",

@@ -5,7 +5,7 @@ The evaluation reads cleaned photos and embeddings from its disk cache
 photos per cleaning settings key, and one ``.npy`` per photo, embedder and
 variant). This fills both on Ray, in one Ray session: the cleanup with
 ``run_batch_ray`` (the job the evaluation would run on the local pool), then the
-embedding with ``scale.embed_engine``'s actors (one embedder per actor, the same
+embedding with ``engines.embed_engine``'s actors (one embedder per actor, the same
 ``Embedder.embed`` as the local evaluation). The evaluation that follows finds
 every photo cleaned and embedded, and only scores.
 """
@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hygiene.batch import BatchJob, BatchSummary
-from hygiene.config import BatchConfig, CleanConfig
-
+from engines.cluster import ray_connection
+from engines.config import BatchConfig, RayConfig
+from engines.embed_engine import embed_paths
+from engines.job import BatchJob, BatchSummary
+from engines.ray_engine import run_batch_ray
+from hygiene.config import CleanConfig
 from search.photo_cache import embedding_file
 
-from .cluster import ray_connection
-from .config import RayConfig
-from .embed_engine import embed_paths
-from .ray_engine import run_batch_ray
+from .embedders import create_embedder
 
 
 def clean_cache_on_ray(paths: Sequence[Path], config: CleanConfig, cache_dir: Path, key: str | None = None,
@@ -52,7 +52,7 @@ def embed_cache_on_ray(photos: Sequence, embedder, cache_dir: Path, cfg: RayConf
                 todo.setdefault(f, Path(p.image_path))
     files = list(todo)
     done = 0
-    for f, vec in zip(files, embed_paths([todo[f] for f in files], embedder.name, cfg, batch_size, device,
+    for f, vec in zip(files, embed_paths([todo[f] for f in files], create_embedder, embedder.name, cfg, batch_size, device,
                                          progress)):
         if isinstance(vec, np.ndarray):
             f.parent.mkdir(parents=True, exist_ok=True)

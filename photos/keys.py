@@ -4,19 +4,12 @@ One definition each, used by the batch manifest, the evaluation cache, the
 catalog and the API:
 
 * ``file_sha256`` / ``bytes_sha256``: the photo's bytes;
-* ``code_version``: a hash of the hygiene sources that shape the pixels, so an
-  upgrade redoes outputs the old code made;
 * ``one_line``: an exception as the one-line text every report shows.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from functools import lru_cache
-from pathlib import Path
-
-# Orchestration modules: they decide which photos run, not what a photo becomes.
-_NOT_PIXELS = frozenset({"batch.py", "batch_group.py", "pool.py", "keys.py", "store.py"})
 
 
 def bytes_sha256(data: bytes) -> str:
@@ -29,18 +22,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """Hash of the hygiene package's sources that can change an output (12 hex digits)."""
-    folder = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(folder.glob("*.py")):
-        if path.name in _NOT_PIXELS:
-            continue
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def one_line(exc: BaseException) -> str:

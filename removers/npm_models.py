@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .models import ModelError
+from .errors import ModelError
 
 NPM_REGISTRY = "https://registry.npmjs.org"
 _TIMEOUT = 60.0  # seconds without data before a download is given up

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from hygiene.keys import one_line
-from hygiene.runtime import given_cores
+from photos.keys import one_line
+from removers.runtime import given_cores
 
 from . import EngineError, require_ray
 from .config import RayConfig

@@ -1,11 +1,11 @@
 """`shelfready clean --engine ray`: the local engine's batch, with Ray Data actors instead of the pool.
 
-Everything but the scheduling is hygiene.batch's: the driver locks OUT, removes
+Everything but the scheduling is engines.batch's: the driver locks OUT, removes
 stale temp files and plans (``plan_batch``: the manifest decides what is done);
 each actor of a ``map_batches`` actor pool holds one remover session and runs
 ``process_one`` (the per-photo step of the local engine) on one photo at a
 time or, when the remover runs batched (``RuntimeConfig.batch_size()`` > 1, the
-default on cuda), ``hygiene.batch_group.process_group`` on ``batch_size()``
+default on cuda), ``engines.batch_group.process_group`` on ``batch_size()``
 photos (their masks in one model call, then each photo finished by
 ``process_one``); the rows stream back to the driver, which alone appends them to the
 manifest (``Recorder``) and writes the summary (``write_summary``). So the
@@ -19,7 +19,7 @@ killed writers are removed at the next start); the re-run skips the first and
 does the second. An actor that dies (SIGKILL, OOM, its node removed) is
 restarted by Ray and its photo retried (Ray Data's own actor fault tolerance);
 a photo started more than ``RayConfig.task_retries + 1`` times (counted by
-``scale.attempts``) is not run again but reported failed in the summary (not in
+``engines.attempts``) is not run again but reported failed in the summary (not in
 the manifest, so the next run tries it again), so a photo that kills every
 worker cannot stall the job. With batched removers an actor call holds several
 photos, and such a photo takes the others of its call down with it (they too are
@@ -41,10 +41,12 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
-from hygiene.batch import OK_STATUSES, BatchJob, BatchSummary, Recorder, Task, init_worker, run_with, with_threads
-from hygiene.keys import one_line
-from hygiene.store import run_log
-from hygiene.pool import signals_caught
+from engines.batch import init_worker, run_with, with_threads
+from engines.job import OK_STATUSES, BatchJob, BatchSummary, Task
+from engines.pool import signals_caught
+from engines.recorder import Recorder
+from engines.records import run_log
+from photos.keys import one_line
 
 from . import EngineError
 from .attempts import attempts_counter, started
@@ -61,9 +63,9 @@ class CleanActor:
     def __init__(self, job: BatchJob, threads: int, attempts, tries: int, process=None) -> None:
         import ray
 
-        from hygiene.models import ModelError
-        from hygiene.segment import get_session
-        from hygiene.segment_batch import batched, get_batch_session
+        from removers.models import ModelError
+        from removers.segment import get_session
+        from removers.segment_batch import batched, get_batch_session
 
         init_worker(threads)
         self.job, self.attempts, self.tries = job, attempts, tries
@@ -91,7 +93,7 @@ class CleanActor:
     def _rows(self, items: list[tuple[int, Task]]) -> list[dict]:
         """Rows in the order of ``items``: photos given up on are lost rows; the others run one by
         one (``process_one``, or the test's ``process``) or, several at once, as one group."""
-        from hygiene.batch_group import process_group
+        from engines.batch_group import process_group
 
         lost = {i for i, _ in items if started(self.attempts, str(i)) > self.tries}  # actor died every time
         run = [task for i, task in items if i not in lost]
@@ -134,7 +136,7 @@ def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, pr
     ds = ray.data.from_items([{"i": i, "task": pickle.dumps(t)} for i, t in enumerate(todo)],
                              override_num_blocks=blocks)
     # Ray Data restarts dead actors and retries their tasks by default (no retry options: since Ray 2.60
-    # they would go through the deprecated **ray_remote_args); scale.attempts caps the retries
+    # they would go through the deprecated **ray_remote_args); engines.attempts caps the retries
     return ds.map_batches(
         CleanActor, fn_constructor_kwargs={"job": job, "threads": threads, "attempts": attempts_counter(ray),
                                            "tries": cfg.task_retries + 1, "process": process},
@@ -146,7 +148,7 @@ def _dataset(ray, job: BatchJob, todo: list[Task], cfg: RayConfig, size: int, pr
 def run_batch_ray(job: BatchJob, cfg: RayConfig = RayConfig(), progress: bool = True,
                   sources: Sequence[Path] | None = None, summary_files: bool = True,
                   wait_for_folder: bool = False, process=None) -> BatchSummary:
-    """``hygiene.batch.run_batch`` on Ray: same arguments and result, same files in OUT (``process``:
+    """``engines.batch.run_batch`` on Ray: same arguments and result, same files in OUT (``process``:
     the per-photo step, as run_batch's; None is ``process_one``)."""
 
     def execute(job: BatchJob, todo: list[Task], summary: BatchSummary) -> int:
@@ -166,7 +168,7 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
             print(f"error: {row['rel']}: {row['error']}", file=sys.stderr)
 
     recorder = Recorder(job, summary, show)
-    try:  # close: the records of an OUT on an object store are PUT by a writer thread (hygiene.batch)
+    try:  # close: the records of an OUT on an object store are PUT by a writer thread (engines.batch)
         return _stream(job, todo, summary, cfg, progress, process, recorder)
     finally:
         recorder.close()
@@ -175,7 +177,7 @@ def _run(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig,
 def _stream(job: BatchJob, todo: list[Task], summary: BatchSummary, cfg: RayConfig, progress: bool, process,
             recorder: Recorder) -> int:
     pending = dict(enumerate(todo))  # by position: two photos with the same bytes are two tasks
-    with ray_connection(cfg) as ray, closing(run_log(job.out_dir, NODES_FILE)) as nodes:  # hygiene.store
+    with ray_connection(cfg) as ray, closing(run_log(job.out_dir, NODES_FILE)) as nodes:  # photos.store
         runtime = job.clean.runtime
         size = pool_size(cfg, ray, -(-len(todo) // runtime.batch_size()), gpus=runtime.device == "cuda")
         ds = _dataset(ray, job, todo, cfg, size, progress, process)

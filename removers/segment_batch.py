@@ -34,12 +34,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import isnet, models, segment
+from photos.keys import bytes_sha256, file_sha256, one_line
+
+from . import base, isnet, models
 from . import runtime as runtime_mod
 from .config import RuntimeConfig
-from .keys import bytes_sha256, file_sha256, one_line
 
-BATCHABLE = ("u2netp", segment.INT8, isnet.NAME)
+BATCHABLE = ("u2netp", base.INT8, isnet.NAME)
 BATCH_DIM = "batch"
 DERIVED = "batch-v1"  # in the derived file's name: a change to ``derive`` bumps it
 _PINNING_OPS = ("Reshape", "Expand", "Tile")  # ops whose shape input could hard-code batch 1
@@ -114,7 +115,7 @@ def _cache_folder(runtime: RuntimeConfig) -> Path:
 def batch_graph(model: str, weights: Path, runtime: RuntimeConfig = RuntimeConfig()) -> Path:
     """``derive``'s graph as a file in the cache folder: reused when its bytes match its
     ``.sha256`` record, else derived again (atomically: a killed writer leaves no half file)."""
-    from .save import write_bytes_atomic, write_text_atomic
+    from photos.save import write_bytes_atomic, write_text_atomic
 
     side = f"-{runtime.isnet_side}" if model == isnet.NAME else ""
     target = _cache_folder(runtime) / f"{model}{side}-{DERIVED}-{file_sha256(weights)[:16]}.onnx"
@@ -137,7 +138,7 @@ def get_batch_session(model: str, runtime: RuntimeConfig = RuntimeConfig()):
         session = _SESSIONS.get(key)
         if session is not None:
             return session
-        weights = segment._local_weights(model)  # noqa: SLF001 - the same checked weights as batch 1
+        weights = base.local_weights(model)  # the same checked weights as batch 1
         if weights is None:
             raise models.ModelError(f"remover {model!r}: no local weights; run `{models.fetch_command(model)}`")
         import onnxruntime as ort
@@ -148,8 +149,8 @@ def get_batch_session(model: str, runtime: RuntimeConfig = RuntimeConfig()):
             raise models.ModelError(f"cannot keep the batched remover {model!r} in {_cache_folder(runtime)}: "
                                     f"{exc.strerror or one_line(exc)}; set another cache folder") from None
         try:
-            session = ort.InferenceSession(str(path), segment._options(runtime),  # noqa: SLF001
-                                           providers=segment._providers(runtime))  # noqa: SLF001
+            session = ort.InferenceSession(str(path), base.session_options(runtime),
+                                           providers=base.providers(runtime))
         except models.ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime's failure -> one line
@@ -166,18 +167,19 @@ def _run(session, model: str, chunk: list[Image.Image], runtime: RuntimeConfig) 
         x = np.concatenate([isnet.preprocess(a, runtime.isnet_side) for a in arrays])
         pred = session.run(None, {isnet.INPUT: x})[0]
         return [isnet.postprocess(pred[i:i + 1], a.shape[1], a.shape[0]) for i, a in enumerate(arrays)]
-    x = np.concatenate([segment.u2netp_input(im) for im in chunk])
+    x = np.concatenate([base.u2netp_input(im) for im in chunk])
     first = session.get_outputs()[0].name
     pred = session.run([first], {session.get_inputs()[0].name: x})[0]
-    return [segment.u2netp_mask(pred[i, 0], im.size) for i, im in enumerate(chunk)]
+    return [base.u2netp_mask(pred[i, 0], im.size) for i, im in enumerate(chunk)]
 
 
 def predict_alphas(images: Sequence[Image.Image], model: str,
                    runtime: RuntimeConfig = RuntimeConfig()) -> list[np.ndarray]:
     """Alpha masks (uint8, HxW, 255 = product) of ``images``, one model call per
-    ``runtime.batch_size()`` photos where ``batched``, else ``segment.predict_alpha`` each."""
+    ``runtime.batch_size()`` photos; only where ``batched`` (segment.predict_alpha runs the rest)."""
     if not batched(model, runtime):
-        return [segment.predict_alpha(im, model, runtime) for im in images]
+        raise ValueError(f"remover {model!r} with remover_batch {runtime.batch_size()} is not batched; "
+                         "segment.predict_alpha runs it")
     session = get_batch_session(model, runtime)
     size = runtime.batch_size()
     masks: list[np.ndarray] = []
