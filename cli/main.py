@@ -5,6 +5,7 @@ import click
 
 from .catalog_cmds import catalog_group, evaluate_cmd, search_cmd
 from .clean_cmds import check, clean
+from .dedup_cmd import dedup
 from .demo_cmd import demo
 from .models_cmds import models_group
 from .serve_cmd import serve
@@ -24,3 +25,4 @@ cli.add_command(catalog_group, name="catalog")
 cli.add_command(search_cmd, name="search")
 cli.add_command(evaluate_cmd, name="evaluate")
 cli.add_command(demo)
+cli.add_command(dedup)

@@ -174,6 +174,49 @@ class ReasonsConfig:
 SECOND_EMBEDDER = "cnn:efficientnet_lite2+flip"
 
 
+# --------------------------------------------------------------------------- duplicates
+
+DEDUP_KINDS = ("exact", "near-exact", "same-product")  # strongest first: a pair is reported as its strongest
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """When two photos are duplicates (search/dedup.py, `shelfready dedup`).
+
+    exact: the same bytes (sha256), or the same decoded pixels (another container, metadata).
+    near-exact: imagehash's 64-bit pHash AND dHash within these Hamming distances, the second
+    photo taken as it is or mirrored (a flipped copy matches). same-product: cosine similarity
+    of the embedder's vectors of the whole photos at least ``same_product_min``.
+
+    The thresholds come from bench/dedup.py (docs/dedup.md has the figures and the command):
+    on its seeded set (clothing_small originals, each with resized, re-encoded, cropped, mirrored,
+    rotated and brightened copies, and other photos of the same class as hard negatives).
+    """
+
+    kinds: tuple[str, ...] = DEDUP_KINDS
+    hash_size: int = 8  # imagehash's default: 8 x 8 = 64-bit hashes
+    phash_max: int = 12  # pHash Hamming distance (of 64 bits) a near-exact copy may have
+    dhash_max: int = 14  # dHash Hamming distance, and the pair must pass both
+    same_product_min: float = 0.90  # cosine of the embeddings (mirror-averaged EfficientNet-Lite0)
+    embedder: str = DEFAULT_EMBEDDER
+    # --keep sharpest: variance of the Laplacian with every photo scaled to this longer side (a
+    # downscaled copy would look sharper at its own size)
+    sharpness_side: int = 512
+    block: int = 2048  # photos compared at a time (memory of the pairwise step: block x n)
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.kinds if k not in DEDUP_KINDS]
+        if bad or not self.kinds:
+            raise ValueError(f"kinds must be among {', '.join(DEDUP_KINDS)}, got {', '.join(self.kinds) or 'none'}")
+        bits = self.hash_size * self.hash_size
+        if self.hash_size < 2 or not 0 <= self.phash_max <= bits or not 0 <= self.dhash_max <= bits:
+            raise ValueError(f"hash distances must be within 0..{bits} bits")
+        if not -1.0 <= self.same_product_min <= 1.0:
+            raise ValueError(f"same_product_min must be a cosine in [-1, 1], got {self.same_product_min}")
+        if self.block < 1 or self.sharpness_side < 16:
+            raise ValueError("block must be >= 1 and sharpness_side >= 16")
+
+
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq", "binary")
 
 
@@ -192,3 +235,4 @@ DEFAULT_INDEX = IndexConfig()
 DEFAULT_STORE = StoreConfig()
 DEFAULT_VIEW = ViewConfig()
 DEFAULT_REASONS = ReasonsConfig()
+DEFAULT_DEDUP = DedupConfig()
