@@ -314,6 +314,26 @@ def check_evaluate(ws, ran):
     assert (ws / "report" / "index.html").is_file() and (ws / "report" / "per_photo.csv").is_file()
 
 
+def check_dedup(ws, ran):
+    import hashlib
+
+    succeeded(ran)
+    out = ws / "dups"
+    groups = [set(g["photos"]) for g in json.loads((out / "duplicates.json").read_text())["groups"]]
+    shoes2 = next(g for g in groups if "photo.jpg" in g)  # photo.jpg is a copy of shoes-2.jpg, as are two more
+    assert {"products/shoes/shoes-2.jpg", "shots/shoes/shoes-2.jpg"} <= shoes2, groups
+    samples = {hashlib.sha256(p.read_bytes()).digest(): p.name for p in SAMPLES.glob("*.jpg")}
+    for g in groups:  # copies of one sample photo each, never two different photos together
+        assert not any(p.split("/")[0] in ("ready", "large", "cutouts", "dups") for p in g)  # outputs are not read
+        origin = {samples.get(hashlib.sha256((ws / p).read_bytes()).digest()) for p in g} - {None}
+        assert len(origin) <= 1, g
+    rows = (out / "duplicates.csv").read_text().splitlines()
+    assert rows[0].startswith("group,path,kind,score") and len(rows) == 1 + sum(map(len, groups))
+    removed = (out / "remove.txt").read_text().splitlines()
+    assert len(removed) == sum(len(g) - 1 for g in groups) and all((ws / p).is_file() for p in removed)
+    assert (out / "index.html").is_file() and "nothing was removed" in ran[0].stdout
+
+
 def check_scaling(ws, ran):
     succeeded(ran)
     assert len(_summary(ws / "ready")) == 3
@@ -350,6 +370,7 @@ CHECKS = {
     "shelfready models fetch": check_models,
     "shelfready catalog build products/ --labels-from-folders --out cat/ ": check_catalog,
     "shelfready evaluate --catalog cat/": check_evaluate,
+    "shelfready dedup": check_dedup,
     "shelfready clean photos/ ready/ --engine ray": check_scaling,
     "# cleaned JPEG": check_curl,
 }
