@@ -39,7 +39,10 @@ def dedup(in_dir, out_dir, kinds, keep, embedder, quiet, runtime_config):
     """Find groups of duplicate photos under IN_DIR; report them in --out.
 
     Never moves, changes or deletes a photo. Exit code 1 when any photo could not be read
-    (each is named on one line; the others are still compared)."""
+    (each is named on one line; the others are still compared).
+
+    Example: shelfready dedup photos/ --out dups/ --keep largest
+    """
     import dataclasses
 
     from engines.config import BatchConfig
