@@ -36,7 +36,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from bench._common import cpu_name, git_commit
 from search.config import DEFAULT_DEDUP
-from search.dedup import _hamming, find_duplicates, hash_bits
+from search.dedup import find_duplicates, hamming, hash_bits
 
 TRANSFORMS = ("resize", "jpeg", "crop", "mirror", "rotate", "brightness")
 ANCHORS = ("PHash", "DHash", "WHash", "AHash")
@@ -183,8 +183,8 @@ class Recording:
 
 def sweep_near_exact(hashes: np.ndarray, same: np.ndarray, offdiag: np.ndarray) -> list[dict]:
     """Precision and recall of every (pHash, dHash) distance pair on all pairs of photos."""
-    dp = [_hamming(hashes[:, c], hashes[:, 0]) for c in (0, 1)]
-    dd = [_hamming(hashes[:, c], hashes[:, 2]) for c in (2, 3)]
+    dp = [hamming(hashes[:, c], hashes[:, 0]) for c in (0, 1)]
+    dd = [hamming(hashes[:, c], hashes[:, 2]) for c in (2, 3)]
     out = []
     truth = same & offdiag
     for tp in range(0, 25, 2):

@@ -106,7 +106,7 @@ def photo_sharpness(image: Image.Image, side: int) -> float:
 # --------------------------------------------------------------------------- pairs and groups
 
 
-def _hamming(block: np.ndarray, others: np.ndarray) -> np.ndarray:
+def hamming(block: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Hamming distances between packed hashes: (m, bytes) x (n, bytes) -> (m, n)."""
     return np.bitwise_count(block[:, None, :] ^ others[None, :, :]).sum(axis=-1, dtype=np.int32)
 
@@ -121,8 +121,8 @@ def near_exact_pairs(hashes: np.ndarray, cfg: DedupConfig) -> dict[tuple[int, in
         stop = min(n, start + cfg.block)
         best = np.full((stop - start, n), bits + 1, dtype=np.int32)
         for p_col, d_col in ((0, 2), (1, 3)):  # a as it is against b, a mirrored against b
-            dp = _hamming(hashes[start:stop, p_col], hashes[:, 0])
-            dd = _hamming(hashes[start:stop, d_col], hashes[:, 2])
+            dp = hamming(hashes[start:stop, p_col], hashes[:, 0])
+            dd = hamming(hashes[start:stop, d_col], hashes[:, 2])
             ok = (dp <= cfg.phash_max) & (dd <= cfg.dhash_max)
             best = np.where(ok, np.minimum(best, dp), best)
         rows, cols = np.nonzero(best <= bits)

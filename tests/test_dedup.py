@@ -10,15 +10,26 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT
+from conftest import ROOT, SAMPLES
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from cli.main import cli
 from photos.io import load_image
 from search.config import DedupConfig
-from search.dedup import Pair, find_duplicates, group_pairs, keeper, strongest, to_remove
+from search.dedup import (
+    Pair,
+    find_duplicates,
+    group_pairs,
+    hash_bits,
+    keeper,
+    near_exact_pairs,
+    similar_pairs,
+    strongest,
+    to_remove,
+)
 
 DEMO = ROOT / "demo_data"
 CLASSES = ("shoes", "t-shirt")  # eight different products of each class (listings, shoppers' photos): hard negatives
@@ -170,6 +181,21 @@ def test_groups_are_connected_components_and_a_pair_keeps_its_strongest_kind():
     assert [(p.a, p.b, p.kind) for p in pairs] == [(0, 1, "exact"), (1, 2, "near-exact"), (4, 5, "same-product")]
     groups = group_pairs(6, pairs)
     assert [g.members for g in groups] == [[0, 1, 2], [4, 5]] and [g.id for g in groups] == [1, 2]
+
+
+def test_comparing_in_blocks_finds_the_same_pairs():
+    ims = [load_image(p).convert("RGB") for p in sorted(SAMPLES.glob("*.jpg"))]
+    ims += [ImageOps.mirror(ims[0]), ims[3].resize((ims[3].width // 2, ims[3].height // 2))]
+    hashes = np.stack([hash_bits(im, 8) for im in ims])
+    whole = near_exact_pairs(hashes, DedupConfig(block=len(ims)))
+    assert (0, len(ims) - 2) in whole and (3, len(ims) - 1) in whole
+    assert near_exact_pairs(hashes, DedupConfig(block=3)) == whole
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(50, 16)).astype(np.float32)
+    vec[40:] = vec[:10] + 0.05 * rng.normal(size=(10, 16))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    pairs = similar_pairs(vec, 0.95, block=50)
+    assert {(i, 40 + i) for i in range(10)} <= set(pairs) and similar_pairs(vec, 0.95, block=7) == pairs
 
 
 def test_config_refuses_unknown_kinds_and_distances():
