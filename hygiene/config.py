@@ -55,6 +55,19 @@ class CheckConfig:
     max_centre_offset: float = 0.05  # product-box centre vs canvas centre, share of side
     max_undecided_alpha: float = 0.05  # undecided share (hygiene.confidence.undecided_share, the gate's bands)
     sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
+    # marketplace rules (hygiene/rules.py, issue 27; set by hand on sample_images/ and demo_data/,
+    # `python -m bench.rules` measures them)
+    border_max_depth: float = 0.08  # a border starts and ends within this share of the side from the edge
+    border_tolerance: int = 12  # RGB distance of a pixel from its line's median colour that is still "uniform"
+    border_min_coverage: float = 0.97  # share of a line's pixels within the tolerance for a uniform line
+    border_min_edge: float = 0.5  # share of the line inside a strip that differs from it (a straight inner edge)
+    rules_side: int = 512  # colour blocks are looked for on a copy with this long side, px
+    block_max_var: float = 12.0  # summed RGB variance over 3x3 px below which a pixel is flat
+    block_min_share: float = 0.01  # a colour block covers at least this share of the picture ...
+    block_max_share: float = 0.5  # ... and at most this (more is a background)
+    block_min_rectangularity: float = 0.9  # block area / its box area
+    cutoff_ring_px: int = 2  # outermost lines of the photo read for a product running off it
+    cutoff_min_run: float = 0.05  # continuous run of product along a side, share of the side
 
 
 @dataclass(frozen=True)
