@@ -57,9 +57,9 @@ class CheckConfig:
     sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
     # marketplace rules (hygiene/rules.py, issue 27; set by hand on sample_images/ and demo_data/,
     # `python -m bench.rules` measures them)
-    border_max_depth: float = 0.08  # a border starts and ends within this share of the side from the edge
+    border_max_depth: float = 0.15  # a border starts and ends within this share of the side from the edge
     border_tolerance: int = 12  # RGB distance of a pixel from its line's median colour that is still "uniform"
-    border_min_coverage: float = 0.97  # share of a line's pixels within the tolerance for a uniform line
+    border_min_coverage: float = 0.9  # share of a line's pixels within the tolerance for a uniform line
     border_min_edge: float = 0.5  # share of the line inside a strip that differs from it (a straight inner edge)
     rules_side: int = 512  # colour blocks are looked for on a copy with this long side, px
     block_max_var: float = 12.0  # summed RGB variance over 3x3 px below which a pixel is flat
