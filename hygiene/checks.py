@@ -13,7 +13,7 @@ from PIL import Image
 from .confidence import undecided_share
 from .config import CheckConfig, GateConfig, Preset
 from .frame import product_box
-from .rules import border_sides, colour_blocks, cut_off_sides
+from .rules import border_sides, colour_blocks, cut_off_sides, insets
 
 
 def _check(value, limit, passed: bool, unit: str = "") -> dict:
@@ -62,8 +62,9 @@ def _sides_check(sides: list[str] | None, what: str) -> dict:
 
 
 def rule_checks(rgb: np.ndarray, alpha: np.ndarray | None, on_white: bool, cfg: CheckConfig,
-                mask_threshold: int = 128, source_alpha: np.ndarray | None = None) -> dict[str, dict]:
-    """The marketplace rules of hygiene/rules.py as checks: border, colour_block, cut_off.
+                mask_threshold: int = 128, source_alpha: np.ndarray | None = None,
+                product_box=None) -> dict[str, dict]:
+    """The marketplace rules of hygiene/rules.py as checks: border, colour_block, inset, cut_off.
 
     A cut-off needs a mask: the cleanup's (``source_alpha``, else ``alpha``) or, on a white
     background, the non-white pixels; a photo with neither is not judged (value None, failed:
@@ -71,6 +72,9 @@ def rule_checks(rgb: np.ndarray, alpha: np.ndarray | None, on_white: bool, cfg: 
     out = {"border": _sides_check(border_sides(rgb, cfg), "border")}
     blocks = colour_blocks(rgb, cfg)
     out["colour_block"] = _check(blocks, 0, blocks == 0)
+    boxes = insets(rgb, cfg, product_box, alpha, mask_threshold)
+    out["inset"] = _check(len(boxes), 0, not boxes)
+    out["inset"]["boxes"] = boxes
     mask = source_alpha if source_alpha is not None else alpha
     if mask is None and on_white:
         mask = (~np.all(rgb >= cfg.white_level, axis=2)).astype(np.uint8) * 255
@@ -121,7 +125,7 @@ def readiness(image: Image.Image, preset: Preset, cfg: CheckConfig,
         checks["centred"] = _check(offset, cfg.max_centre_offset, offset <= cfg.max_centre_offset)
         sharp = sharpness(*(detail_source or (rgb, box)), cfg.sharpness_side)
         checks["sharpness"] = _check(sharp, cfg.min_sharpness, sharp >= cfg.min_sharpness)
-    checks.update(rule_checks(rgb, alpha, white >= cfg.min_white_border, cfg, mask_threshold, source_alpha))
+    checks.update(rule_checks(rgb, alpha, white >= cfg.min_white_border, cfg, mask_threshold, source_alpha, box))
     if alpha is not None:
         und = undecided_share(alpha, gate)
         checks["mask_confidence"] = _check(1.0 - und, 1.0 - cfg.max_undecided_alpha,

@@ -66,6 +66,13 @@ class CheckConfig:
     block_min_share: float = 0.01  # a colour block covers at least this share of the picture ...
     block_max_share: float = 0.5  # ... and at most this (more is a background)
     block_min_rectangularity: float = 0.9  # block area / its box area
+    inset_min_support: float = 0.9  # share of each side of a rectangle that is a straight edge
+    inset_min_side: float = 0.06  # each side of an inset is at least this share of the long side
+    inset_min_share: float = 0.01  # an inset covers at least this share of the picture ...
+    inset_max_share: float = 0.6  # ... and at most this
+    inset_min_contrast: float = 40.0  # median |RGB| sum between strips just inside and outside each side
+    inset_product_iou: float = 0.8  # a rectangle this close to the product's box is the product (a box)
+    inset_min_outside: float = 0.3  # share outside the mask, or without one of white around the rectangle
     cutoff_ring_px: int = 2  # outermost lines of the photo read for a product running off it
     cutoff_min_run: float = 0.05  # continuous run of product along a side, share of the side
 

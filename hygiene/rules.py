@@ -108,3 +108,118 @@ def cut_off_sides(mask: np.ndarray, cfg: CheckConfig, threshold: int = 128) -> l
         if run >= cfg.cutoff_min_run * line.size:
             found.append(side)
     return found
+
+
+def _side_support(edges: np.ndarray, x: int, y: int, w: int, h: int) -> float:
+    """The least share, over the four sides of the box, of positions with an edge on the side."""
+    return min(edges[y, x:x + w].mean(), edges[y + h - 1, x:x + w].mean(),
+               edges[y:y + h, x].mean(), edges[y:y + h, x + w - 1].mean())
+
+
+def _segments(edges: np.ndarray, shortest: int, axis: int) -> list[tuple[int, int, int]]:
+    """Straight edge segments at least ``shortest`` px long: rows (axis 0) as (y, x0, x1), columns
+    (axis 1) as (x, y0, y1), sorted by their position."""
+    kernel = np.ones((1, shortest) if axis == 0 else (shortest, 1), np.uint8)
+    lines = cv2.morphologyEx(edges.astype(np.uint8), cv2.MORPH_OPEN, kernel)
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    out = []
+    for i in range(1, n):
+        x, y, w, h, _ = stats[i]
+        if axis == 0:
+            out.append((int(round(centroids[i][1])), int(x), int(x + w - 1)))
+        else:
+            out.append((int(round(centroids[i][0])), int(y), int(y + h - 1)))
+    return sorted(out)
+
+
+def _side_contrast(img: np.ndarray, box, gap: int = 3, depth: int = 4) -> float:
+    """The least, over the box's four sides, of the median colour difference (sum of |RGB|)
+    between a strip just inside the side and one just outside it. A picture pasted in differs
+    from what is around it; the lines of a checked or striped fabric have the same cloth on
+    both sides."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = box
+    lo, hi = gap, gap + depth
+    if x0 - hi < 0 or y0 - hi < 0 or x1 + hi > w or y1 + hi > h:
+        return 255.0 * 3  # against the frame: nothing outside to differ from
+    img = img.astype(np.int16)
+    pairs = [(img[y0 + lo:y0 + hi, x0:x1].mean(0), img[y0 - hi:y0 - lo, x0:x1].mean(0)),
+             (img[y1 - hi:y1 - lo, x0:x1].mean(0), img[y1 + lo:y1 + hi, x0:x1].mean(0)),
+             (img[y0:y1, x0 + lo:x0 + hi].mean(1), img[y0:y1, x0 - hi:x0 - lo].mean(1)),
+             (img[y0:y1, x1 - hi:x1 - lo].mean(1), img[y0:y1, x1 + lo:x1 + hi].mean(1))]
+    return float(min(np.median(np.abs(a - b).sum(axis=1)) for a, b in pairs))
+
+
+def _outside_share(img: np.ndarray, solid: np.ndarray | None, box, cfg: CheckConfig, ring: int = 6) -> float:
+    """How far a rectangle lies off the product: with a mask, the share of the rectangle outside
+    it; without one, the share of white pixels in a ring just around it (a picture pasted on the
+    white background; a print or pattern on the product has product all round)."""
+    x0, y0, x1, y1 = box
+    if solid is not None:
+        return 1.0 - float(solid[y0:y1, x0:x1].mean())
+    h, w = img.shape[:2]
+    outer = img[max(0, y0 - ring):min(h, y1 + ring), max(0, x0 - ring):min(w, x1 + ring)]
+    white = np.all(outer >= cfg.white_level - cfg.border_tolerance, axis=2)
+    inner = white[min(ring, y0):min(ring, y0) + (y1 - y0), min(ring, x0):min(ring, x0) + (x1 - x0)]
+    n_ring = white.size - inner.size
+    return float((white.sum() - inner.sum()) / n_ring) if n_ring else 0.0
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def insets(rgb: np.ndarray, cfg: CheckConfig, product_box=None, mask: np.ndarray | None = None,
+           threshold: int = 128) -> list[list[int]]:
+    """Boxes (x0, y0, x1, y1, in ``rgb``'s pixels) of pictures inside the picture: axis-aligned
+    rectangles whose four sides are straight edges along at least ``cfg.inset_min_support`` of
+    their length, covering ``cfg.inset_min_share``-``cfg.inset_max_share`` of the picture, that
+    differ from what is around them (``cfg.inset_min_contrast``), are not the product's own box
+    (a boxed product) and lie at least ``cfg.inset_min_outside`` off the product
+    (``_outside_share``: a print on the product is not an inset)."""
+    h, w = rgb.shape[:2]
+    f = min(1.0, cfg.rules_side / max(h, w))
+    small = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) \
+        if f < 1.0 else rgb
+    sh, sw = small.shape[:2]
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    edges = cv2.dilate(cv2.Canny(gray, 40, 120), np.ones((3, 3), np.uint8)) > 0
+    solid = None
+    if mask is not None:
+        solid = cv2.resize((mask >= threshold).astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
+    pbox = None if product_box is None else [v * f for v in product_box]
+    shortest = max(8, round(cfg.inset_min_side * max(sw, sh)))
+    for_rows, for_cols = _segments(edges, shortest, 0), _segments(edges, shortest, 1)
+    tol = 3
+    found: list[list[int]] = []
+    for i, (ty, tx0, tx1) in enumerate(for_rows):
+        for by, bx0, bx1 in for_rows[i + 1:]:
+            if by - ty < shortest:
+                continue
+            # vertical segments that span from the top line to the bottom one within both lines' extent
+            cols = sorted(x for x, y0, y1 in for_cols
+                          if y0 <= ty + tol and y1 >= by - tol and max(tx0, bx0) - tol <= x <= min(tx1, bx1) + tol)
+            for a, left in enumerate(cols):
+                for right in cols[a + 1:]:
+                    if right - left < shortest:
+                        continue
+                    box = [left, ty, right + 1, by + 1]
+                    area = (box[2] - box[0]) * (box[3] - box[1]) / (sw * sh)
+                    if not cfg.inset_min_share <= area <= cfg.inset_max_share:
+                        continue
+                    if _side_support(edges, left, ty, right - left + 1, by - ty + 1) < cfg.inset_min_support:
+                        continue
+                    if _side_contrast(small, box) < cfg.inset_min_contrast:
+                        continue
+                    if pbox is not None and _iou(box, pbox) >= cfg.inset_product_iou:
+                        continue
+                    if _outside_share(small, solid, box, cfg) < cfg.inset_min_outside:
+                        continue
+                    scaled = [round(v / f) for v in box]
+                    if not any(_iou(scaled, other) >= 0.5 for other in found):
+                        found.append(scaled)
+    return found

@@ -103,3 +103,30 @@ def test_uncropped_masks_touch_no_side(cleaned):
 def test_check_without_mask_on_a_coloured_background_does_not_guess_a_cut_off(sample_paths):
     report = check(Image.open(sample_paths[0]).convert("RGB"))
     assert report["checks"]["cut_off"]["value"] is None and not report["checks"]["white_background"]["passed"]
+
+
+def _with_inset(result, inset_photo: Image.Image) -> Image.Image:
+    out = result.image.convert("RGB").copy()
+    side = out.size[0]
+    inset = inset_photo.copy()
+    inset.thumbnail((side // 4, side // 4))
+    out.paste(inset, (side - inset.size[0] - side // 40, side // 40))  # top right, on the white
+    return out
+
+
+@pytest.mark.parametrize("name", ["hat.jpg", "dress.jpg"])
+def test_pasted_photo_is_an_inset(cleaned, name):
+    other = cleaned["shoes.jpg"][0]  # a real photo (its own background) pasted into another
+    report = check(_with_inset(cleaned[name][1], other))
+    inset = report["checks"]["inset"]
+    assert not inset["passed"] and len(inset["boxes"]) == 1, inset
+    x0, y0, x1, y1 = inset["boxes"][0]
+    side = report["width"]
+    assert x1 > 0.9 * side and y0 < 0.1 * side and (x1 - x0) < 0.3 * side
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_plain_photos_have_no_inset(cleaned, name):
+    photo, result = cleaned[name]
+    assert result.report["checks"]["inset"]["boxes"] == []
+    assert check(photo)["checks"]["inset"]["boxes"] == []
