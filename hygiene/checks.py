@@ -69,16 +69,17 @@ def rule_checks(rgb: np.ndarray, alpha: np.ndarray | None, on_white: bool, cfg: 
     A cut-off needs a mask: the cleanup's (``source_alpha``, else ``alpha``) or, on a white
     background, the non-white pixels; a photo with neither is not judged (value None, failed:
     the white-background check names why)."""
-    out = {"border": _sides_check(border_sides(rgb, cfg), "border")}
-    blocks = colour_blocks(rgb, cfg)
+    rules = cfg.rules
+    out = {"border": _sides_check(border_sides(rgb, rules), "border")}
+    blocks = colour_blocks(rgb, rules)
     out["colour_block"] = _check(blocks, 0, blocks == 0)
-    boxes = insets(rgb, cfg, product_box, alpha, mask_threshold)
+    boxes = insets(rgb, rules, product_box, alpha, mask_threshold)
     out["inset"] = _check(len(boxes), 0, not boxes)
     out["inset"]["boxes"] = boxes
     mask = source_alpha if source_alpha is not None else alpha
     if mask is None and on_white:
         mask = (~np.all(rgb >= cfg.white_level, axis=2)).astype(np.uint8) * 255
-    sides = None if mask is None else cut_off_sides(mask, cfg, mask_threshold)
+    sides = None if mask is None else cut_off_sides(mask, rules, mask_threshold)
     out["cut_off"] = _sides_check(sides, "product cut off")
     return out
 

@@ -45,18 +45,12 @@ DEFAULT_PRESET = "amazon"
 
 
 @dataclass(frozen=True)
-class CheckConfig:
-    """Thresholds of the readiness report."""
+class RuleConfig:
+    """Thresholds of the marketplace main-image rules (hygiene/rules.py, issue 27): borders and
+    colour blocks, insets, a product cut off by the frame. Set by hand on sample_images/ and
+    demo_data/; ``python -m bench.rules`` measures them."""
 
-    white_level: int = 255  # a pixel is "pure white" only if R=G=B=255
-    border_px: int = 4  # width of the border ring sampled for whiteness
-    min_white_border: float = 0.99  # share of border pixels that must be pure white
-    min_sharpness: float = 60.0  # variance of the Laplacian on a 1024 px long side
-    max_centre_offset: float = 0.05  # product-box centre vs canvas centre, share of side
-    max_undecided_alpha: float = 0.05  # undecided share (hygiene.confidence.undecided_share, the gate's bands)
-    sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
-    # marketplace rules (hygiene/rules.py, issue 27; set by hand on sample_images/ and demo_data/,
-    # `python -m bench.rules` measures them)
+    white_level: int = 255  # the white of the background (CheckConfig.white_level)
     border_max_depth: float = 0.15  # a border starts and ends within this share of the side from the edge
     border_tolerance: int = 12  # RGB distance of a pixel from its line's median colour that is still "uniform"
     border_min_coverage: float = 0.9  # share of a line's pixels within the tolerance for a uniform line
@@ -75,6 +69,22 @@ class CheckConfig:
     inset_min_outside: float = 0.3  # share outside the mask, or without one of white around the rectangle
     cutoff_ring_px: int = 2  # outermost lines of the photo read for a product running off it
     cutoff_min_run: float = 0.05  # continuous run of product along a side, share of the side
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Thresholds of the readiness report."""
+
+    white_level: int = 255  # a pixel is "pure white" only if R=G=B=255
+    border_px: int = 4  # width of the border ring sampled for whiteness
+    min_white_border: float = 0.99  # share of border pixels that must be pure white
+    min_sharpness: float = 60.0  # variance of the Laplacian on a 1024 px long side
+    max_centre_offset: float = 0.05  # product-box centre vs canvas centre, share of side
+    max_undecided_alpha: float = 0.05  # undecided share (hygiene.confidence.undecided_share, the gate's bands)
+    sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
+    # marketplace rules of issue 27 (hygiene/rules.py): judge the output, never shape it, so
+    # they are left out of the settings key (CleanConfig.fingerprint)
+    rules: RuleConfig = field(default_factory=RuleConfig)
 
 
 @dataclass(frozen=True)
@@ -232,4 +242,5 @@ class CleanConfig:
         """Stable text of every setting that can change the output (the batch manifest's key)."""
         d = dataclasses.asdict(self)
         d["runtime"] = settings_fields(self.runtime, model=self.model)
+        del d["checks"]["rules"]  # the rules judge the output and do not shape it (RuleConfig)
         return json.dumps(d, sort_keys=True)

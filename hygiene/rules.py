@@ -2,14 +2,14 @@
 cut off by the photo's frame, inset pictures (issue 27). No model; OpenCV and NumPy only.
 
 Each function measures; ``hygiene.checks.readiness`` turns the measures into checks against
-``CheckConfig``'s limits.
+``RuleConfig``'s limits (``CheckConfig.rules``).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from .config import CheckConfig
+from .config import RuleConfig
 
 SIDES = ("top", "bottom", "left", "right")
 
@@ -27,7 +27,7 @@ def _lines(rgb: np.ndarray, side: str, depth: int) -> np.ndarray:
     return block.astype(np.int16)
 
 
-def border_sides(rgb: np.ndarray, cfg: CheckConfig) -> list[str]:
+def border_sides(rgb: np.ndarray, cfg: RuleConfig) -> list[str]:
     """Sides with a border: a run of uniform, non-white lines (a strip, a frame line, a banner
     across the whole side) that starts within ``cfg.border_max_depth`` of the edge and ends
     before it (a uniform colour that goes on deeper is a background, which the white check
@@ -61,7 +61,7 @@ def border_sides(rgb: np.ndarray, cfg: CheckConfig) -> list[str]:
     return found
 
 
-def colour_blocks(rgb: np.ndarray, cfg: CheckConfig) -> int:
+def colour_blocks(rgb: np.ndarray, cfg: RuleConfig) -> int:
     """Flat, rectangular, non-white blocks that touch the frame (corner badges, side banners,
     a coloured panel), at least ``cfg.block_min_share`` of the picture and at most
     ``cfg.block_max_share`` (more is a background)."""
@@ -88,7 +88,7 @@ def colour_blocks(rgb: np.ndarray, cfg: CheckConfig) -> int:
     return blocks
 
 
-def cut_off_sides(mask: np.ndarray, cfg: CheckConfig, threshold: int = 128) -> list[str]:
+def cut_off_sides(mask: np.ndarray, cfg: RuleConfig, threshold: int = 128) -> list[str]:
     """Sides of the photo the product runs into: the mask (>= ``threshold``) covers a
     continuous run of at least ``cfg.cutoff_min_run`` of the side along its outermost
     ``cfg.cutoff_ring_px`` lines."""
@@ -150,7 +150,7 @@ def _side_contrast(img: np.ndarray, box, gap: int = 3, depth: int = 4) -> float:
     return float(min(np.median(np.abs(a - b).sum(axis=1)) for a, b in pairs))
 
 
-def _outside_share(img: np.ndarray, solid: np.ndarray | None, box, cfg: CheckConfig, ring: int = 6) -> float:
+def _outside_share(img: np.ndarray, solid: np.ndarray | None, box, cfg: RuleConfig, ring: int = 6) -> float:
     """How far a rectangle lies off the product: with a mask, the share of the rectangle outside
     it; without one, the share of white pixels in a ring just around it (a picture pasted on the
     white background; a print or pattern on the product has product all round)."""
@@ -173,7 +173,7 @@ def _iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-def insets(rgb: np.ndarray, cfg: CheckConfig, product_box=None, mask: np.ndarray | None = None,
+def insets(rgb: np.ndarray, cfg: RuleConfig, product_box=None, mask: np.ndarray | None = None,
            threshold: int = 128) -> list[list[int]]:
     """Boxes (x0, y0, x1, y1, in ``rgb``'s pixels) of pictures inside the picture: axis-aligned
     rectangles whose four sides are straight edges along at least ``cfg.inset_min_support`` of

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from hygiene import CleanConfig, check, clean
-from hygiene.config import CheckConfig
+from hygiene.config import RuleConfig
 from hygiene.frame import product_box
 from hygiene.rules import border_sides, colour_blocks, cut_off_sides
 
@@ -59,7 +59,7 @@ def test_thin_frame_line_inside_a_white_margin_fails(cleaned, name):
     m = round(0.02 * h)  # a 3 px grey line 2 % in from the edge, white outside it
     rgb[m:m + 3, m:w - m] = rgb[h - m - 3:h - m, m:w - m] = (120, 120, 120)
     rgb[m:h - m, m:m + 3] = rgb[m:h - m, w - m - 3:w - m] = (120, 120, 120)
-    assert border_sides(rgb, CheckConfig()) == ["top", "bottom", "left", "right"]
+    assert border_sides(rgb, RuleConfig()) == ["top", "bottom", "left", "right"]
 
 
 def test_banner_strip_on_one_side_is_named(cleaned):
@@ -75,8 +75,8 @@ def test_corner_colour_block_fails(cleaned, name):
     rgb = _rgb(cleaned[name][1])
     h, w = rgb.shape[:2]
     rgb[: h // 7, w - w // 5:] = (240, 190, 20)  # a yellow badge in the top right corner
-    assert colour_blocks(rgb, CheckConfig()) == 1
-    assert colour_blocks(_rgb(cleaned[name][1]), CheckConfig()) == 0
+    assert colour_blocks(rgb, RuleConfig()) == 1
+    assert colour_blocks(_rgb(cleaned[name][1]), RuleConfig()) == 0
     assert not check(Image.fromarray(rgb))["checks"]["colour_block"]["passed"]
 
 
@@ -97,7 +97,7 @@ def test_photo_cropped_through_the_product_is_cut_off_at_that_side(cleaned, name
 
 def test_uncropped_masks_touch_no_side(cleaned):
     for name in PHOTOS:
-        assert cut_off_sides(cleaned[name][1].mask, CheckConfig()) == []
+        assert cut_off_sides(cleaned[name][1].mask, RuleConfig()) == []
 
 
 def test_check_without_mask_on_a_coloured_background_does_not_guess_a_cut_off(sample_paths):
