@@ -64,7 +64,8 @@ def _sides_check(sides: list[str] | None, what: str) -> dict:
 def rule_checks(rgb: np.ndarray, alpha: np.ndarray | None, on_white: bool, cfg: CheckConfig,
                 mask_threshold: int = 128, source_alpha: np.ndarray | None = None,
                 product_box=None) -> dict[str, dict]:
-    """The marketplace rules of hygiene/rules.py as checks: border, colour_block, inset, cut_off.
+    """The marketplace rules of hygiene/rules.py as checks: border, colour_block, inset, cut_off,
+    and with ``cfg.rules.text_overlay`` the overlay check of hygiene/overlay.py.
 
     A cut-off needs a mask: the cleanup's (``source_alpha``, else ``alpha``) or, on a white
     background, the non-white pixels; a photo with neither is not judged (value None, failed:
@@ -81,6 +82,26 @@ def rule_checks(rgb: np.ndarray, alpha: np.ndarray | None, on_white: bool, cfg: 
         mask = (~np.all(rgb >= cfg.white_level, axis=2)).astype(np.uint8) * 255
     sides = None if mask is None else cut_off_sides(mask, rules, mask_threshold)
     out["cut_off"] = _sides_check(sides, "product cut off")
+    if rules.text_overlay:
+        out["overlay"] = _overlay_check(rgb, alpha if alpha is not None or on_white else None, on_white,
+                                        rules, mask_threshold)
+    return out
+
+
+def _overlay_check(rgb: np.ndarray, alpha: np.ndarray | None, on_white: bool, rules, mask_threshold: int) -> dict:
+    """Text on the white outside the product fails; text on the product is listed and passes.
+    A photo with neither a mask nor a white background is not judged (value None)."""
+    from .overlay import overlay_regions  # local: loads the text detector only when asked
+
+    if alpha is None and not on_white:
+        out = _check(None, 0, False)
+        out["finding"] = "overlay not judged: needs a cleaned photo (white background or a mask)"
+        return out
+    found = overlay_regions(rgb, rules, alpha, mask_threshold)
+    out = _check(len(found["overlay"]), 0, not found["overlay"])
+    out.update(found)
+    if found["overlay"]:
+        out["finding"] = f"text outside the product: {len(found['overlay'])} region(s) (overlay survived cleanup)"
     return out
 
 

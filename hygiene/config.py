@@ -67,6 +67,14 @@ class RuleConfig:
     inset_min_contrast: float = 40.0  # median |RGB| sum between strips just inside and outside each side
     inset_product_iou: float = 0.8  # a rectangle this close to the product's box is the product (a box)
     inset_min_outside: float = 0.3  # share outside the mask, or without one of white around the rectangle
+    # overlay text (hygiene/overlay.py; needs `shelfready models fetch ppocr-det`): off unless asked
+    text_overlay: bool = False
+    text_side: int = 960  # the detector's input: longer side at most this, px (PaddleOCR's default)
+    text_threshold: float = 0.3  # text probability of a pixel (PaddleOCR's default)
+    text_box_threshold: float = 0.6  # mean probability of a region that is kept (0.5 at PaddleOCR)
+    text_unclip: float = 1.5  # DB box growth: area * this / perimeter
+    overlay_min_on_product: float = 0.5  # a region with less of its box on the product is an overlay
+    overlay_blob_share: float = 0.2  # without a mask: blobs this share of the largest are product
     cutoff_ring_px: int = 2  # outermost lines of the photo read for a product running off it
     cutoff_min_run: float = 0.05  # continuous run of product along a side, share of the side
 
