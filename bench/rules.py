@@ -21,6 +21,7 @@ from bench._common import cpu_name
 from hygiene import CleanConfig, check, clean
 from hygiene.checks import rule_checks
 from hygiene.config import CheckConfig, RuleConfig
+from hygiene.frame import product_box
 
 ROOT = Path(__file__).resolve().parents[1]
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     found = {k: 0 for k in kinds}
     false_clean = {r: 0 for r in rules}
     false_raw = {r: 0 for r in ("border", "colour_block", "inset")}  # cut-off and overlay need a mask or white
-    n = n_raw = 0
+    n = n_raw = cut_found = 0
     t_clean = t_rules = t_overlay = 0.0
     for path in photos(args.limit):
         photo = Image.open(path).convert("RGB")
@@ -106,9 +107,18 @@ def main(argv: list[str] | None = None) -> None:
             false_clean[r] += not plain[r]["passed"]
         for kind in kinds:
             found[kind] += not check(drawn(result.image, kind, rng, inset_from), config)["checks"][kind]["passed"]
+        # cut off: the photo cropped through its product (at the middle of the mask's box) on a random side
+        x0, y0, x1, y1 = product_box(result.mask, 128)
+        w, h = photo.size
+        side = rng.choice(("left", "right", "top", "bottom"))
+        crop = {"right": (0, 0, (x0 + x1) // 2, h), "left": ((x0 + x1) // 2, 0, w, h),
+                "bottom": (0, 0, w, (y0 + y1) // 2), "top": (0, (y0 + y1) // 2, w, h)}[side]
+        cut = clean(photo.crop(crop), plain_config).report["checks"]["cut_off"]
+        cut_found += side in (cut["sides"] or [])
     figures = {
         "cpu": cpu_name(), "photos": n_raw, "cleaned": n, "seed": args.seed,
-        "found (synthetic, on the cleaned photos)": {k: f"{v}/{n}" for k, v in found.items()},
+        "found (synthetic, on the cleaned photos)": {**{k: f"{v}/{n}" for k, v in found.items()},
+                                                     "cut_off (photo cropped through the product)": f"{cut_found}/{n}"},
         "false findings on the plain cleaned photos": {k: f"{v}/{n}" for k, v in false_clean.items()},
         "false findings on the raw photos (no mask)": {k: f"{v}/{n_raw}" for k, v in false_raw.items()},
         "seconds per photo": {"clean": round(t_clean / max(1, n_raw), 3),
