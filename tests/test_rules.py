@@ -130,3 +130,27 @@ def test_plain_photos_have_no_inset(cleaned, name):
     photo, result = cleaned[name]
     assert result.report["checks"]["inset"]["boxes"] == []
     assert check(photo)["checks"]["inset"]["boxes"] == []
+
+
+def test_clean_summary_names_the_failed_rules(cleaned, tmp_path):
+    """`shelfready clean`'s summary rows carry the new checks like the others (failed_checks)."""
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    photo, result = cleaned["hat.jpg"]
+    x0, y0, x1, y1 = product_box(result.mask, 128)
+    (tmp_path / "in").mkdir()
+    photo.crop((0, 0, (x0 + x1) // 2, photo.size[1])).save(tmp_path / "in" / "hat-cut.png")
+    photo.save(tmp_path / "in" / "hat.png")
+    res = CliRunner().invoke(cli, ["clean", str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    rows = {r["rel"]: r for r in csv.DictReader((tmp_path / "out" / "summary.csv").open())}
+    assert "cut_off" in rows["hat-cut.png"]["failed_checks"]
+    assert "cut_off" not in rows["hat.png"]["failed_checks"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    by_rel = {r["rel"]: r for r in summary["photos"]}
+    assert "cut_off" in str(by_rel["hat-cut.png"]["failed_checks"])
