@@ -54,6 +54,7 @@ class RuleConfig:
     border_max_depth: float = 0.15  # a border starts and ends within this share of the side from the edge
     border_tolerance: int = 12  # RGB distance of a pixel from its line's median colour that is still "uniform"
     border_min_coverage: float = 0.9  # share of a line's pixels within the tolerance for a uniform line
+    border_samples: int = 400  # pixels read along each line (evenly spaced), at least
     border_min_edge: float = 0.5  # share of the line inside a strip that differs from it (a straight inner edge)
     rules_side: int = 512  # colour blocks are looked for on a copy with this long side, px
     block_max_var: float = 12.0  # summed RGB variance over 3x3 px below which a pixel is flat

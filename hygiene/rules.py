@@ -14,8 +14,9 @@ from .config import RuleConfig
 SIDES = ("top", "bottom", "left", "right")
 
 
-def _lines(rgb: np.ndarray, side: str, depth: int) -> np.ndarray:
-    """The first ``depth`` lines of ``side``, outermost first, as (depth, length, 3) int16."""
+def _lines(rgb: np.ndarray, side: str, depth: int, samples: int = 0) -> np.ndarray:
+    """The first ``depth`` lines of ``side``, outermost first, as (depth, length, 3) int16; with
+    ``samples``, about that many evenly spaced pixels of each line (their share is what is read)."""
     if side == "top":
         block = rgb[:depth]
     elif side == "bottom":
@@ -24,7 +25,8 @@ def _lines(rgb: np.ndarray, side: str, depth: int) -> np.ndarray:
         block = rgb[:, :depth].transpose(1, 0, 2)
     else:
         block = rgb[:, ::-1][:, :depth].transpose(1, 0, 2)
-    return block.astype(np.int16)
+    step = max(1, block.shape[1] // samples) if samples else 1
+    return block[:, ::step].astype(np.int16)
 
 
 def border_sides(rgb: np.ndarray, cfg: RuleConfig) -> list[str]:
@@ -37,7 +39,7 @@ def border_sides(rgb: np.ndarray, cfg: RuleConfig) -> list[str]:
     for side in SIDES:
         length = w if side in ("top", "bottom") else h
         depth = max(2, int(round(cfg.border_max_depth * (h if side in ("top", "bottom") else w))))
-        lines = _lines(rgb, side, min(depth + 1, h if side in ("top", "bottom") else w))
+        lines = _lines(rgb, side, min(depth + 1, h if side in ("top", "bottom") else w), cfg.border_samples)
         median = np.median(lines, axis=1)  # (depth, 3): each line's colour
         near = np.all(np.abs(lines - median[:, None, :]) <= cfg.border_tolerance, axis=2)
         uniform = near.mean(axis=1) >= cfg.border_min_coverage
