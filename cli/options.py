@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hygiene.config import DEFAULT_PRESET, PRESETS, CleanConfig
+from hygiene.config import DEFAULT_PRESET, PRESETS, CheckConfig, CleanConfig, RuleConfig
 from photos.config import OutputConfig
 from removers.config import CASCADE, CUDA_REMOVER_BATCH, PRECISIONS, RUNTIMES, RuntimeConfig
 
@@ -84,13 +84,26 @@ def clean_options(func):
     @click.option("--remover-batch", type=click.IntRange(0, 256), default=_RT.remover_batch, show_default=True,
                   help="Photos per remover call on onnxruntime (0 = the device's: 1 on cpu, "
                        f"{CUDA_REMOVER_BATCH} on cuda); more needs more GPU memory.")
+    @click.option("--text-overlay", is_flag=True,
+                  help="Also check for text overlays (\"FREE SHIPPING\") left on the white outside the product; "
+                       "needs `shelfready models fetch ppocr-det`.")
     @runtime_flags
     @functools.wraps(func)
     def wrapper(*args, preset, model, fallback_model, fill, size, transparent, max_upscale, remover_batch, runtime,
-                precision, **kwargs):
+                precision, text_overlay, **kwargs):
+        if text_overlay:  # the detector's weights checked before any photo: one line naming the fetch
+            from removers.errors import ModelError
+            from removers.models import verify
+            from removers.text_det import NAME
+
+            try:
+                verify(NAME)
+            except ModelError as exc:
+                raise click.ClickException(str(exc)) from None
+        checks = CheckConfig(rules=RuleConfig(text_overlay=text_overlay))
         kwargs["clean_config"] = CleanConfig(preset=preset, model=model, fallback_model=fallback_model,
                                              fill=fill, size=size, transparent=transparent,
-                                             max_upscale=max_upscale,
+                                             max_upscale=max_upscale, checks=checks,
                                              runtime=RuntimeConfig(runtime=runtime, precision=precision,
                                                                    remover_batch=remover_batch))
         return func(*args, **kwargs)

@@ -45,6 +45,42 @@ DEFAULT_PRESET = "amazon"
 
 
 @dataclass(frozen=True)
+class RuleConfig:
+    """Thresholds of the marketplace main-image rules (hygiene/rules.py, issue 27): borders and
+    colour blocks, insets, a product cut off by the frame. Set by hand on sample_images/ and
+    demo_data/; ``python -m bench.rules`` measures them."""
+
+    white_level: int = 255  # the white of the background (CheckConfig.white_level)
+    border_max_depth: float = 0.15  # a border starts and ends within this share of the side from the edge
+    border_tolerance: int = 12  # RGB distance of a pixel from its line's median colour that is still "uniform"
+    border_min_coverage: float = 0.9  # share of a line's pixels within the tolerance for a uniform line
+    border_samples: int = 400  # pixels read along each line (evenly spaced), at least
+    border_min_edge: float = 0.5  # share of the line inside a strip that differs from it (a straight inner edge)
+    rules_side: int = 512  # colour blocks are looked for on a copy with this long side, px
+    block_max_var: float = 12.0  # summed RGB variance over 3x3 px below which a pixel is flat
+    block_min_share: float = 0.01  # a colour block covers at least this share of the picture ...
+    block_max_share: float = 0.5  # ... and at most this (more is a background)
+    block_min_rectangularity: float = 0.9  # block area / its box area
+    inset_min_support: float = 0.9  # share of each side of a rectangle that is a straight edge
+    inset_min_side: float = 0.06  # each side of an inset is at least this share of the long side
+    inset_min_share: float = 0.01  # an inset covers at least this share of the picture ...
+    inset_max_share: float = 0.6  # ... and at most this
+    inset_min_contrast: float = 40.0  # median |RGB| sum between strips just inside and outside each side
+    inset_product_iou: float = 0.8  # a rectangle this close to the product's box is the product (a box)
+    inset_min_outside: float = 0.3  # share outside the mask, or without one of white around the rectangle
+    # overlay text (hygiene/overlay.py; needs `shelfready models fetch ppocr-det`): off unless asked
+    text_overlay: bool = False
+    text_side: int = 960  # the detector's input: longer side at most this, px (PaddleOCR's default)
+    text_threshold: float = 0.3  # text probability of a pixel (PaddleOCR's default)
+    text_box_threshold: float = 0.6  # mean probability of a region that is kept (0.5 at PaddleOCR)
+    text_unclip: float = 1.5  # DB box growth: area * this / perimeter
+    overlay_min_on_product: float = 0.5  # a region with less of its box on the product is an overlay
+    overlay_blob_share: float = 0.2  # without a mask: blobs this share of the largest are product
+    cutoff_ring_px: int = 2  # outermost lines of the photo read for a product running off it
+    cutoff_min_run: float = 0.05  # continuous run of product along a side, share of the side
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     """Thresholds of the readiness report."""
 
@@ -55,6 +91,9 @@ class CheckConfig:
     max_centre_offset: float = 0.05  # product-box centre vs canvas centre, share of side
     max_undecided_alpha: float = 0.05  # undecided share (hygiene.confidence.undecided_share, the gate's bands)
     sharpness_side: int = 1024  # images are resized to this long side before the Laplacian
+    # marketplace rules of issue 27 (hygiene/rules.py): judge the output, never shape it, so
+    # they are left out of the settings key (CleanConfig.fingerprint)
+    rules: RuleConfig = field(default_factory=RuleConfig)
 
 
 @dataclass(frozen=True)
@@ -212,4 +251,5 @@ class CleanConfig:
         """Stable text of every setting that can change the output (the batch manifest's key)."""
         d = dataclasses.asdict(self)
         d["runtime"] = settings_fields(self.runtime, model=self.model)
+        del d["checks"]["rules"]  # the rules judge the output and do not shape it (RuleConfig)
         return json.dumps(d, sort_keys=True)

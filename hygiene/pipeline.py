@@ -172,7 +172,8 @@ def clean(image: Image.Image, config: CleanConfig = CleanConfig(), alpha: np.nda
     t = time.perf_counter()
     report = checks.readiness(out, config.preset_rules, config.checks, alpha=out_alpha,
                               mask_threshold=config.mask_threshold,
-                              detail_source=(rgb, box) if box else None, gate=config.gate, rgb=out_rgb)
+                              detail_source=(rgb, box) if box else None, gate=config.gate, rgb=out_rgb,
+                              source_alpha=alpha)
     if gate is not None:
         report["gate"] = {"passed": gate.passed, "score": gate.score, "signals": gate.signals}
     if cascade is not None:

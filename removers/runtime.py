@@ -53,7 +53,7 @@ from .models import ModelError
 
 ONNXRUNTIME, OPENVINO, TORCH = "onnxruntime", "openvino", "torch"
 FP32, BF16 = "fp32", "bf16"
-KINDS = ("remover", "embedder")
+KINDS = ("remover", "embedder", "detector")
 _OV_PRECISION = {FP32: "f32", BF16: "bf16"}
 # Which models "auto" runs in bf16 (where the CPU has it): only those whose bf16 path
 # passes the accuracy guard of tests/test_runtime_accuracy.py. u2netp in plain bf16
@@ -122,7 +122,7 @@ def detect() -> Capabilities:
 
 def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None,
             model: str | None = None) -> Choice:
-    """The concrete engine and precision for a ``kind`` of model ("remover" | "embedder").
+    """The concrete engine and precision for a ``kind`` of model ("remover" | "embedder" | "detector").
 
     ``model`` names the model (default: the kind's default model); ``auto`` picks bf16
     only for the models in ``AUTO_BF16``. ``caps`` defaults to this machine's
@@ -131,6 +131,8 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None,
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "detector":  # removers/text_det.py: one engine and precision until a guard measures others
+        return Choice(ONNXRUNTIME, FP32, "the text detector runs on onnxruntime fp32 (no bf16 accuracy guard yet)")
     if kind == "remover" and runtime.device == "cuda":  # OpenVINO and bf16 are this module's CPU paths
         return Choice(ONNXRUNTIME, FP32, "device cuda: onnxruntime's CUDA provider, fp32")
     caps = caps or detect()

@@ -128,3 +128,9 @@ def made_demo() -> tuple[Path, str]:
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return ROOT / "out" / "demo", res.stdout
+
+
+@pytest.fixture(scope="session")
+def ppocr_det_path() -> Path:
+    """The opt-in PP-OCRv4 text detector (`shelfready models fetch ppocr-det`); tests skip without it."""
+    return _opt_in_weights("ppocr-det")
