@@ -44,47 +44,31 @@ def _add(catalog, items, embedder) -> tuple[int, int, list[str]]:
     applies the same rule under the catalog's write lock, so a photo another process
     added meanwhile is not added twice either.
     """
-    from engines.prefetch import load_all, loaded_chunks
     from photos.io import load_image
     from photos.keys import bytes_sha256
     from photos.store import is_uri, read_path
-    from removers.runtime import given_cores
     from search.config import DEFAULT_EMBED
     from search.embed_modes import embed_images, settings_of
     from search.items import check_text, printable
 
-    def read(it):  # a file or an object (s3://...), read once, on a loading thread
-        row = {"sku": check_text("sku", it.sku), "label": check_text("label", it.label)}
-        data = read_path(it.path)
-        return row, data, bytes_sha256(data)
-
     mode, clean_config, view = settings_of(catalog.embed)
     added, skipped, errors = 0, 0, []
-    batch, threads = DEFAULT_EMBED.batch_size, given_cores()
-    chunks = [items[start:start + batch] for start in range(0, len(items), batch)]
-    # the next chunk is read and hashed while this one is embedded; the new photos of a chunk
-    # are decoded side by side (engines.prefetch)
-    for chunk, got in zip(chunks, loaded_chunks(read, chunks, threads)):
-        new = []
-        for it, r in zip(chunk, got):
-            if isinstance(r, (ValueError, OSError)):
-                errors.append(printable(f"{it.path}: {r}"))
-            elif isinstance(r, Exception):
-                raise r
-            elif catalog.find_hash(r[2]):
-                skipped += 1
-            else:
-                new.append((it, *r))
+    batch = DEFAULT_EMBED.batch_size
+    for start in range(0, len(items), batch):
         images, rows = [], []
-        for (it, row, _, digest), image in zip(new, load_all(load_image, [data for _, _, data, _ in new], threads)):
-            if isinstance(image, (ValueError, OSError)):
-                errors.append(printable(f"{it.path}: {image}"))
-            elif isinstance(image, Exception):
-                raise image
-            else:
-                images.append(image)
+        for it in items[start:start + batch]:
+            try:
+                row = {"sku": check_text("sku", it.sku), "label": check_text("label", it.label)}
+                data = read_path(it.path)  # a file or an object (s3://...), read once
+                digest = bytes_sha256(data)
+                if catalog.find_hash(digest):
+                    skipped += 1
+                    continue
+                images.append(load_image(data))
                 rows.append(dict(row, path=it.path if is_uri(it.path) else str(Path(it.path).resolve()),
                                  content_hash=digest))
+            except (ValueError, OSError) as exc:
+                errors.append(printable(f"{it.path}: {exc}"))
         if images:
             catalog.check_embedder(embedder.name, embedder.dim)
             try:

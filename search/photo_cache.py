@@ -170,9 +170,7 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
     ``image_path``); ``tag`` must then name what it makes (it keys the cache)."""
     from tqdm import tqdm
 
-    from engines.prefetch import loaded_chunks
     from photos.io import load_image
-    from removers.runtime import given_cores
 
     vecs = np.zeros((len(photos), embedder.dim), dtype=np.float32)
 
@@ -187,19 +185,14 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
         elif p.ok:
             todo.append(i)
     bar = tqdm(total=len(todo), unit="photo", desc=f"embedding {tag}", disable=not progress or not todo)
-    chunks = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-    load = loader if loader else (lambda p: load_image(p.image_path))
-    # the next chunk's photos are decoded (and their views composed) while this one is embedded
-    for todo_chunk, loaded in zip(chunks, loaded_chunks(lambda i: load(photos[i]), chunks, given_cores())):
+    for start in range(0, len(todo), batch_size):
         chunk, images = [], []
-        for i, image in zip(todo_chunk, loaded):
-            if isinstance(image, ValueError):
-                photos[i].status, photos[i].error = "failed", str(image)
-            elif isinstance(image, Exception):
-                raise image
-            else:
-                images.append(image)
+        for i in todo[start:start + batch_size]:
+            try:
+                images.append(loader(photos[i]) if loader else load_image(photos[i].image_path))
                 chunk.append(i)
+            except ValueError as exc:
+                photos[i].status, photos[i].error = "failed", str(exc)
         if images:
             out = np.asarray(embedder.embed(images), dtype=np.float32)
             for i, v in zip(chunk, out):
@@ -208,6 +201,6 @@ def embed_prepared(photos: Sequence[Prepared], embedder, cache_dir: Path | None,
                 if f is not None:
                     f.parent.mkdir(parents=True, exist_ok=True)
                     np.save(f, v)
-        bar.update(len(todo_chunk))
+        bar.update(len(todo[start:start + batch_size]))
     bar.close()
     return vecs
