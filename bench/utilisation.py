@@ -27,7 +27,8 @@ from pathlib import Path
 from bench._common import ROOT, CpuMeter, cpu_name, flag, given_cores
 
 
-def commands(work: Path, workers: int) -> dict[str, list[str]]:
+def commands(workers: int) -> dict[str, list[str]]:
+    """The documented commands, run from a folder holding listings/ and queries/."""
     w = str(workers)
     return {
         "clean": ["shelfready", "clean", "listings", "ready", "--workers", w],
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             (work / code).mkdir()
             for side in ("listings", "queries"):
                 os.symlink(work / side, work / code / side)
-        for name, cmd in commands(work, workers).items():
+        for name, cmd in commands(workers).items():
             if args.only and name not in args.only:
                 continue
             for code, root in codes.items():
