@@ -21,8 +21,8 @@ _NOT_PIXELS = frozenset({"photos/keys.py", "photos/store.py", "hygiene/version.p
 
 SAME_PIXELS: dict[str, str] = {
     # the house move (2026-12): modules moved, no pixel changed; since then the marketplace rules
-    # of issue 27 (hygiene/rules.py, overlay.py, removers/text_det.py): checks only, no pixel changed
-    "60db3a190780": "7f899a9292b8",
+    # of issue 27 (checks only) and runtime.settings_fields folded into one function: no pixel changed
+    "fb2758a322ae": "7f899a9292b8",
 }
 
 

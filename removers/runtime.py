@@ -177,16 +177,12 @@ def resolve(runtime: RuntimeConfig, kind: str, caps: Capabilities | None = None,
     return Choice(engine, precision, f"{how}; {why}")
 
 
-def fingerprint_fields(runtime: RuntimeConfig, kind: str = "remover", model: str | None = None) -> dict:
-    """What really runs (auto resolved), for manifests: {"runtime": ..., "precision": ...}."""
-    return resolve(runtime, kind, model=model).fields()
-
-
 def settings_fields(runtime: RuntimeConfig, kind: str = "remover", model: str | None = None) -> dict:
     """The fields of ``runtime`` that can change results, with ``auto`` resolved for ``model``
     (none of threads/spin/cache; device only when not cpu and the remover batch only when > 1,
-    so the settings key of CPU runs stays what it was): ``CleanConfig.fingerprint``'s."""
-    fields = {**fingerprint_fields(runtime, kind, model), "isnet_side": runtime.isnet_side}
+    so the settings key of CPU runs stays what it was): ``CleanConfig.fingerprint``'s. The runtime
+    and precision are what really runs (``resolve``)."""
+    fields = {**resolve(runtime, kind, model=model).fields(), "isnet_side": runtime.isnet_side}
     if runtime.device != "cpu":
         fields["device"] = runtime.device
     if runtime.batch_size() > 1:  # batches run a batch-capable copy of the graph (segment_batch)
